@@ -1,0 +1,140 @@
+/**
+ * Claim checks of an Entra access token, run only after the signature verified. Pure: no
+ * Fastify, no I/O. Order is the contract's (§6): required claims → nbf → exp → ver → iss → aud →
+ * sub → client.
+ */
+import { EntraAuthError } from '../problems.js'
+import type { EntraClaims } from '../token.js'
+import { expectedIssuer, keyMaySign } from './issuers.js'
+
+export interface ClaimRules {
+  readonly audiences: ReadonlySet<string>
+  readonly tokenVersions: ReadonlySet<string>
+  readonly allowedTenants: ReadonlySet<string> | null
+  readonly allowedSubjects: ReadonlySet<string> | null
+  readonly allowedApps: ReadonlySet<string> | null
+  readonly clockTolerance: number
+  readonly now: () => number
+}
+
+/** Microsoft Graph's application ID and resource URIs; Graph tokens are not for third-party APIs. */
+const GRAPH_AUDIENCES = new Set(['00000003-0000-0000-c000-000000000000', 'https://graph.microsoft.com', 'https://graph.microsoft.com/'])
+
+const GRAPH_DETAIL = 'This token was issued for Microsoft Graph, and Graph tokens cannot be validated by any API but Graph. Request a token for this API instead (scope api://<client id>/.default or one of its scopes).'
+
+/** True when the token looks like a Microsoft Graph access token. */
+export function isGraphToken (header: Record<string, unknown>, payload: Record<string, unknown>): boolean {
+  // Graph tokens carry a `nonce` JOSE header whose hash is what was signed.
+  if (header.nonce !== undefined) return true
+  const aud = payload.aud
+  return typeof aud === 'string' ? GRAPH_AUDIENCES.has(aud) : Array.isArray(aud) && aud.some(a => GRAPH_AUDIENCES.has(a))
+}
+
+export function graphTokenDetail (): string {
+  return GRAPH_DETAIL
+}
+
+/** ID tokens carry neither delegated scopes, app roles nor a client claim. */
+function looksLikeIdToken (payload: Record<string, unknown>): boolean {
+  return payload.scp === undefined && payload.roles === undefined && payload.azp === undefined && payload.appid === undefined
+}
+
+const ID_TOKEN_DETAIL = 'This looks like an ID token, which proves a sign-in to the client app and is not meant for APIs. Send an access token requested for this API instead.'
+
+function isFiniteNumber (value: unknown): value is number {
+  return typeof value === 'number' && Number.isFinite(value)
+}
+
+function invalidClaim (name: string, expected: string): never {
+  throw new EntraAuthError('auth_token_invalid', `The token '${name}' claim must be ${expected}.`)
+}
+
+/**
+ * Required claims, present and non-null, in the seed's order. The client claim depends on the
+ * version (`azp` for 2.0, `appid` for 1.0); an unknown version is left to the `ver` check.
+ */
+function checkRequired (payload: Record<string, unknown>): void {
+  const clientClaim = payload.ver === '2.0' ? 'azp' : payload.ver === '1.0' ? 'appid' : undefined
+  const required = ['iss', 'sub', 'aud', 'exp', 'nbf', ...(clientClaim === undefined ? [] : [clientClaim]), 'ver']
+  for (const claim of required) {
+    if (payload[claim] === undefined || payload[claim] === null) {
+      const detail = claim === clientClaim && looksLikeIdToken(payload)
+        ? ID_TOKEN_DETAIL
+        : `The token has no '${claim}' claim, which every Microsoft Entra access token carries. Request a new access token for this API.`
+      throw new EntraAuthError('auth_token_claim_missing', detail)
+    }
+  }
+}
+
+/** Claim types: anything else is a malformed token, never "no limit" (e.g. `exp: 1e400`). */
+function checkTypes (payload: Record<string, unknown>): void {
+  if (!isFiniteNumber(payload.exp)) invalidClaim('exp', 'a finite number')
+  if (!isFiniteNumber(payload.nbf)) invalidClaim('nbf', 'a finite number')
+  if (payload.iat !== undefined && !isFiniteNumber(payload.iat)) invalidClaim('iat', 'a finite number')
+  if (typeof payload.iss !== 'string') invalidClaim('iss', 'a string')
+  if (typeof payload.sub !== 'string') invalidClaim('sub', 'a string')
+  const aud = payload.aud
+  if (typeof aud !== 'string' && !(Array.isArray(aud) && aud.length > 0 && aud.every(a => typeof a === 'string'))) {
+    invalidClaim('aud', 'a string or an array of strings')
+  }
+}
+
+/**
+ * Runs every claim check and returns the claims typed. `discoveryIssuer` is the configured
+ * provider's issuer (maybe a `{tenantid}` template); `keyIssuer` the signing key's `issuer` member.
+ */
+export function checkClaims (
+  payload: Record<string, unknown>,
+  rules: ClaimRules,
+  discoveryIssuer: string,
+  keyIssuer: string | undefined
+): EntraClaims {
+  checkRequired(payload)
+  checkTypes(payload)
+
+  const now = rules.now()
+  const tolerance = rules.clockTolerance
+  if ((payload.nbf as number) * 1000 > now + tolerance) {
+    throw new EntraAuthError('auth_token_immature')
+  }
+  // RFC 7519 §4.1.4: the token must not be accepted "on or after" exp.
+  if ((payload.exp as number) * 1000 <= now - tolerance) {
+    throw new EntraAuthError('auth_token_expired')
+  }
+
+  const ver = payload.ver
+  if ((ver !== '1.0' && ver !== '2.0') || !rules.tokenVersions.has(ver)) {
+    throw new EntraAuthError('auth_token_ver_not_supported', `The token version ${JSON.stringify(ver)} is not accepted; this API accepts ${[...rules.tokenVersions].join(' and ')}. Set accessTokenAcceptedVersion in the API's app manifest, or change the tokenVersions option.`)
+  }
+
+  const iss = payload.iss as string
+  const tid = payload.tid
+  const expected = expectedIssuer(discoveryIssuer, ver, tid)
+  if (expected === null || iss !== expected) {
+    throw new EntraAuthError('auth_token_issuer_untrusted')
+  }
+  if (rules.allowedTenants !== null && !(typeof tid === 'string' && rules.allowedTenants.has(tid))) {
+    throw new EntraAuthError('auth_token_issuer_untrusted', 'The token was issued by a tenant this API does not allow. Sign in with an account of an allowed tenant.')
+  }
+  if (!keyMaySign(keyIssuer, iss, ver, tid)) {
+    throw new EntraAuthError('auth_token_issuer_untrusted', "The token's signing key belongs to another issuer or tenant than the token claims. Request a token from the tenant this API trusts.")
+  }
+
+  const aud = payload.aud as string | string[]
+  const audienceOk = typeof aud === 'string' ? rules.audiences.has(aud) : aud.some(a => rules.audiences.has(a))
+  if (!audienceOk) {
+    throw new EntraAuthError('auth_token_audience_invalid', isGraphToken({}, payload) ? GRAPH_DETAIL : undefined)
+  }
+
+  if (rules.allowedSubjects !== null && !rules.allowedSubjects.has(payload.sub as string)) {
+    throw new EntraAuthError('auth_token_subject_not_trusted')
+  }
+  if (rules.allowedApps !== null) {
+    // Never fall back from one client claim to the other: a v2 token's `appid` is not checked.
+    const client = ver === '2.0' ? payload.azp : payload.appid
+    if (typeof client !== 'string' || !rules.allowedApps.has(client)) {
+      throw new EntraAuthError('auth_token_azp_not_trusted')
+    }
+  }
+  return payload as EntraClaims
+}

@@ -1,0 +1,184 @@
+/**
+ * The one registry of problem types (contract §6). Every failure the plugin reports is one of
+ * these; tests keep the README's error table equal to this object.
+ */
+
+/** RFC 6750 §3.1 error codes used in the `WWW-Authenticate` challenge. */
+export type ChallengeError = 'invalid_request' | 'invalid_token' | 'insufficient_scope' | null
+
+export interface ProblemDefinition {
+  readonly status: number
+  readonly title: string
+  /** Default `detail`; call sites may give a more specific one. */
+  readonly detail: string
+  readonly challenge: ChallengeError
+}
+
+export const problems = {
+  auth_header_missing: {
+    status: 401,
+    title: 'Missing authorization header',
+    detail: "Ensure your request includes an 'Authorization' header with a bearer token and try again.",
+    challenge: null
+  },
+  auth_header_invalid: {
+    status: 401,
+    title: 'Invalid authorization header',
+    detail: "Ensure your 'Authorization' header has exactly the form 'Bearer <access token>' and try again.",
+    challenge: 'invalid_request'
+  },
+  auth_oidc_error: {
+    status: 503,
+    title: 'Identity provider unavailable',
+    detail: 'The signing keys of the identity provider could not be loaded. This is not a problem with your request: try again later.',
+    challenge: null
+  },
+  auth_token_key_error: {
+    status: 401,
+    title: 'Token signing key unknown',
+    detail: "The token's 'kid' header does not name a signing key of the identity provider. Request a new token from Microsoft Entra ID and try again.",
+    challenge: 'invalid_token'
+  },
+  auth_token_invalid: {
+    status: 401,
+    title: 'Invalid token',
+    detail: 'The access token could not be parsed as an RS256-signed JWT. Ensure you send the access token (not the ID token) unmodified.',
+    challenge: 'invalid_token'
+  },
+  auth_token_signature_untrusted: {
+    status: 401,
+    title: 'Token signature untrusted',
+    detail: 'The token signature does not verify with the signing key. Ensure the token was issued by Microsoft Entra ID for this API and was not modified.',
+    challenge: 'invalid_token'
+  },
+  auth_token_claim_missing: {
+    status: 401,
+    title: 'Token missing required claim',
+    detail: 'The token lacks a claim every Entra access token carries. Request a new access token for this API.',
+    challenge: 'invalid_token'
+  },
+  auth_token_issuer_untrusted: {
+    status: 401,
+    title: 'Token issuer untrusted',
+    detail: 'The token was issued by an authority or tenant this API does not trust. Request a token from the tenant this API is registered in.',
+    challenge: 'invalid_token'
+  },
+  auth_token_audience_invalid: {
+    status: 401,
+    title: 'Token audience invalid',
+    detail: 'The token was issued for another resource. Request a token with a scope of this API (e.g. api://<client id>/.default).',
+    challenge: 'invalid_token'
+  },
+  auth_token_expired: {
+    status: 401,
+    title: 'Token expired',
+    detail: 'The token has expired. Request a new access token and try again.',
+    challenge: 'invalid_token'
+  },
+  auth_token_immature: {
+    status: 401,
+    title: 'Token not yet valid',
+    detail: "The token's 'nbf' (not before) time is in the future. Check the clock of the token issuer and try again later.",
+    challenge: 'invalid_token'
+  },
+  auth_token_ver_not_supported: {
+    status: 401,
+    title: 'Token version not supported',
+    detail: "The token's 'ver' claim names an Entra token version this API does not accept.",
+    challenge: 'invalid_token'
+  },
+  auth_token_subject_not_trusted: {
+    status: 403,
+    title: 'Token subject not allowed',
+    detail: 'The user or principal in this token is not allowed to use this API. Ask its owner for access.',
+    challenge: 'insufficient_scope'
+  },
+  auth_token_azp_not_trusted: {
+    status: 403,
+    title: 'Client application not allowed',
+    detail: 'The client application that requested this token is not allowed to use this API. Ask its owner for access.',
+    challenge: 'insufficient_scope'
+  },
+  auth_token_insufficient_scopes: {
+    status: 403,
+    title: 'Insufficient scopes',
+    detail: 'The token lacks the scopes or app roles this route needs. Request a token with them and try again.',
+    challenge: 'insufficient_scope'
+  }
+} as const satisfies Record<string, ProblemDefinition>
+
+/** A problem type slug, e.g. `auth_token_expired`. */
+export type ProblemType = keyof typeof problems
+
+/** RFC 9457 problem details body as the plugin sends it. */
+export interface ProblemBody {
+  type: ProblemType
+  title: string
+  status: number
+  detail: string
+  contact?: string
+}
+
+/**
+ * The error every token failure is reported with. `verify()` rejects with it; the route hook turns
+ * it into an `application/problem+json` reply.
+ *
+ * @example
+ * ```ts
+ * try { await verifier.verify(token) } catch (err) {
+ *   if (err instanceof EntraAuthError && err.type === 'auth_token_expired') refresh()
+ * }
+ * ```
+ */
+export class EntraAuthError extends Error {
+  /** Problem type slug (stable API; switch on this). */
+  readonly type: ProblemType
+  readonly title: string
+  /** HTTP status the plugin replies with. */
+  readonly status: number
+  /** What the caller should do; never contains the token or key material. */
+  readonly detail: string
+  /** Alias of `status`, so Fastify's default error handler answers with the right status too. */
+  readonly statusCode: number
+  /** Space-separated scopes named in an `insufficient_scope` challenge, if the failure is about scopes. */
+  readonly requiredScope: string | undefined
+
+  constructor (type: ProblemType, detail?: string, options?: { requiredScope?: string, cause?: unknown }) {
+    const def = problems[type]
+    super(`${type}: ${detail ?? def.detail}`, options?.cause === undefined ? undefined : { cause: options.cause })
+    this.name = 'EntraAuthError'
+    this.type = type
+    this.title = def.title
+    this.status = def.status
+    this.statusCode = def.status
+    this.detail = detail ?? def.detail
+    this.requiredScope = options?.requiredScope
+  }
+
+  /**
+   * Response headers for this error. Fastify's default error handler copies `error.headers`, so an
+   * `EntraAuthError` thrown anywhere in a route still gets its RFC 6750 challenge.
+   */
+  get headers (): Record<string, string> {
+    return { 'www-authenticate': this.challenge() }
+  }
+
+  /** The RFC 9457 body for this error. */
+  toProblem (contact?: string): ProblemBody {
+    const body: ProblemBody = { type: this.type, title: this.title, status: this.status, detail: this.detail }
+    if (contact !== undefined) body.contact = contact
+    return body
+  }
+
+  /**
+   * The RFC 6750 §3 challenge. A request without credentials gets a bare `Bearer` challenge with no
+   * `error` (RFC 6750 §3.1); a 503 is not the client's fault, so it gets none either.
+   */
+  challenge (): string {
+    const code = problems[this.type].challenge
+    if (code === null) return 'Bearer'
+    let value = `Bearer error="${code}", error_description="${this.title}"`
+    if (this.requiredScope !== undefined) value += `, scope="${this.requiredScope}"`
+    return value
+  }
+}

@@ -1,0 +1,8 @@
+/**
+ * Test kit of fastify-entra-auth: fake keys, fake tokens and a fake Entra ID that needs no
+ * network. Import from `fastify-entra-auth/testing`.
+ * @packageDocumentation
+ */
+export { MockJwk, MockJwks } from './mock-jwks.js'
+export { MockClaims, MockJwtClient, MOCK_ISSUER, type ClaimOverrides } from './mock-jwt.js'
+export { FakeEntra, FAKE_TENANT_ID, presets, type FakeEntraMode, type FakeEntraOptions } from './fake-entra.js'

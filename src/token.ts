@@ -1,0 +1,172 @@
+import { Type, type Static } from '@sinclair/typebox'
+import type { JoseHeader } from './jws.js'
+import type { TokenPermissions } from './entra/scopes.js'
+
+/**
+ * Claims of an Entra access token (v1.0 and v2.0), as a TypeBox schema so they can be used in
+ * route schemas and OpenAPI. Known claims are typed; any other claim is kept.
+ * https://learn.microsoft.com/entra/identity-platform/access-token-claims-reference
+ */
+export const EntraClaimsSchema = Type.Object({
+  iss: Type.String(),
+  sub: Type.String(),
+  aud: Type.Union([Type.String(), Type.Array(Type.String())]),
+  exp: Type.Number(),
+  nbf: Type.Number(),
+  iat: Type.Optional(Type.Number()),
+  ver: Type.Union([Type.Literal('1.0'), Type.Literal('2.0')]),
+  tid: Type.Optional(Type.String()),
+  oid: Type.Optional(Type.String()),
+  azp: Type.Optional(Type.String()),
+  azpacr: Type.Optional(Type.String()),
+  appid: Type.Optional(Type.String()),
+  appidacr: Type.Optional(Type.String()),
+  idtyp: Type.Optional(Type.String()),
+  scp: Type.Optional(Type.String()),
+  roles: Type.Optional(Type.Array(Type.String())),
+  groups: Type.Optional(Type.Array(Type.String())),
+  name: Type.Optional(Type.String()),
+  preferred_username: Type.Optional(Type.String()),
+  upn: Type.Optional(Type.String()),
+  unique_name: Type.Optional(Type.String()),
+  xms_cc: Type.Optional(Type.Array(Type.String()))
+}, { additionalProperties: true })
+
+/**
+ * Typed known claims plus any extra claim. Extend it for your own optional claims with
+ * declaration merging on {@link CustomEntraClaims}.
+ */
+export type EntraClaims = Static<typeof EntraClaimsSchema> & CustomEntraClaims & Record<string, unknown>
+
+/**
+ * Merge point for application-specific claims:
+ * @example
+ * ```ts
+ * declare module 'fastify-entra-auth' {
+ *   interface CustomEntraClaims { NAVident?: string }
+ * }
+ * ```
+ */
+export interface CustomEntraClaims {}
+
+/** RFC 7662 §2.2 introspection response. */
+export interface Rfc7662Introspection {
+  active: boolean
+  scope?: string
+  client_id?: string
+  username?: string
+  token_type?: 'Bearer'
+  exp?: number
+  iat?: number
+  nbf?: number
+  sub?: string
+  aud?: string | string[]
+  iss?: string
+}
+
+function words (scp: unknown): string[] {
+  // Entra's `scp` is one space-delimited string; anything else grants nothing (contract §6).
+  return typeof scp === 'string' ? scp.split(' ').filter(word => word !== '') : []
+}
+
+function strings (roles: unknown): string[] {
+  // A `roles` string is not split: that would turn "A B" into two roles nobody granted.
+  return Array.isArray(roles) ? roles.filter((role): role is string => typeof role === 'string') : []
+}
+
+/**
+ * A validated Entra access token. Only ever constructed after every check passed.
+ *
+ * @example
+ * ```ts
+ * app.get('/me', { onRequest: app.entraAuth() }, async (request) => {
+ *   const token = request.entraToken!
+ *   return { user: token.objectId, tenant: token.tenantId, scopes: token.scopes }
+ * })
+ * ```
+ */
+export class EntraToken implements TokenPermissions {
+  /** The token string as received. */
+  readonly raw: string
+  /** Decoded JOSE header. */
+  readonly header: JoseHeader
+  /** All decoded claims. */
+  readonly claims: EntraClaims
+  /** `scp` words ∪ `roles`, in that order, without duplicates. */
+  readonly scopes: string[]
+  /** Entra token version. */
+  readonly version: '1.0' | '2.0'
+  /** Delegated permissions (`scp` words). */
+  readonly delegated: ReadonlySet<string>
+  /** App roles / application permissions (`roles`). */
+  readonly roles: ReadonlySet<string>
+  /** `scp` ∪ `roles`. */
+  readonly all: ReadonlySet<string>
+
+  constructor (raw: string, header: JoseHeader, claims: EntraClaims) {
+    this.raw = raw
+    this.header = header
+    this.claims = claims
+    this.version = claims.ver
+    const delegated = words(claims.scp)
+    const roles = strings(claims.roles)
+    this.delegated = new Set(delegated)
+    this.roles = new Set(roles)
+    this.all = new Set([...delegated, ...roles])
+    this.scopes = [...this.all]
+  }
+
+  /** Tenant ID (`tid`). */
+  get tenantId (): string | undefined {
+    return typeof this.claims.tid === 'string' ? this.claims.tid : undefined
+  }
+
+  /** Object ID of the user or service principal (`oid`); with `tenantId` it identifies the caller. */
+  get objectId (): string | undefined {
+    return typeof this.claims.oid === 'string' ? this.claims.oid : undefined
+  }
+
+  /** Client application ID: `azp` (v2.0) or `appid` (v1.0). */
+  get clientId (): string | undefined {
+    const value = this.version === '2.0' ? this.claims.azp : this.claims.appid
+    return typeof value === 'string' ? value : undefined
+  }
+
+  /**
+   * True for app-only (client-credentials) tokens. The optional claim `idtyp: 'app'` is
+   * authoritative when present; otherwise an app token has no `scp` and `oid == sub`.
+   * https://learn.microsoft.com/entra/identity-platform/access-token-claims-reference#payload-claims
+   */
+  get isAppOnly (): boolean {
+    const idtyp = this.claims.idtyp
+    if (idtyp !== undefined) return idtyp === 'app'
+    return this.claims.scp === undefined && this.claims.oid !== undefined && this.claims.oid === this.claims.sub
+  }
+
+  /** RFC 7662 introspection response for this (valid) token. */
+  introspect (): Rfc7662Introspection {
+    const c = this.claims
+    const response: Rfc7662Introspection = {
+      active: true,
+      scope: this.scopes.join(' '),
+      client_id: this.clientId,
+      username: [c.preferred_username, c.upn, c.unique_name].find(v => typeof v === 'string'),
+      token_type: 'Bearer',
+      exp: c.exp,
+      iat: typeof c.iat === 'number' ? c.iat : undefined,
+      nbf: c.nbf,
+      sub: c.sub,
+      aud: c.aud,
+      iss: c.iss
+    }
+    for (const key of Object.keys(response) as Array<keyof Rfc7662Introspection>) {
+      if (response[key] === undefined) delete response[key]
+    }
+    return response
+  }
+
+  /** Serialises as the claims, so `reply.send(request.entraToken)` never leaks the raw token. */
+  toJSON (): { header: JoseHeader, claims: EntraClaims, scopes: string[], version: '1.0' | '2.0' } {
+    return { header: this.header, claims: this.claims, scopes: this.scopes, version: this.version }
+  }
+}

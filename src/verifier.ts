@@ -1,0 +1,125 @@
+import { checkClaims, graphTokenDetail, isGraphToken, type ClaimRules } from './entra/claims.js'
+import { decodeJws } from './jws.js'
+import { KeyStore, type KeyStoreLogger, type KeyStoreState } from './keys.js'
+import { resolveOptions, type EntraAuthOptions, type ResolvedOptions } from './options.js'
+import { EntraAuthError } from './problems.js'
+import { EntraToken, type Rfc7662Introspection } from './token.js'
+import { TokenCache } from './token-cache.js'
+import { verifySignature } from './verify.js'
+import type { Discovery } from './discovery.js'
+
+/** Health-check view of a verifier. */
+export interface EntraVerifierState {
+  keys: KeyStoreState
+  tokenCache: { size: number, max: number }
+}
+
+/** Validates Entra access tokens outside of (or shared with) a Fastify route. */
+export interface EntraVerifier {
+  /** Resolves with the validated token; rejects with `EntraAuthError`. */
+  verify: (token: string) => Promise<EntraToken>
+  /**
+   * RFC 7662 introspection: `{ active: false }` for any bad token; rejects only with
+   * `auth_oidc_error` when keys can't be had.
+   */
+  introspect: (token: string) => Promise<Rfc7662Introspection>
+  /** Loads discovery and keys now, waiting at most one `jwks.timeout`; never rejects. */
+  warm: () => Promise<boolean>
+  /** The discovery document, once loaded (authorization/token endpoints, issuer). */
+  discovery: () => Discovery | undefined
+  state: () => EntraVerifierState
+  /** Releases the connection pool. */
+  close: () => Promise<void>
+  /** The resolved, frozen options. */
+  readonly options: ResolvedOptions
+}
+
+export interface VerifierInternals {
+  logger?: KeyStoreLogger
+}
+
+/** Builds a verifier from already resolved options (the plugin resolves them first). */
+export function buildVerifier (options: ResolvedOptions, internals: VerifierInternals = {}): EntraVerifier {
+  const keys = new KeyStore({ discoveryUrl: options.discoveryUrl, timings: options.jwks, dispatcher: options.dispatcher, logger: internals.logger })
+  const cache = new TokenCache(options.tokenCacheMax)
+  const rules: ClaimRules = options
+  const { now, clockTolerance } = options
+
+  /** Time checks again for a cached token: it may have expired since it was cached. */
+  function stillValid (token: EntraToken): void {
+    const at = now()
+    if (token.claims.nbf * 1000 > at + clockTolerance) throw new EntraAuthError('auth_token_immature')
+    if (token.claims.exp * 1000 <= at - clockTolerance) throw new EntraAuthError('auth_token_expired')
+  }
+
+  async function verify (raw: string): Promise<EntraToken> {
+    if (typeof raw !== 'string' || raw === '') throw new EntraAuthError('auth_token_invalid')
+    const hit = cache.get(raw)
+    if (hit !== undefined) {
+      if (keys.isCurrent(hit.key)) {
+        try {
+          stillValid(hit.token)
+          return hit.token
+        } catch (err) {
+          cache.delete(raw)
+          throw err
+        }
+      }
+      // Its key left the key set: judge the token afresh.
+      cache.delete(raw)
+    }
+
+    const { header, payload } = decodeJws(raw)
+    const key = await keys.getKey(header.kid)
+    verifySignature(raw, key, isGraphToken(header, payload) ? graphTokenDetail() : undefined)
+    const discovery = await keys.discovery()
+    const claims = checkClaims(payload, rules, discovery.issuer, key.issuer)
+    const token = new EntraToken(raw, header, claims)
+    cache.set(raw, token, key, claims.exp * 1000 - now() + clockTolerance)
+    return token
+  }
+
+  async function introspect (raw: string): Promise<Rfc7662Introspection> {
+    try {
+      return (await verify(raw)).introspect()
+    } catch (err) {
+      if (err instanceof EntraAuthError && err.type !== 'auth_oidc_error') return { active: false }
+      throw err
+    }
+  }
+
+  async function warm (): Promise<boolean> {
+    let timer: NodeJS.Timeout | undefined
+    const deadline = new Promise<boolean>(resolve => { timer = setTimeout(resolve, options.jwks.timeout, false) })
+    try {
+      return await Promise.race([keys.refresh().then(() => true, () => false), deadline])
+    } finally {
+      clearTimeout(timer)
+    }
+  }
+
+  return Object.freeze({
+    verify,
+    introspect,
+    warm,
+    discovery: () => keys.peekDiscovery(),
+    state: () => ({ keys: keys.state(), tokenCache: { size: cache.size, max: cache.max } }),
+    close: () => keys.close(),
+    options
+  })
+}
+
+/**
+ * Creates a standalone verifier with the plugin's options (contract §5).
+ *
+ * @example
+ * ```ts
+ * const verifier = createEntraVerifier({ clientId, tenant: 'contoso.onmicrosoft.com' })
+ * const token = await verifier.verify(accessToken)   // rejects with EntraAuthError
+ * const info = await verifier.introspect(accessToken) // { active: false } for bad tokens
+ * await verifier.close()
+ * ```
+ */
+export function createEntraVerifier (options: EntraAuthOptions): EntraVerifier {
+  return buildVerifier(resolveOptions(options))
+}
