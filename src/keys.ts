@@ -43,6 +43,12 @@ interface Stamped<T> { readonly value: T, readonly fetchedAt: number }
 /** RSA keys shorter than this are refused; Entra's are 2048 bits. */
 const MIN_MODULUS_BITS = 2048
 
+/**
+ * After a failed fetch, wait this long (or `cooldown`, if shorter) before the next one, so an
+ * outage doesn't turn every request into a fetch; short, so recovery is noticed quickly.
+ */
+const FAILURE_BACKOFF = 5000
+
 const clock = (): number => performance.now()
 
 /**
@@ -105,6 +111,9 @@ export class KeyStore {
   #jwksFetches = 0
   #failures = 0
   #lastError: string | undefined
+  #lastFailure: EntraAuthError | null = null
+  /** No new fetch before this time after a failure (see FAILURE_BACKOFF). */
+  #retryAt = -Infinity
 
   constructor (options: KeyStoreOptions) {
     this.#discoveryUrl = options.discoveryUrl
@@ -131,18 +140,10 @@ export class KeyStore {
    */
   async getKey (kid: string): Promise<SigningKey> {
     let set = this.#keySet
-    if (set === null) {
+    if (set === null || !this.#usable(set.fetchedAt)) {
       set = await this.refresh()
     } else {
-      const age = clock() - set.fetchedAt
-      if (age >= this.#timings.ttl) {
-        if (age < this.#timings.ttl + this.#timings.maxStale) {
-          // Stale-while-revalidate: the hot path never waits on the provider.
-          this.refresh().catch(() => {})
-        } else {
-          set = await this.refresh()
-        }
-      }
+      this.revalidate()
     }
     const key = set.keys.get(kid)
     if (key !== undefined) return key
@@ -158,6 +159,17 @@ export class KeyStore {
     throw new EntraAuthError('auth_token_key_error')
   }
 
+  /**
+   * Stale-while-revalidate: once the set is older than `ttl`, start a background refresh; the hot
+   * path never waits on the provider. Cheap enough to call on every request.
+   */
+  revalidate (): void {
+    const set = this.#keySet
+    if (set !== null && clock() - set.fetchedAt >= this.#timings.ttl && this.#inFlight === null && clock() >= this.#retryAt) {
+      this.refresh().catch(() => {})
+    }
+  }
+
   /** True while `key` is still part of the current key set (used to drop cached tokens). */
   isCurrent (key: SigningKey): boolean {
     return this.#keySet?.keys.get(key.kid) === key
@@ -169,7 +181,13 @@ export class KeyStore {
    * and rejects with `auth_oidc_error` otherwise.
    */
   refresh (): Promise<KeySet> {
-    this.#inFlight ??= this.#load().finally(() => { this.#inFlight = null })
+    if (this.#inFlight !== null) return this.#inFlight
+    if (clock() < this.#retryAt && this.#lastFailure !== null) {
+      // The provider failed moments ago: don't let every request turn into another fetch.
+      const last = this.#keySet
+      return last !== null && this.#usable(last.fetchedAt) ? Promise.resolve(last) : Promise.reject(this.#lastFailure)
+    }
+    this.#inFlight = this.#load().finally(() => { this.#inFlight = null })
     return this.#inFlight
   }
 
@@ -191,17 +209,17 @@ export class KeyStore {
       const keys = parseKeySet(await fetchJson(discovery.value.jwksUri, fetchOptions))
       this.#keySet = { keys, fetchedAt: clock() }
       this.#lastError = undefined
+      this.#lastFailure = null
       return this.#keySet
     } catch (err) {
       this.#failures++
       this.#lastError = err instanceof FetchFailure ? err.message : String(err)
-      const last = this.#keySet
-      if (last !== null && this.#usable(last.fetchedAt)) {
-        this.#warn(err, 'keys')
-        return last
-      }
+      this.#lastFailure = new EntraAuthError('auth_oidc_error', undefined, { cause: err })
+      this.#retryAt = clock() + Math.min(this.#timings.cooldown, FAILURE_BACKOFF)
       this.#warn(err, 'keys')
-      throw new EntraAuthError('auth_oidc_error', undefined, { cause: err })
+      const last = this.#keySet
+      if (last !== null && this.#usable(last.fetchedAt)) return last
+      throw this.#lastFailure
     }
   }
 

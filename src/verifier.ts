@@ -57,6 +57,8 @@ export function buildVerifier (options: ResolvedOptions, internals: VerifierInte
     const hit = cache.get(raw)
     if (hit !== undefined) {
       if (keys.isCurrent(hit.key)) {
+        // Cached tokens must not keep an outdated key set alive: refresh it in the background.
+        keys.revalidate()
         try {
           stillValid(hit.token)
           return hit.token
@@ -72,7 +74,7 @@ export function buildVerifier (options: ResolvedOptions, internals: VerifierInte
     const { header, payload } = decodeJws(raw)
     const key = await keys.getKey(header.kid)
     verifySignature(raw, key, isGraphToken(header, payload) ? graphTokenDetail() : undefined)
-    const discovery = await keys.discovery()
+    const discovery = keys.peekDiscovery() ?? await keys.discovery()
     const claims = checkClaims(payload, rules, discovery.issuer, key.issuer)
     const token = new EntraToken(raw, header, claims)
     cache.set(raw, token, key, claims.exp * 1000 - now() + clockTolerance)
