@@ -5,11 +5,12 @@
 import { entraAuth } from './plugin.js'
 
 export default entraAuth
-export { entraAuth, type EntraAuthDecorator } from './plugin.js'
+export { entraAuth, type EntraAuthDecorator, type EntraAuthHookOptions } from './plugin.js'
 export { EntraAuthError, problems, type ProblemType, type ProblemBody } from './problems.js'
 export { createEntraVerifier, type EntraVerifier, type EntraVerifierState } from './verifier.js'
 export { EntraToken, EntraClaimsSchema, type EntraClaims, type CustomEntraClaims, type Rfc7662Introspection } from './token.js'
-export { EntraAuthOptionsSchema, type EntraAuthOptions } from './options.js'
+export { EntraAuthOptionsSchema, type EntraAuthOptions, type EntraTokenSource, type EntraOpenApiOptions } from './options.js'
 export type { ScopeRequirement } from './entra/scopes.js'
+export { claimsChallenge, buildClaimsChallenge, supportsClaimsChallenge, INSUFFICIENT_CLAIMS, type ClaimsChallengeOptions, type ClaimsRequest } from './claims-challenge.js'
 export type { KeyStoreState } from './keys.js'
 export type { JoseHeader } from './jws.js'

@@ -1,6 +1,9 @@
 import { Type, type Static } from '@sinclair/typebox'
 import { Value } from '@sinclair/typebox/value'
+import type { FastifyRequest } from 'fastify'
 import type { Dispatcher } from 'undici'
+import type { EntraAuthError } from './problems.js'
+import type { EntraToken } from './token.js'
 
 const StringList = Type.Array(Type.String({ minLength: 1 }))
 const Millis = Type.Number({ exclusiveMinimum: 0 })
@@ -30,13 +33,25 @@ export const EntraAuthOptionsSchema = Type.Object({
     max: Type.Optional(Type.Integer({ minimum: 0 }))
   }, { additionalProperties: false })),
   dispatcher: Type.Optional(Type.Any({ description: 'undici Dispatcher used for discovery and JWKS fetches' })),
-  rejectionLogLevel: Type.Optional(Type.Union(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'].map(l => Type.Literal(l))))
+  rejectionLogLevel: Type.Optional(Type.Union(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'].map(l => Type.Literal(l)))),
+  decorator: Type.Optional(Type.String({ pattern: '^[A-Za-z_$][A-Za-z0-9_$]*$', description: 'Name of the instance decorator (default entraAuth)' })),
+  tokenSources: Type.Optional(Type.Array(Type.Union([
+    Type.Object({ cookie: Type.String({ minLength: 1 }) }, { additionalProperties: false }),
+    Type.Object({ session: Type.String({ minLength: 1 }) }, { additionalProperties: false })
+  ]), { description: 'Where to look for the token when there is no Authorization header' })),
+  onAuthSuccess: Type.Optional(Type.Any({ description: '(request, token) => void' })),
+  onAuthFailure: Type.Optional(Type.Any({ description: '(request, error) => void' })),
+  openapi: Type.Optional(Type.Union([Type.Literal(false), Type.Object({
+    securityScheme: Type.Optional(Type.String({ pattern: '^[A-Za-z0-9._-]+$' })),
+    scopePrefix: Type.Optional(Type.String({ minLength: 1 })),
+    description: Type.Optional(Type.String())
+  }, { additionalProperties: false })]))
 }, { additionalProperties: false })
 
 type SchemaOptions = Static<typeof EntraAuthOptionsSchema>
 
 /** Options of the plugin and of `createEntraVerifier` (contract §2). All durations are milliseconds. */
-export interface EntraAuthOptions extends Omit<SchemaOptions, 'now' | 'dispatcher' | 'tokenVersions' | 'rejectionLogLevel'> {
+export interface EntraAuthOptions extends Omit<SchemaOptions, 'now' | 'dispatcher' | 'tokenVersions' | 'rejectionLogLevel' | 'decorator' | 'tokenSources' | 'onAuthSuccess' | 'onAuthFailure' | 'openapi'> {
   /** Accepted Entra `ver` values. Default both. */
   tokenVersions?: Array<'1.0' | '2.0'>
   /** Clock for every token time check, in milliseconds. Default `Date.now`. */
@@ -45,6 +60,42 @@ export interface EntraAuthOptions extends Omit<SchemaOptions, 'now' | 'dispatche
   dispatcher?: Dispatcher
   /** Level rejections are logged at (plugin only). Default `info`. */
   rejectionLogLevel?: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent'
+  /**
+   * Name of the instance decorator (plugin only). Default `entraAuth`. Give each registration its
+   * own name to protect two APIs in one context, and declare the name's type yourself.
+   */
+  decorator?: string
+  /**
+   * Where else to look for the access token, in order, when the request has no `Authorization`
+   * header (plugin only). Default none: header only. `{ cookie: name }` reads `request.cookies`
+   * (`@fastify/cookie`); `{ session: key }` reads `request.session` (`@fastify/session` or
+   * `@fastify/secure-session`). Browsers send cookies by themselves: protect such routes against
+   * CSRF. The query string is never read.
+   */
+  tokenSources?: EntraTokenSource[]
+  /** Called once per admitted request (plugin only), for metrics. Must not throw; errors are logged. */
+  onAuthSuccess?: (request: FastifyRequest, token: EntraToken) => void
+  /** Called once per refused request or failed strategy (plugin only), for metrics. Must not throw. */
+  onAuthFailure?: (request: FastifyRequest, error: EntraAuthError) => void
+  /**
+   * OpenAPI contribution when `@fastify/swagger` is registered (plugin only); `false` turns it off.
+   * `securityScheme`: component name, default the decorator name; `scopePrefix`: prepended to each
+   * scope, default `api://{clientId}/`; `description` of the security scheme.
+   */
+  openapi?: false | EntraOpenApiOptions
+}
+
+/** A place to read the access token from when there is no `Authorization` header. */
+export type EntraTokenSource = { cookie: string } | { session: string }
+
+/** Options of the OpenAPI contribution. */
+export interface EntraOpenApiOptions {
+  /** Name of the security scheme in `components.securitySchemes`. Default the decorator name. */
+  securityScheme?: string
+  /** Prepended to each scope word. Default `api://{clientId}/`. */
+  scopePrefix?: string
+  /** Description of the security scheme. */
+  description?: string
 }
 
 export interface KeyTimings {
@@ -75,6 +126,11 @@ export interface ResolvedOptions {
   readonly tokenCacheMax: number
   readonly dispatcher: Dispatcher | undefined
   readonly rejectionLogLevel: NonNullable<EntraAuthOptions['rejectionLogLevel']>
+  readonly decorator: string
+  readonly tokenSources: readonly EntraTokenSource[]
+  readonly onAuthSuccess: EntraAuthOptions['onAuthSuccess']
+  readonly onAuthFailure: EntraAuthOptions['onAuthFailure']
+  readonly openapi: false | { readonly securityScheme: string, readonly scopePrefix: string, readonly description: string | undefined }
 }
 
 /**
@@ -150,6 +206,9 @@ export function resolveOptions (input: unknown): ResolvedOptions {
   const options = candidate as unknown as EntraAuthOptions
 
   if (options.now !== undefined && typeof options.now !== 'function') fail("option 'now' must be a function returning milliseconds")
+  for (const hook of ['onAuthSuccess', 'onAuthFailure'] as const) {
+    if (options[hook] !== undefined && typeof options[hook] !== 'function') fail(`option '${hook}' must be a function`)
+  }
   if (options.dispatcher !== undefined && typeof (options.dispatcher as { dispatch?: unknown }).dispatch !== 'function') {
     fail("option 'dispatcher' must be an undici Dispatcher")
   }
@@ -170,6 +229,7 @@ export function resolveOptions (input: unknown): ResolvedOptions {
   }
 
   const clientId = options.clientId
+  const decorator = options.decorator ?? 'entraAuth'
   const jwks = Object.freeze({ ...DEFAULT_JWKS, ...options.jwks })
 
   return Object.freeze({
@@ -187,6 +247,17 @@ export function resolveOptions (input: unknown): ResolvedOptions {
     jwks,
     tokenCacheMax: options.tokenCache?.max ?? DEFAULT_TOKEN_CACHE_MAX,
     dispatcher: options.dispatcher,
-    rejectionLogLevel: options.rejectionLogLevel ?? 'info'
+    rejectionLogLevel: options.rejectionLogLevel ?? 'info',
+    decorator,
+    tokenSources: Object.freeze((options.tokenSources ?? []).map(source => Object.freeze({ ...source }))),
+    onAuthSuccess: options.onAuthSuccess,
+    onAuthFailure: options.onAuthFailure,
+    openapi: options.openapi === false
+      ? false
+      : Object.freeze({
+        securityScheme: options.openapi?.securityScheme ?? decorator,
+        scopePrefix: options.openapi?.scopePrefix ?? `api://${clientId}/`,
+        description: options.openapi?.description
+      })
   })
 }

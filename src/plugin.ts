@@ -1,9 +1,10 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest, onRequestAsyncHookHandler } from 'fastify'
 import fp from 'fastify-plugin'
-import { bearerToken } from './bearer.js'
-import { compileRequirement, type ScopeRequirement } from './entra/scopes.js'
+import { compileRequirement, type CompiledRequirement, type ScopeRequirement } from './entra/scopes.js'
+import { endpointsFromDiscoveryUrl, findHook, markRoute, tagHook, wrapSwagger, type OpenApiContribution } from './openapi.js'
 import { resolveOptions, type EntraAuthOptions } from './options.js'
 import { EntraAuthError } from './problems.js'
+import { findToken } from './sources.js'
 import type { EntraToken, Rfc7662Introspection } from './token.js'
 import { buildVerifier, type EntraVerifier, type EntraVerifierState } from './verifier.js'
 
@@ -18,7 +19,20 @@ export interface EntraAuthDecorator {
    * app.get('/files', { onRequest: app.entraAuth(['Files.Read', 'Files.ReadWrite']) }, handler)
    * ```
    */
-  (requirement?: ScopeRequirement): onRequestAsyncHookHandler
+  (requirement?: ScopeRequirement, options?: EntraAuthHookOptions): onRequestAsyncHookHandler
+  /**
+   * The same check as a strategy for `@fastify/auth`: it throws the `EntraAuthError` instead of
+   * replying, so `fastify.auth([...])` can try the next strategy. An error that reaches Fastify's
+   * error handler keeps its status and `WWW-Authenticate` header (`statusCode`, `headers`).
+   *
+   * @example
+   * ```ts
+   * app.get('/data', { onRequest: app.auth([app.entraAuth.strategy(['Data.Read']), app.verifyApiKey]) }, handler)
+   * ```
+   */
+  strategy: (requirement?: ScopeRequirement, options?: EntraAuthHookOptions) => onRequestAsyncHookHandler
+  /** Sends `error` the way the route hooks do (problem JSON + challenge), e.g. from an error handler. */
+  sendProblem: (reply: FastifyReply, error: EntraAuthError) => FastifyReply
   /** Validates a token with the plugin's verifier (caches are shared). */
   verify: (token: string) => Promise<EntraToken>
   /** RFC 7662 introspection with the plugin's verifier. */
@@ -27,6 +41,37 @@ export interface EntraAuthDecorator {
   state: () => EntraVerifierState
   /** The underlying verifier. */
   verifier: EntraVerifier
+}
+
+/** Options of one route hook. */
+export interface EntraAuthHookOptions {
+  /**
+   * Admit requests that carry no credentials at all, with `request.entraToken === null`. Requests
+   * that do carry credentials are still checked, and refused when they fail. Default `false`.
+   */
+  optional?: boolean
+}
+
+function hookOptionsOf (value: unknown): { optional: boolean } {
+  if (value === undefined) return { optional: false }
+  if (value === null || typeof value !== 'object') throw new TypeError('fastify-entra-auth: route hook options must be an object such as { optional: true }')
+  const { optional, ...rest } = value as EntraAuthHookOptions
+  const extra = Object.keys(rest)[0]
+  if (extra !== undefined) throw new TypeError(`fastify-entra-auth: unknown route hook option '${extra}'`)
+  if (optional !== undefined && typeof optional !== 'boolean') throw new TypeError("fastify-entra-auth: route hook option 'optional' must be a boolean")
+  return { optional: optional ?? false }
+}
+
+/** Calls a metrics callback; it can neither fail nor delay the request. */
+function notify<T> (callback: ((request: FastifyRequest, value: T) => unknown) | undefined, request: FastifyRequest, value: T): void {
+  if (callback === undefined) return
+  const report = (err: unknown): void => { request.log.error({ err }, `fastify-entra-auth: ${callback.name || 'callback'} failed`) }
+  try {
+    const result = callback(request, value)
+    if (result instanceof Promise) result.catch(report)
+  } catch (err) {
+    report(err)
+  }
 }
 
 declare module 'fastify' {
@@ -63,32 +108,90 @@ async function entraAuthPlugin (fastify: FastifyInstance, opts: EntraAuthOptions
     return new EntraAuthError('auth_token_invalid')
   }
 
-  function entraAuth (requirement?: ScopeRequirement): onRequestAsyncHookHandler {
+  /** Admits or throws an `EntraAuthError`; `null` for an optional route called without credentials. */
+  async function authenticate (request: FastifyRequest, required: CompiledRequirement, optional: boolean): Promise<EntraToken | null> {
+    let token: EntraToken
+    try {
+      const raw = findToken(request as FastifyRequest & { cookies?: Record<string, string | undefined>, session?: unknown }, options.tokenSources)
+      if (raw === null) {
+        if (optional) return null
+        throw new EntraAuthError('auth_header_missing')
+      }
+      token = await verifier.verify(raw)
+      if (!required.isSatisfiedBy(token)) {
+        throw new EntraAuthError('auth_token_insufficient_scopes', `This route needs ${required.description}. Request a token with them and try again.`, { requiredScope: required.scopeAttribute })
+      }
+    } catch (err) {
+      const problem = asProblem(request, err)
+      notify(options.onAuthFailure, request, problem)
+      throw problem
+    }
+    request.entraToken = token
+    notify(options.onAuthSuccess, request, token)
+    return token
+  }
+
+  /** Identifies this registration's hooks among a route's hooks (for OpenAPI). */
+  const owner = Symbol(options.decorator)
+
+  function entraAuth (requirement?: ScopeRequirement, hookOptions?: EntraAuthHookOptions): onRequestAsyncHookHandler {
     const required = compileRequirement(requirement)
-    return async function entraAuthHook (request: FastifyRequest, reply: FastifyReply) {
+    const { optional } = hookOptionsOf(hookOptions)
+    return tagHook(async function entraAuthHook (request: FastifyRequest, reply: FastifyReply) {
       try {
-        const token = await verifier.verify(bearerToken(request.headers.authorization))
-        if (!required.isSatisfiedBy(token)) {
-          throw new EntraAuthError('auth_token_insufficient_scopes', `This route needs ${required.description}. Request a token with them and try again.`, { requiredScope: required.scopeAttribute })
-        }
-        request.entraToken = token
+        await authenticate(request, required, optional)
       } catch (err) {
-        const problem = asProblem(request, err)
+        const problem = err as EntraAuthError
+        // Once per rejection; request.log carries the request id. Never the token.
         if (level !== 'silent') request.log[level]({ problem: problem.type, status: problem.status }, 'fastify-entra-auth: request rejected')
         return sendProblem(reply, problem, options.contact)
       }
-    }
+    }, { owner, requirement: required, optional })
+  }
+
+  function strategy (requirement?: ScopeRequirement, hookOptions?: EntraAuthHookOptions): onRequestAsyncHookHandler {
+    const required = compileRequirement(requirement)
+    const { optional } = hookOptionsOf(hookOptions)
+    return tagHook(async function entraAuthStrategy (request: FastifyRequest) {
+      await authenticate(request, required, optional)
+    }, { owner, requirement: required, optional })
   }
 
   const decorator: EntraAuthDecorator = Object.assign(entraAuth, {
+    strategy,
+    sendProblem: (reply: FastifyReply, error: EntraAuthError) => sendProblem(reply, error, options.contact),
     verify: verifier.verify,
     introspect: verifier.introspect,
     state: verifier.state,
     verifier
   })
 
-  fastify.decorate('entraAuth', decorator)
+  fastify.decorate(options.decorator, decorator)
   if (!fastify.hasRequestDecorator('entraToken')) fastify.decorateRequest('entraToken', null)
+
+  if (options.openapi !== false) {
+    const contribution: OpenApiContribution = {
+      ...options.openapi,
+      scheme: options.openapi.securityScheme,
+      endpoints: () => {
+        const discovery = verifier.discovery()
+        if (discovery?.authorizationEndpoint !== undefined && discovery.tokenEndpoint !== undefined) {
+          return { authorizationUrl: discovery.authorizationEndpoint, tokenUrl: discovery.tokenEndpoint }
+        }
+        return endpointsFromDiscoveryUrl(options.discoveryUrl)
+      }
+    }
+    let documented = false
+    fastify.addHook('onRoute', function (route) {
+      // Only routes @fastify/swagger sees (it must be registered before them) get the marker.
+      if (!this.hasDecorator('swagger')) return
+      const info = findHook(route, owner)
+      if (info !== undefined && markRoute(route, contribution, info)) documented = true
+    })
+    fastify.addHook('onReady', async () => {
+      if (documented) wrapSwagger(fastify, contribution)
+    })
+  }
 
   fastify.addHook('onReady', async () => {
     // Fetch keys before the first request, but never fail or stall start-up on the provider.

@@ -1,4 +1,5 @@
 import Fastify, { type FastifyInstance } from 'fastify'
+import { Dispatcher } from 'undici'
 import entraAuth, { type EntraAuthOptions } from '../src/index.js'
 import { FakeEntra, MockClaims, MockJwtClient, MOCK_ISSUER, type FakeEntraOptions } from '../src/testing/index.js'
 
@@ -44,4 +45,61 @@ export async function seedApp (
   })
   const client = new MockJwtClient({ key: entra.keys[0]!, claims: new MockClaims({ selfAppId: CLIENT_ID }) })
   return { app, entra, client, bearer: (token) => ({ authorization: `Bearer ${token}` }) }
+}
+
+/** What the `/me` route of {@link entraApp} answers with: the parts of `request.entraToken` tests look at. */
+export interface TokenView {
+  version: '1.0' | '2.0'
+  isAppOnly: boolean
+  tenantId: string | undefined
+  objectId: string | undefined
+  clientId: string | undefined
+  scopes: string[]
+  sub: string
+}
+
+/**
+ * An app with the plugin registered with `options` and `GET /me` protected by `app.entraAuth()`,
+ * answering a {@link TokenView}. Add more routes before the first `inject`.
+ */
+export async function entraApp (options: EntraAuthOptions): Promise<FastifyInstance> {
+  const app = Fastify({ logger: false })
+  await app.register(entraAuth, { rejectionLogLevel: 'silent', ...options })
+  app.get('/me', { onRequest: app.entraAuth() }, async (request): Promise<TokenView> => {
+    const token = request.entraToken!
+    return { version: token.version, isAppOnly: token.isAppOnly, tenantId: token.tenantId, objectId: token.objectId, clientId: token.clientId, scopes: token.scopes, sub: token.claims.sub }
+  })
+  return app
+}
+
+/** `{ authorization: 'Bearer <token>' }` */
+export function bearerHeader (token: string): { authorization: string } {
+  return { authorization: `Bearer ${token}` }
+}
+
+/**
+ * Wraps a dispatcher (e.g. a FakeEntra's) and records the URL of every request the plugin makes,
+ * so tests can see exactly which discovery and JWKS URLs were fetched.
+ */
+export class RecordingDispatcher extends Dispatcher {
+  readonly urls: string[] = []
+  readonly #inner: Dispatcher
+
+  constructor (inner: Dispatcher) {
+    super()
+    this.#inner = inner
+  }
+
+  override dispatch (opts: Dispatcher.DispatchOptions, handler: Dispatcher.DispatchHandler): boolean {
+    this.urls.push(new URL(opts.path, opts.origin).href)
+    return this.#inner.dispatch(opts, handler)
+  }
+
+  override async close (): Promise<void> {
+    await this.#inner.close()
+  }
+
+  override async destroy (): Promise<void> {
+    await this.#inner.destroy()
+  }
 }

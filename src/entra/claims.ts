@@ -5,7 +5,7 @@
  */
 import { EntraAuthError } from '../problems.js'
 import type { EntraClaims } from '../token.js'
-import { expectedIssuer, keyMaySign } from './issuers.js'
+import { bindTenant, expectedIssuer, keyMaySign } from './issuers.js'
 
 export interface ClaimRules {
   readonly audiences: ReadonlySet<string>
@@ -116,7 +116,11 @@ export function checkClaims (
   if (rules.allowedTenants !== null && !(typeof tid === 'string' && rules.allowedTenants.has(tid))) {
     throw new EntraAuthError('auth_token_issuer_untrusted', 'The token was issued by a tenant this API does not allow. Sign in with an account of an allowed tenant.')
   }
-  if (!keyMaySign(keyIssuer, iss, ver, tid)) {
+  // Key issuers are written in v2.0 form. A v1.0 `iss` was just matched against the v1.0 form of the
+  // bound discovery issuer, so that issuer is its v2.0 form, whatever the cloud's host pairing
+  // (China: sts.chinacloudapi.cn ↔ login.partner.microsoftonline.cn).
+  const v2Issuer = ver === '2.0' ? iss : bindTenant(discoveryIssuer, tid) as string
+  if (!keyMaySign(keyIssuer, v2Issuer, '2.0', tid)) {
     throw new EntraAuthError('auth_token_issuer_untrusted', "The token's signing key belongs to another issuer or tenant than the token claims. Request a token from the tenant this API trusts.")
   }
 

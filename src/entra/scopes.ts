@@ -42,6 +42,8 @@ export interface CompiledRequirement {
   readonly description: string
   /** All words, for documentation (OpenAPI). */
   readonly words: readonly string[]
+  /** The alternatives (OR), each a set of words (AND) and where they must be found; for OpenAPI. */
+  readonly alternatives: ReadonlyArray<{ readonly words: readonly string[], readonly source: 'any' | 'scp' | 'roles' }>
   isSatisfiedBy: (permissions: TokenPermissions) => boolean
 }
 
@@ -82,6 +84,7 @@ export function compileRequirement (requirement: ScopeRequirement | undefined | 
     scopeAttribute: words.join(' '),
     description: alternatives.map(a => `"${a.words.join(' ')}"${a.source === 'any' ? '' : ` (${a.source === 'scp' ? 'delegated scope' : 'app role'})`}`).join(' or '),
     words,
+    alternatives: Object.freeze(alternatives.map(a => Object.freeze({ words: Object.freeze([...a.words]), source: a.source }))),
     isSatisfiedBy (permissions: TokenPermissions): boolean {
       if (alternatives.length === 0) return true
       for (const { words, source } of alternatives) {

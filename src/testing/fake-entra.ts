@@ -1,5 +1,6 @@
 import { randomUUID } from 'node:crypto'
 import { Dispatcher, MockAgent } from 'undici'
+import { isTenantId } from '../entra/issuers.js'
 import { MockJwk } from './mock-jwks.js'
 import { MockClaims, MockJwtClient, type ClaimOverrides } from './mock-jwt.js'
 
@@ -16,7 +17,7 @@ export type FakeEntraMode =
   | 'hang'
 
 export interface FakeEntraOptions {
-  /** Tenant GUID of single-tenant tokens. Default: a fixed test GUID. */
+  /** Tenant GUID of single-tenant tokens. Default: `tenant` when that is a GUID, else a fixed test GUID. */
   tenantId?: string
   /**
    * The authority path segment: the tenant ID (default) or `organizations` / `common` for a
@@ -70,7 +71,8 @@ export class FakeEntra {
   readonly #agents: MockAgent[]
 
   constructor (options: FakeEntraOptions = {}) {
-    this.tenantId = options.tenantId ?? FAKE_TENANT_ID
+    // A GUID authority segment is the tenant: its tokens must carry it as `tid`, not the default.
+    this.tenantId = options.tenantId ?? (options.tenant !== undefined && isTenantId(options.tenant) ? options.tenant : FAKE_TENANT_ID)
     const tenant = options.tenant ?? this.tenantId
     this.origin = (options.origin ?? 'https://login.microsoftonline.com').replace(/\/+$/, '')
     const multiTenant = tenant === 'organizations' || tenant === 'common'

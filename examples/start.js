@@ -1,0 +1,156 @@
+/**
+ * `npm start`: runs the example API (app.js) on 127.0.0.1 and prints curl commands for it.
+ *
+ * - No ENTRA_* variables: an embedded fake Entra ID (fake-entra-server.js) serves discovery and
+ *   keys on loopback, and every printed command carries a token it signed. Works offline.
+ * - ENTRA_CLIENT_ID with ENTRA_TENANT (or ENTRA_OIDC_ENDPOINT; ENTRA_AUTHORITY_HOST for other
+ *   clouds): the same API is protected by your real tenant.
+ *
+ * PORT picks the port (default 3000; a free one is used when it is taken). LOG_LEVEL sets
+ * Fastify's log level (default warn). Ctrl-C stops everything.
+ */
+import { buildApp, routes } from './app.js'
+import { startFakeEntra } from './fake-entra-server.js'
+
+const FAKE_CLIENT_ID = '00000000-0000-0000-0000-000000000001'
+/** Another API of the same tenant: its tokens must not work here. */
+const OTHER_API_ID = '00000000-0000-0000-0000-0000000000ff'
+
+const env = process.env
+
+function fail (message) {
+  console.error(`examples/start.js: ${message}`)
+  process.exit(2)
+}
+
+/** The plugin options for real Entra, or undefined when no ENTRA_* variable is set. */
+function realEntraOptions () {
+  const { ENTRA_CLIENT_ID: clientId, ENTRA_TENANT: tenant, ENTRA_OIDC_ENDPOINT: oidcEndpoint, ENTRA_AUTHORITY_HOST: authorityHost } = env
+  if (clientId === undefined && tenant === undefined && oidcEndpoint === undefined) return undefined
+  if (!clientId) fail('set ENTRA_CLIENT_ID (the API\'s Application (client) ID) together with ENTRA_TENANT or ENTRA_OIDC_ENDPOINT')
+  if (!tenant === !oidcEndpoint) fail('set exactly one of ENTRA_TENANT and ENTRA_OIDC_ENDPOINT')
+  return tenant
+    ? { clientId, tenant, ...(authorityHost ? { authorityHost } : {}) }
+    : { clientId, oidcEndpoint }
+}
+
+function portOf (value) {
+  if (value === undefined || value === '') return 3000
+  const port = Number(value)
+  if (!Number.isInteger(port) || port < 0 || port > 65535) fail(`PORT must be a port number, got '${value}'`)
+  return port
+}
+
+/** Listens on `port`, or on a free port when it is taken. */
+async function listen (app, port) {
+  try {
+    return await app.listen({ host: '127.0.0.1', port })
+  } catch (err) {
+    if (err.code !== 'EADDRINUSE') throw err
+    const address = await app.listen({ host: '127.0.0.1', port: 0 })
+    console.log(`(port ${port} is taken; using ${new URL(address).port})`)
+    return address
+  }
+}
+
+/** A ready-to-paste curl command; `-i` shows the status and `WWW-Authenticate` of failures. */
+function curl (base, path, token, showHeaders) {
+  const flags = showHeaders ? '-i ' : ''
+  return token === undefined ? `curl ${flags}${base}${path}` : `curl ${flags}-H 'Authorization: Bearer ${token}' ${base}${path}`
+}
+
+function printExample (base, { path, token, why, expect }) {
+  console.log(`  # ${path}: ${why} → ${expect}`)
+  console.log(`  ${curl(base, path, token, expect !== '200')}`)
+}
+
+/** Tokens signed by the fake Entra, one per example. */
+function mintTokens (entra, clientId) {
+  const user = entra.client(clientId, 'v2')
+  const now = Math.floor(Date.now() / 1000)
+  return {
+    user: user.generate({ scp: 'Files.Read', roles: false }),
+    userV1: entra.client(clientId, 'v1').generate({ scp: 'Files.Read', roles: false }),
+    admin: user.generate({ scp: 'Files.Read', roles: ['Admin'] }),
+    app: entra.client(clientId, 'app').generate({ roles: ['Reports.Read.All'] }),
+    otherApi: entra.client(OTHER_API_ID, 'v2').generate({ scp: 'Files.Read', roles: false }),
+    expired: user.generate({ scp: 'Files.Read', roles: false, iat: now - 7200, nbf: now - 7200, exp: now - 3600 })
+  }
+}
+
+function printFake (base, entra, clientId) {
+  const tokens = mintTokens(entra, clientId)
+  const until = new Date(Date.now() + 3600 * 1000).toISOString().slice(11, 16)
+  console.log(`Protected by an embedded fake Entra ID (no network): client ID ${clientId}`)
+  console.log(`  issuer    ${entra.issuer}`)
+  console.log(`  discovery ${entra.oidcEndpoint}`)
+  console.log(`Tokens below were signed by its key and are valid until ${until} UTC; restarting makes a new key.`)
+  console.log('')
+  console.log('These work (200):')
+  const works = [
+    { path: '/', token: undefined, why: 'open route, no token needed' },
+    { path: '/me', token: tokens.user, why: 'who is calling (v2.0 user token)' },
+    { path: '/me', token: tokens.userV1, why: 'a v1.0 user token works too' },
+    { path: '/files', token: tokens.user, why: "user token with delegated scope 'Files.Read'" },
+    { path: '/reports', token: tokens.app, why: "app-only token with app role 'Reports.Read.All'" },
+    { path: '/admin', token: tokens.admin, why: "user token with scope 'Files.Read' and app role 'Admin'" }
+  ]
+  for (const example of works) printExample(base, { ...example, expect: '200' })
+  console.log('')
+  console.log('These fail, and say why (application/problem+json):')
+  const fails = [
+    { path: '/me', token: undefined, why: 'no token', expect: '401 auth_header_missing' },
+    { path: '/files', token: tokens.app, why: "app-only token has no delegated scope 'Files.Read'", expect: '403 auth_token_insufficient_scopes' },
+    { path: '/admin', token: tokens.user, why: "user token lacks the app role 'Admin'", expect: '403 auth_token_insufficient_scopes' },
+    { path: '/me', token: tokens.otherApi, why: 'token issued for another API', expect: '401 auth_token_audience_invalid' },
+    { path: '/me', token: tokens.expired, why: 'token expired an hour ago', expect: '401 auth_token_expired' }
+  ]
+  for (const example of fails) printExample(base, example)
+  console.log('')
+  console.log('Debug a token step by step (while this runs):')
+  console.log(`  npx fastify-entra-auth inspect '${tokens.expired}' --client-id ${clientId} --oidc-endpoint ${entra.oidcEndpoint}`)
+}
+
+function printReal (base, options) {
+  const authority = options.tenant ? `tenant ${options.tenant}` : options.oidcEndpoint
+  console.log(`Protected by Microsoft Entra ID: client ID ${options.clientId}, ${authority}`)
+  console.log('')
+  console.log('Routes:')
+  for (const { path, needs } of routes) console.log(`  ${(base + path).padEnd(base.length + 10)} needs ${needs}`)
+  console.log('')
+  console.log('Get an access token for this API (e.g. with the Azure CLI, once it may request one), then call it:')
+  console.log(`  TOKEN=$(az account get-access-token --scope api://${options.clientId}/.default --query accessToken -o tsv)`)
+  console.log(`  curl -i -H "Authorization: Bearer $TOKEN" ${base}/me`)
+  console.log('Debug a token step by step:')
+  const where = options.tenant ? `--tenant ${options.tenant}${options.authorityHost ? ` --authority-host ${options.authorityHost}` : ''}` : `--oidc-endpoint ${options.oidcEndpoint}`
+  console.log(`  npx fastify-entra-auth inspect "$TOKEN" --client-id ${options.clientId} ${where}`)
+}
+
+const real = realEntraOptions()
+const port = portOf(env.PORT)
+const fake = real === undefined ? await startFakeEntra() : undefined
+const auth = real ?? { clientId: FAKE_CLIENT_ID, oidcEndpoint: fake.oidcEndpoint }
+const app = await buildApp(auth, { logger: { level: env.LOG_LEVEL ?? 'warn' } })
+
+let closing = false
+async function shutdown (signal) {
+  if (closing) {
+    console.log(`${signal} again: exiting now`)
+    process.exit(1)
+  }
+  closing = true
+  console.log(`\n${signal}: shutting down`)
+  // Nothing should keep the process alive after this; if something does, don't hang the terminal.
+  setTimeout(() => process.exit(0), 5000).unref()
+  await app.close()
+  await fake?.close()
+}
+process.on('SIGINT', () => { shutdown('SIGINT').catch(err => { console.error(err); process.exit(1) }) })
+process.on('SIGTERM', () => { shutdown('SIGTERM').catch(err => { console.error(err); process.exit(1) }) })
+
+const base = (await listen(app, port)).replace(/\/$/, '')
+console.log(`fastify-entra-auth example API on ${base}`)
+if (fake !== undefined) printFake(base, fake.entra, auth.clientId)
+else printReal(base, real)
+console.log('')
+console.log('Press Ctrl-C to stop.')

@@ -1,0 +1,135 @@
+#!/usr/bin/env node
+/**
+ * `fastify-entra-auth inspect <token>`: the token debugger. Only argv and I/O live here; the
+ * work is done by inspect.ts. Exit codes: 0 valid (or decoded), 1 invalid, 2 usage error.
+ */
+import { readFileSync } from 'node:fs'
+import { parseArgs } from 'node:util'
+import type { InspectOptions } from './inspect.js'
+
+const USAGE = `Usage: fastify-entra-auth inspect <token | -> [options]
+
+Decodes a Microsoft Entra token and says what it is (v1.0/v2.0; delegated, app-only,
+ID token, Graph token). With --client-id and --tenant or --oidc-endpoint it also
+validates it the way the fastify-entra-auth plugin does, step by step.
+'-' reads the token from standard input; a 'Bearer ' prefix is ignored.
+
+Options:
+  --client-id <id>          Application (client) ID of the protected API
+  --tenant <tenant>         tenant ID, domain, 'organizations' or 'common'
+  --authority-host <host>   with --tenant, for sovereign clouds (default login.microsoftonline.com)
+  --oidc-endpoint <url>     OpenID configuration URL (instead of --tenant)
+  --audience <aud>          extra accepted audience (repeatable)
+  --token-version <1.0|2.0> accepted token version (repeatable; default both)
+  --allowed-tenant <tid>    allowed tenant ID (repeatable)
+  --scope <'A B'>           also check a route requirement: one alternative per
+                            --scope, words in it all required (repeatable)
+  --clock-tolerance <s>     leeway for exp/nbf, in seconds
+  --at <unix seconds>       judge the token as of this time (for old tokens)
+  --json                    print the report as JSON
+  -h, --help                show this help
+
+Exit codes: 0 valid (or decoded when not validating), 1 invalid, 2 usage error.
+`
+
+class UsageError extends Error {}
+
+function number (value: string | undefined, name: string): number | undefined {
+  if (value === undefined) return undefined
+  const parsed = Number(value)
+  if (value.trim() === '' || !Number.isFinite(parsed)) throw new UsageError(`--${name} must be a number, got '${value}'`)
+  return parsed
+}
+
+function parse (argv: string[]): { token: string, options: InspectOptions | undefined, json: boolean, help: boolean } {
+  let parsed
+  try {
+    parsed = parseArgs({
+      args: argv,
+      allowPositionals: true,
+      strict: true,
+      options: {
+        'client-id': { type: 'string' },
+        tenant: { type: 'string' },
+        'authority-host': { type: 'string' },
+        'oidc-endpoint': { type: 'string' },
+        audience: { type: 'string', multiple: true },
+        'token-version': { type: 'string', multiple: true },
+        'allowed-tenant': { type: 'string', multiple: true },
+        scope: { type: 'string', multiple: true },
+        'clock-tolerance': { type: 'string' },
+        at: { type: 'string' },
+        json: { type: 'boolean' },
+        help: { type: 'boolean', short: 'h' }
+      }
+    })
+  } catch (err) {
+    throw new UsageError((err as Error).message)
+  }
+  const { values, positionals } = parsed
+  if (values.help === true) return { token: '', options: undefined, json: false, help: true }
+  const [command, token, ...rest] = positionals
+  if (command !== 'inspect') throw new UsageError(command === undefined ? 'missing command' : `unknown command '${command}'`)
+  if (token === undefined) throw new UsageError('missing token')
+  if (rest.length > 0) throw new UsageError(`unexpected argument '${rest[0]}'`)
+
+  const clientId = values['client-id']
+  const where = values.tenant ?? values['oidc-endpoint']
+  const validationFlags = ['audience', 'token-version', 'allowed-tenant', 'scope', 'clock-tolerance', 'at', 'authority-host'] as const
+  let options: InspectOptions | undefined
+  if (clientId === undefined && where === undefined) {
+    const stray = validationFlags.find(flag => values[flag] !== undefined)
+    if (stray !== undefined) throw new UsageError(`--${stray} needs --client-id and --tenant or --oidc-endpoint`)
+  } else {
+    if (clientId === undefined) throw new UsageError('validating needs --client-id')
+    if (values.tenant !== undefined && values['oidc-endpoint'] !== undefined) throw new UsageError('give --tenant or --oidc-endpoint, not both')
+    if (where === undefined) throw new UsageError('validating needs --tenant or --oidc-endpoint')
+    const tolerance = number(values['clock-tolerance'], 'clock-tolerance')
+    options = {
+      clientId,
+      ...(values.tenant === undefined ? { oidcEndpoint: values['oidc-endpoint'] } : { tenant: values.tenant }),
+      ...(values['authority-host'] === undefined ? {} : { authorityHost: values['authority-host'] }),
+      ...(values.audience === undefined ? {} : { audiences: values.audience }),
+      ...(values['token-version'] === undefined ? {} : { tokenVersions: values['token-version'] as Array<'1.0' | '2.0'> }),
+      ...(values['allowed-tenant'] === undefined ? {} : { allowedTenants: values['allowed-tenant'] }),
+      ...(values.scope === undefined ? {} : { requirement: values.scope }),
+      ...(tolerance === undefined ? {} : { clockTolerance: tolerance * 1000 }),
+      ...(values.at === undefined ? {} : { at: number(values.at, 'at') })
+    }
+  }
+  return { token, options, json: values.json === true, help: false }
+}
+
+async function main (argv: string[]): Promise<number> {
+  let args
+  try {
+    args = parse(argv)
+  } catch (err) {
+    if (!(err instanceof UsageError)) throw err
+    process.stderr.write(`fastify-entra-auth: ${err.message}\n\n${USAGE}`)
+    return 2
+  }
+  if (args.help) {
+    process.stdout.write(USAGE)
+    return 0
+  }
+  const token = args.token === '-' ? readFileSync(0, 'utf8') : args.token
+  // Loaded only now, so usage errors and --help answer at once.
+  const { exitCodeOf, formatReport, inspectToken } = await import('./inspect.js')
+  let report
+  try {
+    report = await inspectToken(token, args.options)
+  } catch (err) {
+    // Bad options (resolveOptions' TypeError) are usage errors.
+    if (!(err instanceof TypeError)) throw err
+    process.stderr.write(`${err.message}\n`)
+    return 2
+  }
+  process.stdout.write(args.json ? JSON.stringify(report, null, 2) + '\n' : formatReport(report))
+  return exitCodeOf(report)
+}
+
+main(process.argv.slice(2)).then(code => { process.exitCode = code }, (err: unknown) => {
+  process.stderr.write(`fastify-entra-auth: ${(err as Error).stack ?? String(err)}\n`)
+  process.exitCode = 2
+})

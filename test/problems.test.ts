@@ -1,0 +1,258 @@
+/**
+ * Contract §6: every problem type of the registry is produced through `app.inject`, each reply is
+ * an RFC 9457 problem with its RFC 6750 challenge, `request.entraToken` stays null unless the
+ * request was admitted, and `verify()`/`introspect()` (plugin and standalone) report the same
+ * problems as `EntraAuthError`.
+ */
+import type { LightMyRequestResponse } from 'fastify'
+import t, { type Test } from 'tap'
+import { createEntraVerifier, EntraAuthError, problems, type EntraAuthOptions, type ProblemType } from '../src/index.js'
+import { FakeEntra } from '../src/testing/index.js'
+import { seedApp, type SeedFixture } from './helpers.js'
+
+async function fixture (t: Test, options: Partial<EntraAuthOptions> = {}): Promise<SeedFixture> {
+  const fx = await seedApp({ rejectionLogLevel: 'silent', ...options })
+  t.teardown(async () => {
+    await fx.app.close()
+    await fx.entra.close()
+  })
+  return fx
+}
+
+/** An RFC 6750 challenge split into its scheme and `name="value"` attributes. */
+function parseChallenge (header: unknown): { scheme: string, params: Record<string, string> } {
+  const value = typeof header === 'string' ? header : ''
+  const scheme = /^\S*/.exec(value)?.[0] ?? ''
+  const params: Record<string, string> = {}
+  for (const [, name, val] of value.slice(scheme.length).matchAll(/([A-Za-z_]+)="([^"]*)"/g)) params[name!] = val!
+  return { scheme, params }
+}
+
+interface ProblemCase {
+  type: ProblemType
+  /** The route to call; default `/restricted`. */
+  url?: string
+  /** Prepares the fixture before the first request (e.g. a failure mode of the fake Entra). */
+  setup?: (fx: SeedFixture) => void
+  /** The Authorization header to send, if any. */
+  authorization?: (fx: SeedFixture) => string
+  /** The `scope` challenge attribute expected (insufficient scopes only). */
+  scope?: string
+}
+
+const bearer = (token: string): string => `Bearer ${token}`
+
+const CASES: ProblemCase[] = [
+  { type: 'auth_header_missing' },
+  { type: 'auth_header_invalid', authorization: () => 'Basic dXNlcjpwYXNzd29yZA==' },
+  { type: 'auth_oidc_error', setup: fx => { fx.entra.mode = 'discovery-404' }, authorization: fx => bearer(fx.client.generate()) },
+  { type: 'auth_token_key_error', authorization: fx => bearer(fx.client.sign({ alg: 'RS256', typ: 'JWT', kid: 'no-such-key' }, fx.client.claims.build())) },
+  { type: 'auth_token_invalid', authorization: fx => bearer(fx.client.sign({ alg: 'none', typ: 'JWT', kid: fx.client.key.kid }, fx.client.claims.build())) },
+  {
+    type: 'auth_token_signature_untrusted',
+    authorization: fx => {
+      const [header, payload] = fx.client.generate().split('.')
+      return bearer(`${header}.${payload}.${fx.client.generate({ sub: 'someone_else' }).split('.')[2]}`)
+    }
+  },
+  { type: 'auth_token_claim_missing', authorization: fx => bearer(fx.client.generate({ iss: false })) },
+  { type: 'auth_token_issuer_untrusted', authorization: fx => bearer(fx.client.generate({ iss: 'https://evil.example.com' })) },
+  { type: 'auth_token_audience_invalid', authorization: fx => bearer(fx.client.generate({ aud: 'another_app' })) },
+  { type: 'auth_token_expired', authorization: fx => bearer(fx.client.generate({ exp: 1 })) },
+  { type: 'auth_token_immature', authorization: fx => bearer(fx.client.generate({ nbf: 4070908800 })) },
+  { type: 'auth_token_ver_not_supported', authorization: fx => bearer(fx.client.generate({ ver: '3.0' })) },
+  { type: 'auth_token_subject_not_trusted', authorization: fx => bearer(fx.client.generate({ sub: 'intruder' })) },
+  { type: 'auth_token_azp_not_trusted', authorization: fx => bearer(fx.client.generate({ azp: 'rogue_app' })) },
+  { type: 'auth_token_insufficient_scopes', url: '/scopes/0', authorization: fx => bearer(fx.client.generate({ scp: 'SCOPE_A', roles: false })), scope: 'SCOPE_A SCOPE_B' }
+]
+
+/** The challenge contract §6 requires for a problem of `type`. */
+function expectedChallengeError (type: ProblemType): string | undefined {
+  if (type === 'auth_header_missing') return undefined
+  if (type === 'auth_header_invalid') return 'invalid_request'
+  const { status } = problems[type]
+  if (status === 401) return 'invalid_token'
+  if (status === 403) return 'insufficient_scope'
+  // 503: the provider is down, not the client's credentials: no RFC 6750 error code applies.
+  return undefined
+}
+
+/** Checks one problem reply against contract §6; returns the parsed body. */
+function checkProblemReply (t: Test, res: LightMyRequestResponse, c: ProblemCase, credential: string | undefined, contact: string | undefined): Record<string, unknown> {
+  const def = problems[c.type]
+  t.equal(res.statusCode, def.status, 'HTTP status')
+  t.equal(res.headers['content-type'], 'application/problem+json', 'content-type is exactly application/problem+json')
+  const body = res.json() as Record<string, unknown>
+  const keys = ['type', 'title', 'status', 'detail', ...(contact === undefined ? [] : ['contact'])]
+  t.same(Object.keys(body).sort(), keys.sort(), 'body keys')
+  t.equal(body.type, c.type, 'type')
+  t.equal(body.status, res.statusCode, 'body status equals the HTTP status')
+  t.equal(body.title, def.title, 'title')
+  t.type(body.detail, 'string')
+  t.ok((body.detail as string).length > 0, 'detail is not empty')
+  if (contact !== undefined) t.equal(body.contact, contact, 'contact')
+
+  if (credential !== undefined) {
+    const token = credential.replace(/^\S+ /, '')
+    t.notOk(res.body.includes(token), 'the body does not contain the credential')
+    for (const part of token.split('.').filter(p => p.length >= 8)) {
+      t.notOk(res.body.includes(part), 'the body does not contain a part of the token')
+    }
+  }
+  t.notMatch(res.body, /\n\s+at /, 'no stack trace')
+
+  const challenge = parseChallenge(res.headers['www-authenticate'])
+  t.equal(challenge.scheme, 'Bearer', 'a Bearer challenge')
+  const error = expectedChallengeError(c.type)
+  if (error === undefined) {
+    t.notOk('error' in challenge.params, 'no error attribute')
+  } else {
+    t.equal(challenge.params.error, error, `error="${error}"`)
+  }
+  if (c.scope === undefined) {
+    t.notOk('scope' in challenge.params, 'no scope attribute')
+  } else {
+    t.equal(challenge.params.scope, c.scope, 'scope names the required scopes')
+  }
+  return body
+}
+
+for (const contact of [undefined, 'https://example.com/support']) {
+  t.test(`every problem type is produced through inject (${contact === undefined ? 'no contact' : 'with contact'})`, async t => {
+    const produced = new Set<string>()
+    for (const c of CASES) {
+      await t.test(c.type, async t => {
+        const fx = await fixture(t, contact === undefined ? {} : { contact })
+        c.setup?.(fx)
+        const credential = c.authorization?.(fx)
+        const res = await fx.app.inject({ url: c.url ?? '/restricted', headers: credential === undefined ? {} : { authorization: credential } })
+        const body = checkProblemReply(t, res, c, credential, contact)
+        produced.add(body.type as string)
+      })
+    }
+    t.same([...produced].sort(), Object.keys(problems).sort(), 'each of the registry\'s types was produced')
+    t.equal(Object.keys(problems).length, 15, 'the registry has the 15 types of contract §6')
+  })
+}
+
+t.test('a problem for the missing header carries a bare Bearer challenge', async t => {
+  const fx = await fixture(t)
+  const res = await fx.app.inject({ url: '/restricted' })
+  t.equal(res.headers['www-authenticate'], 'Bearer')
+})
+
+t.test('request.entraToken is null on open routes and on rejected requests', async t => {
+  const fx = await fixture(t)
+  const seen: Array<{ url: string, status: number, token: unknown }> = []
+  fx.app.addHook('onResponse', async (request, reply) => {
+    seen.push({ url: request.url, status: reply.statusCode, token: request.entraToken })
+  })
+  fx.app.get('/open/echo', async (request) => ({ token: request.entraToken }))
+
+  const echo = await fx.app.inject({ url: '/open/echo' })
+  t.equal(echo.statusCode, 200)
+  t.same(echo.json(), { token: null }, 'open route handler sees null')
+
+  const rejected = [
+    fx.client.generate({ exp: 1 }),
+    fx.client.generate({ sub: 'intruder' }),
+    fx.client.generate({ scp: 'SCOPE_A', roles: false })
+  ]
+  await fx.app.inject({ url: '/restricted', headers: fx.bearer(rejected[0]!) })
+  await fx.app.inject({ url: '/restricted', headers: fx.bearer(rejected[1]!) })
+  // A valid token on a route whose scopes it lacks: authenticated, but not admitted.
+  await fx.app.inject({ url: '/scopes/0', headers: fx.bearer(rejected[2]!) })
+  await fx.app.inject({ url: '/open' })
+  await fx.app.inject({ url: '/restricted', headers: fx.bearer(fx.client.generate()) })
+
+  t.same(seen.map(s => s.status), [200, 401, 403, 403, 200, 200])
+  for (const s of seen.slice(0, 5)) t.equal(s.token, null, `${s.url} (${s.status}): entraToken is null`)
+  const admitted = seen[5]?.token as { claims?: { sub?: string } } | null | undefined
+  t.equal(admitted?.claims?.sub, 'test_subject', 'an admitted request carries the token')
+})
+
+t.test('app.entraAuth.verify rejects with EntraAuthError carrying type, title, status, detail', async t => {
+  const fx = await fixture(t)
+  await fx.app.ready()
+  const expectations: Array<[string, ProblemType]> = [
+    [fx.client.generate({ exp: 1 }), 'auth_token_expired'],
+    [fx.client.generate({ sub: 'intruder' }), 'auth_token_subject_not_trusted'],
+    ['not-a-jwt', 'auth_token_invalid']
+  ]
+  for (const [token, type] of expectations) {
+    const err = await fx.app.entraAuth.verify(token).then(() => undefined, (e: unknown) => e)
+    t.ok(err instanceof EntraAuthError, `${type}: an EntraAuthError`)
+    if (!(err instanceof EntraAuthError)) continue
+    t.equal(err.type, type)
+    t.equal(err.title, problems[type].title)
+    t.equal(err.status, problems[type].status)
+    t.type(err.detail, 'string')
+    t.ok(err.detail.length > 0)
+    t.notOk(err.detail.includes(token), 'detail does not echo the token')
+  }
+  const token = await fx.app.entraAuth.verify(fx.client.generate())
+  t.equal(token.claims.sub, 'test_subject', 'a good token verifies')
+})
+
+t.test('createEntraVerifier (standalone)', async t => {
+  const clientId = 'a0b1c2d3-0000-4000-8000-00000000a11e'
+  const entra = new FakeEntra()
+  const verifier = createEntraVerifier({ clientId, ...entra.pluginOptions() })
+  t.teardown(async () => {
+    await verifier.close()
+    await entra.close()
+  })
+  const client = entra.client(clientId)
+
+  await t.test('verify resolves with an EntraToken for a good token', async t => {
+    const token = await verifier.verify(client.generate({ scp: 'Files.Read User.Read', roles: ['Admin'] }))
+    t.equal(token.version, '2.0')
+    t.same(token.scopes, ['Files.Read', 'User.Read', 'Admin'])
+  })
+
+  await t.test('verify rejects with EntraAuthError', async t => {
+    const err = await verifier.verify(client.generate({ aud: 'api://someone-else' })).then(() => undefined, (e: unknown) => e)
+    t.ok(err instanceof EntraAuthError)
+    t.match(err, { type: 'auth_token_audience_invalid', status: 401, title: problems.auth_token_audience_invalid.title, detail: String })
+  })
+
+  await t.test('introspect answers { active: false } for bad tokens', async t => {
+    t.same(await verifier.introspect(client.generate({ exp: 1 })), { active: false }, 'expired')
+    t.same(await verifier.introspect('garbage'), { active: false }, 'not a JWT')
+    t.same(await verifier.introspect(client.generate({ iss: 'https://evil.example.com/' })), { active: false }, 'wrong issuer')
+  })
+
+  await t.test('introspect answers the RFC 7662 shape for a good token', async t => {
+    const raw = client.generate({ scp: 'Files.Read User.Read', roles: ['Admin'], additionalClaims: { preferred_username: 'ada@example.com' } })
+    const claims = JSON.parse(Buffer.from(raw.split('.')[1]!, 'base64url').toString()) as Record<string, unknown>
+    const info = await verifier.introspect(raw)
+    t.same(info, {
+      active: true,
+      scope: 'Files.Read User.Read Admin',
+      client_id: claims.azp,
+      username: 'ada@example.com',
+      token_type: 'Bearer',
+      exp: claims.exp,
+      iat: claims.iat,
+      nbf: claims.nbf,
+      sub: claims.sub,
+      aud: clientId,
+      iss: entra.issuerFor()
+    })
+    t.type(info.scope, 'string', 'scope is a space-joined string')
+  })
+
+  await t.test('introspect rejects with auth_oidc_error when keys cannot be had', async t => {
+    const down = new FakeEntra()
+    down.mode = 'discovery-404'
+    const cold = createEntraVerifier({ clientId, ...down.pluginOptions() })
+    t.teardown(async () => {
+      await cold.close()
+      await down.close()
+    })
+    const err = await cold.introspect(down.token(clientId)).then(() => undefined, (e: unknown) => e)
+    t.ok(err instanceof EntraAuthError)
+    t.match(err, { type: 'auth_oidc_error', status: 503 })
+    t.ok(down.requests.discovery >= 1, 'the discovery document was asked for')
+  })
+})
