@@ -5,7 +5,7 @@
  */
 import { EntraAuthError } from '../problems.js'
 import type { EntraClaims } from '../token.js'
-import { bindTenant, expectedIssuer, keyMaySign } from './issuers.js'
+import { bindTenant, expectedIssuer, issuerTenant, keyMaySign } from './issuers.js'
 
 export interface ClaimRules {
   readonly audiences: ReadonlySet<string>
@@ -113,6 +113,12 @@ export function checkClaims (
   if (expected === null || iss !== expected) {
     throw new EntraAuthError('auth_token_issuer_untrusted')
   }
+  // With a fixed issuer nothing binds `tid`; Entra always issues both for the same tenant, so a
+  // token where they differ is not one of Entra's, and `tid` must not be trusted for allowedTenants.
+  const issuedBy = issuerTenant(iss)
+  if (tid !== undefined && issuedBy !== undefined && tid !== issuedBy) {
+    throw new EntraAuthError('auth_token_issuer_untrusted', "The token's 'tid' names another tenant than its issuer. Request a new token from Microsoft Entra ID.")
+  }
   if (rules.allowedTenants !== null && !(typeof tid === 'string' && rules.allowedTenants.has(tid))) {
     throw new EntraAuthError('auth_token_issuer_untrusted', 'The token was issued by a tenant this API does not allow. Sign in with an account of an allowed tenant.')
   }
@@ -120,7 +126,7 @@ export function checkClaims (
   // bound discovery issuer, so that issuer is its v2.0 form, whatever the cloud's host pairing
   // (China: sts.chinacloudapi.cn ↔ login.partner.microsoftonline.cn).
   const v2Issuer = ver === '2.0' ? iss : bindTenant(discoveryIssuer, tid) as string
-  if (!keyMaySign(keyIssuer, v2Issuer, '2.0', tid)) {
+  if (!keyMaySign(keyIssuer, v2Issuer, tid)) {
     throw new EntraAuthError('auth_token_issuer_untrusted', "The token's signing key belongs to another issuer or tenant than the token claims. Request a token from the tenant this API trusts.")
   }
 

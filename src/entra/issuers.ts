@@ -22,14 +22,9 @@ const V1_HOST_OF: Readonly<Record<string, string>> = {
   'login.chinacloudapi.cn': 'sts.chinacloudapi.cn',
   'login.partner.microsoftonline.cn': 'sts.chinacloudapi.cn'
 }
-const V2_HOST_OF: Readonly<Record<string, string>> = {
-  'sts.windows.net': 'login.microsoftonline.com',
-  'login.microsoftonline.us': 'login.microsoftonline.us',
-  'sts.chinacloudapi.cn': 'login.chinacloudapi.cn'
-}
-
 const V2_ISSUER = /^https:\/\/([^/]+)\/([0-9a-f-]{36})\/v2\.0$/
-const V1_ISSUER = /^https:\/\/([^/]+)\/([0-9a-f-]{36})\/$/
+/** The tenant segment of an Entra issuer, v1.0 (`https://sts.windows.net/{tid}/`) or v2.0. */
+const ISSUER_TENANT = /^https:\/\/[^/]+\/([0-9a-f-]{36})\//
 
 export function isTenantId (value: unknown): value is string {
   return typeof value === 'string' && GUID.test(value)
@@ -54,22 +49,19 @@ export function expectedIssuer (discoveryIssuer: string, version: '1.0' | '2.0',
   return v1Host === undefined ? null : `https://${v1Host}/${(match as RegExpExecArray)[2]}/`
 }
 
-/** The v2.0 form of a token issuer, which is what Entra's JWK `issuer` members are written in. */
-export function v2FormOf (iss: string, version: '1.0' | '2.0'): string | null {
-  if (version === '2.0') return iss
-  const match = V1_ISSUER.exec(iss)
-  const v2Host = match === null ? undefined : V2_HOST_OF[match[1] as string]
-  return v2Host === undefined ? null : `https://${v2Host}/${(match as RegExpExecArray)[2]}/v2.0`
+/** The tenant GUID an Entra issuer names, if it names one. */
+export function issuerTenant (iss: string): string | undefined {
+  return ISSUER_TENANT.exec(iss)?.[1]
 }
 
 /**
  * Entra's signing keys name the issuer they sign for. A key may only verify a token whose issuer
- * matches after `{tenantid}` substitution: this stops a key of one tenant (e.g. the consumer
+ * (in its v2.0 form) matches after `{tenantid}` substitution: this stops a key of one tenant (e.g. the consumer
  * tenant's) from vouching for another tenant's tokens.
  * https://learn.microsoft.com/entra/identity-platform/access-tokens#validate-the-signing-key-issuer
  */
-export function keyMaySign (keyIssuer: string | undefined, iss: string, version: '1.0' | '2.0', tid: unknown): boolean {
+export function keyMaySign (keyIssuer: string | undefined, v2Issuer: string, tid: unknown): boolean {
   if (keyIssuer === undefined) return true
   const allowed = bindTenant(keyIssuer, tid)
-  return allowed !== null && allowed === v2FormOf(iss, version)
+  return allowed !== null && allowed === v2Issuer
 }
