@@ -3,8 +3,20 @@ import type { SigningKey } from './keys.js'
 import type { EntraToken } from './token.js'
 
 interface Entry {
+  readonly raw: string
   readonly token: EntraToken
   readonly key: SigningKey
+}
+
+/** Characters at the end of a token (its signature) that entries are looked up by. */
+const LOOKUP_LENGTH = 32
+
+/**
+ * The lookup key of `raw`: its end, since hashing a whole token (1–6 kB, a new string on every
+ * request) cost more than the rest of a cache hit. Entries are then compared in full.
+ */
+function lookupKey (raw: string): string {
+  return raw.length > LOOKUP_LENGTH ? raw.slice(-LOOKUP_LENGTH) : raw
 }
 
 /**
@@ -19,18 +31,21 @@ export class TokenCache {
     this.#cache = max > 0 ? new LRUCache<string, Entry>({ max, ttlAutopurge: false }) : null
   }
 
+  /** The entry of exactly `raw`: a token that only ends like a cached one is a miss. */
   get (raw: string): Entry | undefined {
-    return this.#cache?.get(raw)
+    const entry = this.#cache?.get(lookupKey(raw))
+    return entry !== undefined && entry.raw === raw ? entry : undefined
   }
 
   /** `lifetime` (ms) bounds the entry by the token's remaining validity. */
   set (raw: string, token: EntraToken, key: SigningKey, lifetime: number): void {
     if (this.#cache === null || lifetime <= 0) return
-    this.#cache.set(raw, { token, key }, { ttl: Math.ceil(lifetime) })
+    this.#cache.set(lookupKey(raw), { raw, token, key }, { ttl: Math.ceil(lifetime) })
   }
 
   delete (raw: string): void {
-    this.#cache?.delete(raw)
+    const key = lookupKey(raw)
+    if (this.#cache?.peek(key, { allowStale: true })?.raw === raw) this.#cache.delete(key)
   }
 
   get size (): number {
