@@ -202,7 +202,10 @@ export function resolveOptions (input: unknown): ResolvedOptions {
   const unknown = Object.keys(candidate).find(key => !(key in EntraAuthOptionsSchema.properties))
   if (unknown !== undefined) fail(`unknown option '${unknown}'`)
   const firstError = Value.Errors(EntraAuthOptionsSchema, candidate).First()
-  if (firstError !== undefined) fail(`${describePath(firstError.path)} is invalid: ${firstError.message}`)
+  if (firstError !== undefined) {
+    if (firstError.path.startsWith('/tokenVersions')) fail("option 'tokenVersions' must be a non-empty list of '1.0' and/or '2.0'")
+    fail(`${describePath(firstError.path)} is invalid: ${firstError.message}`)
+  }
   const options = candidate as unknown as EntraAuthOptions
 
   if (options.now !== undefined && typeof options.now !== 'function') fail("option 'now' must be a function returning milliseconds")
