@@ -193,6 +193,7 @@ export class KeyStore {
 
   async #load (): Promise<KeySet> {
     const fetchOptions = { dispatcher: this.#dispatcher, timeout: this.#timings.timeout, maxBytes: this.#timings.maxBytes }
+    let discoveryFailed = false
     try {
       let discovery = this.#discovery
       if (discovery === null || clock() - discovery.fetchedAt >= this.#timings.ttl) {
@@ -202,13 +203,17 @@ export class KeyStore {
           this.#discovery = discovery
         } catch (err) {
           if (discovery === null || !this.#usable(discovery.fetchedAt)) throw err
+          // Serving the last good document; health checks must still see the outage.
+          discoveryFailed = true
+          this.#failures++
+          this.#lastError = err instanceof FetchFailure ? err.message : String(err)
           this.#warn(err, 'discovery')
         }
       }
       this.#jwksFetches++
       const keys = parseKeySet(await fetchJson(discovery.value.jwksUri, fetchOptions))
       this.#keySet = { keys, fetchedAt: clock() }
-      this.#lastError = undefined
+      if (!discoveryFailed) this.#lastError = undefined
       this.#lastFailure = null
       return this.#keySet
     } catch (err) {
