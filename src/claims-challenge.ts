@@ -4,6 +4,7 @@
  * https://learn.microsoft.com/entra/identity-platform/claims-challenge
  */
 import type { FastifyReply } from 'fastify'
+import { sendProblemReply } from './problem-reply.js'
 import type { EntraToken } from './token.js'
 import type { EntraVerifier } from './verifier.js'
 
@@ -130,12 +131,6 @@ export function claimsChallenge (reply: FastifyReply, token: EntraToken | null |
   const body: Record<string, unknown> = { type: INSUFFICIENT_CLAIMS, title: 'Additional claims required', status: 401, detail: options.detail ?? DEFAULT_DETAIL }
   const contact = verifier?.options.contact
   if (contact !== undefined) body.contact = contact
-  reply
-    .code(401)
-    .header('www-authenticate', challenge)
-    .header('cache-control', 'no-store')
-    .type('application/problem+json')
-    // A Buffer, so the media type goes out exactly as registered (no charset), like every problem reply.
-    .send(Buffer.from(JSON.stringify(body)))
+  sendProblemReply(reply, 401, challenge, body)
   return true
 }

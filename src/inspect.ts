@@ -4,7 +4,7 @@
  * step by step with the plugin's own functions, in the plugin's order (contract §6), and asks the
  * plugin's verifier for the verdict.
  */
-import { checkClaims, graphTokenDetail, isGraphToken } from './entra/claims.js'
+import { checkClaims, graphTokenDetail, isGraphToken, looksLikeIdToken } from './entra/claims.js'
 import { expectedIssuer } from './entra/issuers.js'
 import { compileRequirement, type ScopeRequirement } from './entra/scopes.js'
 import { decodeJws, type DecodedJws, type JoseHeader } from './jws.js'
@@ -218,10 +218,6 @@ function stringOf (value: unknown): string | undefined {
 }
 
 /** ID tokens carry neither delegated scopes, app roles nor a client claim (as entra/claims.ts judges). */
-function looksLikeIdToken (claims: Record<string, unknown>): boolean {
-  return claims.scp === undefined && claims.roles === undefined && claims.azp === undefined && claims.appid === undefined
-}
-
 function identityOf (token: EntraToken, claims: Record<string, unknown>): TokenIdentity {
   const ver = claims.ver
   return {

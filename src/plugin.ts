@@ -4,6 +4,7 @@ import { compileRequirement, type CompiledRequirement, type ScopeRequirement } f
 import { endpointsFromDiscoveryUrl, findHook, markRoute, tagHook, wrapSwagger, type OpenApiContribution } from './openapi.js'
 import { resolveOptions, type EntraAuthOptions } from './options.js'
 import { EntraAuthError } from './problems.js'
+import { sendProblemReply } from './problem-reply.js'
 import { findToken } from './sources.js'
 import type { EntraToken, Rfc7662Introspection } from './token.js'
 import { buildVerifier, type EntraVerifier, type EntraVerifierState } from './verifier.js'
@@ -86,13 +87,7 @@ declare module 'fastify' {
 
 /** Sends `error` as an RFC 9457 problem with its RFC 6750 challenge (contract §6). */
 function sendProblem (reply: FastifyReply, error: EntraAuthError, contact: string | undefined): FastifyReply {
-  return reply
-    .code(error.status)
-    .header('www-authenticate', error.challenge())
-    .header('cache-control', 'no-store')
-    .type('application/problem+json')
-    // A Buffer, so Fastify sends the media type exactly as RFC 9457 §3 registers it (no charset).
-    .send(Buffer.from(JSON.stringify(error.toProblem(contact))))
+  return sendProblemReply(reply, error.status, error.challenge(), error.toProblem(contact))
 }
 
 async function entraAuthPlugin (fastify: FastifyInstance, opts: EntraAuthOptions): Promise<void> {

@@ -1,4 +1,4 @@
-import { checkClaims, graphTokenDetail, isGraphToken, type ClaimRules } from './entra/claims.js'
+import { checkClaims, checkTime, graphTokenDetail, isGraphToken, type ClaimRules } from './entra/claims.js'
 import { decodeJws } from './jws.js'
 import { KeyStore, type KeyStoreLogger, type KeyStoreState } from './keys.js'
 import { resolveOptions, type EntraAuthOptions, type ResolvedOptions } from './options.js'
@@ -45,13 +45,6 @@ export function buildVerifier (options: ResolvedOptions, internals: VerifierInte
   const rules: ClaimRules = options
   const { now, clockTolerance } = options
 
-  /** Time checks again for a cached token: it may have expired since it was cached. */
-  function stillValid (token: EntraToken): void {
-    const at = now()
-    if (token.claims.nbf * 1000 > at + clockTolerance) throw new EntraAuthError('auth_token_immature')
-    if (token.claims.exp * 1000 <= at - clockTolerance) throw new EntraAuthError('auth_token_expired')
-  }
-
   async function verify (raw: string): Promise<EntraToken> {
     if (typeof raw !== 'string' || raw === '') throw new EntraAuthError('auth_token_invalid')
     const hit = cache.get(raw)
@@ -60,7 +53,7 @@ export function buildVerifier (options: ResolvedOptions, internals: VerifierInte
         // Cached tokens must not keep an outdated key set alive: refresh it in the background.
         keys.revalidate()
         try {
-          stillValid(hit.token)
+          checkTime(hit.token.claims.nbf, hit.token.claims.exp, rules)
           return hit.token
         } catch (err) {
           cache.delete(raw)

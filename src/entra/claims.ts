@@ -35,7 +35,7 @@ export function graphTokenDetail (): string {
 }
 
 /** ID tokens carry neither delegated scopes, app roles nor a client claim. */
-function looksLikeIdToken (payload: Record<string, unknown>): boolean {
+export function looksLikeIdToken (payload: Record<string, unknown>): boolean {
   return payload.scp === undefined && payload.roles === undefined && payload.azp === undefined && payload.appid === undefined
 }
 
@@ -80,6 +80,21 @@ function checkTypes (payload: Record<string, unknown>): void {
 }
 
 /**
+ * `nbf` and `exp` (seconds) against the configured clock, with tolerance. Also run on every hit of
+ * the verified-token cache, since a cached token may have expired since.
+ */
+export function checkTime (nbf: number, exp: number, rules: Pick<ClaimRules, 'now' | 'clockTolerance'>): void {
+  const now = rules.now()
+  if (nbf * 1000 > now + rules.clockTolerance) {
+    throw new EntraAuthError('auth_token_immature')
+  }
+  // RFC 7519 §4.1.4: the token must not be accepted "on or after" exp.
+  if (exp * 1000 <= now - rules.clockTolerance) {
+    throw new EntraAuthError('auth_token_expired')
+  }
+}
+
+/**
  * Runs every claim check and returns the claims typed. `discoveryIssuer` is the configured
  * provider's issuer (maybe a `{tenantid}` template); `keyIssuer` the signing key's `issuer` member.
  */
@@ -92,15 +107,7 @@ export function checkClaims (
   checkRequired(payload)
   checkTypes(payload)
 
-  const now = rules.now()
-  const tolerance = rules.clockTolerance
-  if ((payload.nbf as number) * 1000 > now + tolerance) {
-    throw new EntraAuthError('auth_token_immature')
-  }
-  // RFC 7519 §4.1.4: the token must not be accepted "on or after" exp.
-  if ((payload.exp as number) * 1000 <= now - tolerance) {
-    throw new EntraAuthError('auth_token_expired')
-  }
+  checkTime(payload.nbf as number, payload.exp as number, rules)
 
   const ver = payload.ver
   if ((ver !== '1.0' && ver !== '2.0') || !rules.tokenVersions.has(ver)) {

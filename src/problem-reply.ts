@@ -1,0 +1,15 @@
+import type { FastifyReply } from 'fastify'
+
+/**
+ * Sends an RFC 9457 problem with its RFC 6750 challenge. Every problem reply of the package goes
+ * through here, so they all share headers and media type.
+ */
+export function sendProblemReply (reply: FastifyReply, status: number, challenge: string, body: object): FastifyReply {
+  return reply
+    .code(status)
+    .header('www-authenticate', challenge)
+    .header('cache-control', 'no-store')
+    .type('application/problem+json')
+    // A Buffer, so Fastify sends the media type exactly as RFC 9457 §3 registers it (no charset).
+    .send(Buffer.from(JSON.stringify(body)))
+}
