@@ -142,7 +142,7 @@ t.test('each failure class is reported at its step with its problem type', async
   const [header, , signature] = good.split('.')
   const otherPayload = Buffer.from(JSON.stringify({ ...JSON.parse(Buffer.from(good.split('.')[1] as string, 'base64url').toString()), sub: 'someone-else' })).toString('base64url')
   const published = entra.keys[0] as MockJwk
-  const impostor = new MockJwtClient({ key: new MockJwk({ kid: published.kid }), claims: user.claims })
+  const impostor = new MockJwtClient({ key: new MockJwk({ kid: published.kid, fresh: true }), claims: user.claims })
   const unpublished = new MockJwtClient({ key: entra.newKey(), claims: user.claims })
 
   const cases: Array<{ name: string, token: string, step: StepName, type: ProblemType, options?: Partial<InspectOptions>, mode?: FakeEntra['mode'] }> = [

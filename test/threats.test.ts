@@ -275,7 +275,7 @@ t.test('algorithm: only RS256', async t => {
   await probe(t, fx, `Bearer ${h}.${p}`, { status: 401, type: 'auth_token_invalid' }, 'RS256, signature segment dropped')
 
   // Signature-level failures: right alg and kid, wrong bytes.
-  const other = new MockJwtClient({ key: new MockJwk({ kid }), claims: client.claims }).generate()
+  const other = new MockJwtClient({ key: new MockJwk({ kid, fresh: true }), claims: client.claims }).generate()
   await probe(t, fx, `Bearer ${other}`, { status: 401, type: 'auth_token_signature_untrusted' }, 'signed by another key with our kid')
   const forged = `${h}.${seg({ ...claimsOf(client), scp: 'SCOPE_A SCOPE_B', sub: 'test_subject', aud: 'test_app_1', exp: 4070908800 })}.${good.split('.')[2]!}`
   await probe(t, fx, `Bearer ${forged}`, { status: 401, type: 'auth_token_signature_untrusted' }, 'payload changed after signing')
@@ -291,8 +291,8 @@ t.test('algorithm: only RS256', async t => {
 t.test('header keys jwk, jku, x5u, x5c are never trusted', async t => {
   const fx = await seedFixture(t)
   const { client } = fx
-  const attacker = new MockJwk()
-  const attackerWithOurKid = new MockJwk({ kid: client.key.kid })
+  const attacker = new MockJwk({ fresh: true })
+  const attackerWithOurKid = new MockJwk({ kid: client.key.kid, privateKey: attacker.privateKey })
   const attackerJwk = attacker.toJSON()
   const x5c = [attacker.publicKey.export({ type: 'spki', format: 'der' }).toString('base64')]
   const pointers: Array<[string, Record<string, unknown>]> = [

@@ -3,6 +3,6 @@
  * network. Import from `fastify-entra-auth/testing`.
  * @packageDocumentation
  */
-export { MockJwk, MockJwks } from './mock-jwks.js'
+export { MockJwk, MockJwks, sharedTestKey, type MockJwkOptions } from './mock-jwks.js'
 export { MockClaims, MockJwtClient, MOCK_ISSUER, type ClaimOverrides } from './mock-jwt.js'
 export { FakeEntra, FAKE_TENANT_ID, presets, type FakeEntraMode, type FakeEntraOptions } from './fake-entra.js'

@@ -1,4 +1,38 @@
-import { generateKeyPairSync, randomUUID, type JsonWebKey, type KeyObject } from 'node:crypto'
+import { createPrivateKey, createPublicKey, generateKeyPairSync, randomUUID, type JsonWebKey, type KeyObject } from 'node:crypto'
+
+/** Options of {@link MockJwk}. */
+export interface MockJwkOptions {
+  /** Key ID. Default a random UUID. */
+  kid?: string
+  /** Entra-style JWK `issuer` member to publish with the key. */
+  issuer?: string
+  /**
+   * The RSA private key to sign with: a `KeyObject`, a PEM string or a private JWK. Default: the
+   * process-wide test key (see {@link sharedTestKey}), unless `fresh` is set.
+   */
+  privateKey?: KeyObject | string | JsonWebKey
+  /** Generate a new RSA-2048 key pair for this key (slow: 0.1–1.5 s), e.g. to test a foreign signer. */
+  fresh?: boolean
+}
+
+let shared: KeyObject | undefined
+
+/**
+ * One RSA-2048 private key per process, made on first use. Generating a key costs 0.1–1.5 s, so
+ * every `MockJwk` (and so every `MockJwks` and `FakeEntra`) signs with this one unless told
+ * otherwise; keys still differ by `kid`, so rotation and unknown-`kid` tests behave as with
+ * distinct keys. Pass `fresh: true` or `privateKey` where the key material itself must differ.
+ */
+export function sharedTestKey (): KeyObject {
+  shared ??= generateKeyPairSync('rsa', { modulusLength: 2048 }).privateKey
+  return shared
+}
+
+function privateKeyOf (key: KeyObject | string | JsonWebKey): KeyObject {
+  if (typeof key === 'string') return createPrivateKey(key)
+  if (typeof (key as KeyObject).export === 'function') return key as KeyObject
+  return createPrivateKey({ key: key as JsonWebKey, format: 'jwk' })
+}
 
 /** One RSA-2048 signing key for fake tokens: the private half signs, the public half is published. */
 export class MockJwk {
@@ -9,11 +43,14 @@ export class MockJwk {
   /** Entra-style JWK `issuer` member to publish with the key, if any. */
   issuer: string | undefined
 
-  constructor (options: { kid?: string, issuer?: string } = {}) {
-    const { privateKey, publicKey } = generateKeyPairSync('rsa', { modulusLength: 2048 })
+  constructor (options: MockJwkOptions = {}) {
+    const privateKey = options.privateKey !== undefined
+      ? privateKeyOf(options.privateKey)
+      : options.fresh === true ? generateKeyPairSync('rsa', { modulusLength: 2048 }).privateKey : sharedTestKey()
+    if (privateKey.asymmetricKeyType !== 'rsa') throw new TypeError('MockJwk: privateKey must be an RSA private key')
     this.kid = options.kid ?? randomUUID()
     this.privateKey = privateKey
-    this.publicKey = publicKey
+    this.publicKey = createPublicKey(privateKey)
     this.issuer = options.issuer
   }
 
@@ -41,7 +78,7 @@ export class MockJwks {
   /** Further keys published in the same set (key rotation tests). */
   readonly extra: MockJwk[] = []
 
-  constructor (options: { kid?: string, issuer?: string } = {}) {
+  constructor (options: MockJwkOptions = {}) {
     this.jwk = new MockJwk(options)
   }
 
