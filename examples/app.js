@@ -1,6 +1,6 @@
 /**
  * The example API: one open route and four protected ones. `npm start` runs it (see start.js);
- * test/example.test.ts tests it through `app.inject` with the test kit's fake Entra.
+ * test/e2e/example.test.ts tests it through `app.inject` with the test kit's fake Entra.
  *
  * Published code imports from 'fastify-entra-auth'; the example imports the build of this checkout.
  */

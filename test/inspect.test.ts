@@ -1,20 +1,13 @@
 /**
  * The token debugger: `describeToken` / `inspectToken` (src/inspect.ts) in-process, with the
- * fake Entra serving keys through the `dispatcher` option; the real vectors of
- * ../shared/vectors/entra; and the built CLI (`node dist/cli.js inspect …`) as a process.
+ * fake Entra serving keys through the `dispatcher` option, and the real vectors of
+ * test/fixtures/entra. The built CLI runs as a process in test/e2e/cli.test.ts.
  */
-import { spawn } from 'node:child_process'
-import { readFileSync } from 'node:fs'
-import { dirname, join } from 'node:path'
-import { fileURLToPath } from 'node:url'
 import t, { type Test } from 'tap'
 import type { ProblemType } from '../src/index.js'
 import { describeToken, exitCodeOf, formatReport, inspectToken, type InspectOptions, type InspectReport, type StepName } from '../src/inspect.js'
 import { FakeEntra, FAKE_TENANT_ID, MockClaims, MockJwk, MockJwtClient } from '../src/testing/index.js'
-import { ensureBuilt, ROOT } from './build.js'
-
-// Generous: the CLI tests spawn processes and may build dist/ first (see build.ts).
-t.setTimeout(180_000)
+import { readFixture } from './helpers/fixtures.js'
 
 const CLIENT_ID = '6e1c9b1a-0000-4000-8000-00000000a11d'
 const STEPS: StepName[] = ['structure', 'discovery', 'keys', 'key', 'signature', 'claims', 'nbf', 'exp', 'ver', 'iss', 'aud', 'sub', 'client']
@@ -210,8 +203,7 @@ t.test('bad options are a TypeError, never a report', async t => {
   await t.rejects(inspectToken(token, options({ requirement: [''] })), TypeError)
 })
 
-const VECTORS = join(dirname(fileURLToPath(import.meta.url)), '..', '..', 'shared', 'vectors', 'entra')
-const vector = (file: string): string => readFileSync(join(VECTORS, file), 'utf8').trim()
+const vector = (file: string): string => readFixture('entra', file)
 const V04 = {
   token: vector('04-v2-delegated-access-token.navikt.jwt'),
   jwks: JSON.parse(vector('jwks-common-v2-2024-06-18.panva-wellknown.json')) as unknown,
@@ -256,71 +248,4 @@ t.test('real Entra token 04 validates against its real JWKS at its time', async 
   failsAt(t, await inspectToken(V04.token, { ...base, at: V04.at, clientId: CLIENT_ID }), 'aud', 'auth_token_audience_invalid')
   const flipped = V04.token.slice(0, -2) + (V04.token.at(-2) === 'A' ? 'B' : 'A') + V04.token.at(-1)
   failsAt(t, await inspectToken(flipped, { ...base, at: V04.at }), 'signature', 'auth_token_signature_untrusted')
-})
-
-t.test('the built CLI as a process', async t => {
-  await ensureBuilt(['dist/cli.js', 'dist/inspect.js', 'dist/testing/index.js'])
-
-  function cli (args: string[], input?: string): Promise<{ code: number | null, stdout: string, stderr: string }> {
-    return new Promise((resolve, reject) => {
-      const child = spawn(process.execPath, [join(ROOT, 'dist', 'cli.js'), ...args], { cwd: ROOT, stdio: ['pipe', 'pipe', 'pipe'] })
-      let stdout = ''
-      let stderr = ''
-      child.stdout.setEncoding('utf8').on('data', (chunk: string) => { stdout += chunk })
-      child.stderr.setEncoding('utf8').on('data', (chunk: string) => { stderr += chunk })
-      const timer = setTimeout(() => child.kill('SIGKILL'), 60_000)
-      child.once('error', reject)
-      child.once('close', code => { clearTimeout(timer); resolve({ code, stdout, stderr }) })
-      child.stdin.end(input ?? '')
-    })
-  }
-
-  await t.test('decoding only', async t => {
-    const decoded = await cli(['inspect', V04.token])
-    t.equal(decoded.code, 0)
-    t.match(decoded.stdout, 'Entra v2.0 delegated (user) access token')
-    t.match(decoded.stdout, '"NAVident": "Z993298"')
-    const stdin = await cli(['inspect', '-'], `Bearer ${V04.token}\n`)
-    t.equal(stdin.code, 0, 'token from standard input')
-    t.match(stdin.stdout, 'delegated')
-    t.equal((await cli(['inspect', 'garbage'])).code, 1)
-  })
-
-  await t.test('usage errors exit 2', async t => {
-    for (const args of [[], ['inspect', V04.token, '--bogus'], ['inspect', V04.token, '--client-id', 'x'],
-      ['inspect', V04.token, '--at', '1718609997'], ['inspect', V04.token, '--client-id', 'x', '--tenant', 'not a tenant!']]) {
-      const run = await cli(args)
-      t.equal(run.code, 2, args.slice(2).join(' ') || args.join(' ') || '(no arguments)')
-      t.match(run.stderr, /\S/)
-    }
-    const help = await cli(['--help'])
-    t.equal(help.code, 0)
-    t.match(help.stdout, /^Usage: fastify-entra-auth inspect/)
-  })
-
-  await t.test('validating against a loopback identity provider', async t => {
-    const { startFakeEntra } = await import(new URL('../examples/fake-entra-server.js', import.meta.url).href) as {
-      startFakeEntra: (options: { tenantId: string }) => Promise<{ entra: FakeEntra, oidcEndpoint: string, close: () => Promise<void> }>
-    }
-    const provider = await startFakeEntra({ tenantId: V04.tenantId })
-    t.teardown(() => provider.close())
-    provider.entra.jwksDocument = V04.jwks
-    const validate = ['inspect', V04.token, '--client-id', V04.clientId, '--oidc-endpoint', provider.oidcEndpoint]
-
-    const valid = await cli([...validate, '--at', String(V04.at)])
-    t.equal(valid.code, 0, valid.stderr)
-    t.match(valid.stdout, /^ {2}pass {2}signature/m)
-    t.match(valid.stdout, /^VALID: user 799a132a-93c8-427e-92f7-08cb220c879a of tenant 966ac572/m)
-
-    const expired = await cli(validate)
-    t.equal(expired.code, 1)
-    t.match(expired.stdout, /^ {2}FAIL {2}exp .*\[auth_token_expired\]$/m)
-    t.match(expired.stdout, /^INVALID: auth_token_expired \(401 Token expired\)$/m)
-
-    const noScope = await cli([...validate, '--at', String(V04.at), '--scope', 'Files.Read', '--json'])
-    t.equal(noScope.code, 1)
-    const json = JSON.parse(noScope.stdout) as InspectReport
-    t.equal(json.validation?.problem?.type, 'auth_token_insufficient_scopes')
-    t.equal(json.token?.kind, 'delegated')
-  })
 })

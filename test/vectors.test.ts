@@ -1,30 +1,27 @@
 /**
- * Real Entra-signed tokens (../shared/vectors/entra, see its README) through the plugin, with the
+ * Real Entra-signed tokens (test/fixtures/entra, see its README) through the plugin, with the
  * JWKS that signed them served by a FakeEntra, and negative cases derived from the same bytes.
  * The tokens expired years ago: every app pins `now` to the vector's "verify at" time.
  */
 import { createHmac, createPublicKey } from 'node:crypto'
-import { readFileSync } from 'node:fs'
-import { dirname, join } from 'node:path'
-import { fileURLToPath } from 'node:url'
 import t, { type Test } from 'tap'
 import type { LightMyRequestResponse } from 'fastify'
 import { createEntraVerifier, EntraAuthError, type EntraAuthOptions } from '../src/index.js'
 import { FakeEntra } from '../src/testing/index.js'
 import { bearerHeader, entraApp, type TokenView } from './helpers.js'
+import { readFixture, readJsonFixture } from './helpers/fixtures.js'
 
-const VECTORS = join(dirname(fileURLToPath(import.meta.url)), '..', '..', 'shared', 'vectors', 'entra')
 const CONSUMER_TENANT = '9188040d-6c67-4c5b-b112-36a304b66dad'
 
 interface Jwk { kid: string, kty: string, n?: string, e?: string, issuer?: string, [member: string]: unknown }
 interface Jwks { keys: Jwk[] }
 
 function text (file: string): string {
-  return readFileSync(join(VECTORS, file), 'utf8').trim()
+  return readFixture('entra', file)
 }
 
 function jwksFile (file: string): Jwks {
-  return JSON.parse(readFileSync(join(VECTORS, file), 'utf8')) as Jwks
+  return readJsonFixture<Jwks>('entra', file)
 }
 
 /** Vector 05's key: a PKCS#1 "RSA PUBLIC KEY" PEM, converted to the JWK Entra would publish. */

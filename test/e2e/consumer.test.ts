@@ -8,7 +8,7 @@ import { join } from 'node:path'
 import { pathToFileURL } from 'node:url'
 import { promisify } from 'node:util'
 import t from 'tap'
-import { ROOT as root, ensureBuilt } from './build.js'
+import { ROOT as root, ensureBuilt } from '../helpers/build.js'
 
 const run = promisify(execFile)
 

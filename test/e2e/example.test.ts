@@ -5,9 +5,9 @@
  */
 import t, { type Test } from 'tap'
 import type { FastifyInstance, LightMyRequestResponse } from 'fastify'
-import type { EntraAuthOptions } from '../src/index.js'
-import { FakeEntra, FAKE_TENANT_ID } from '../src/testing/index.js'
-import { ensureBuilt } from './build.js'
+import type { EntraAuthOptions } from '../../src/index.js'
+import { FakeEntra, FAKE_TENANT_ID } from '../../src/testing/index.js'
+import { ensureBuilt } from '../helpers/build.js'
 
 interface ExampleModule {
   buildApp: (auth: EntraAuthOptions, fastifyOptions?: object) => Promise<FastifyInstance>
@@ -20,7 +20,7 @@ const CLIENT_ID = '00000000-0000-0000-0000-000000000001'
 t.setTimeout(180_000)
 await ensureBuilt(['dist/index.js'])
 // A JS module without types: imported by URL, typed here.
-const example = await import(new URL('../examples/app.js', import.meta.url).href) as ExampleModule
+const example = await import(new URL('../../examples/app.js', import.meta.url).href) as ExampleModule
 
 const entra = new FakeEntra()
 const app = await example.buildApp({ clientId: CLIENT_ID, ...entra.pluginOptions() })

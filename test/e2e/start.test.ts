@@ -7,7 +7,7 @@
 import { spawn, type ChildProcess } from 'node:child_process'
 import { createServer, type AddressInfo } from 'node:net'
 import t, { type Test } from 'tap'
-import { ensureBuilt, ROOT } from './build.js'
+import { ensureBuilt, ROOT } from '../helpers/build.js'
 
 interface FakeEntraServer {
   entra: { client: (clientId: string, preset?: 'v2' | 'v1' | 'app') => { generate: (overrides?: Record<string, unknown>) => string } }
@@ -145,7 +145,7 @@ t.test('falls back to a free port when PORT is taken', async t => {
 
 t.test('with ENTRA_CLIENT_ID and ENTRA_OIDC_ENDPOINT: protected by that provider', async t => {
   // A stand-in for a real tenant: the example's loopback fake, outside the process.
-  const { startFakeEntra } = await import(new URL('../examples/fake-entra-server.js', import.meta.url).href) as { startFakeEntra: () => Promise<FakeEntraServer> }
+  const { startFakeEntra } = await import(new URL('../../examples/fake-entra-server.js', import.meta.url).href) as { startFakeEntra: () => Promise<FakeEntraServer> }
   const provider = await startFakeEntra()
   t.teardown(() => provider.close())
   const clientId = '11111111-2222-4333-8444-555555555555'
