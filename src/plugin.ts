@@ -90,6 +90,19 @@ function sendProblem (reply: FastifyReply, error: EntraAuthError, contact: strin
   return sendProblemReply(reply, error.status, error.challenge(), error.toProblem(contact))
 }
 
+/**
+ * The fields of the one log line per rejection. For `auth_oidc_error` it adds `reason`: why keys
+ * could not be had (the fetch failure's message, which names the URL and the failure, never a
+ * token), so an operator sees the cause where the 503 is.
+ */
+function rejectionLog (problem: EntraAuthError): { problem: string, status: number, reason?: string } {
+  const fields: { problem: string, status: number, reason?: string } = { problem: problem.type, status: problem.status }
+  if (problem.type === 'auth_oidc_error' && problem.cause !== undefined) {
+    fields.reason = problem.cause instanceof Error ? problem.cause.message : String(problem.cause)
+  }
+  return fields
+}
+
 async function entraAuthPlugin (fastify: FastifyInstance, opts: EntraAuthOptions): Promise<void> {
   const options = resolveOptions(opts)
   const verifier = buildVerifier(options, { logger: fastify.log })
@@ -138,7 +151,7 @@ async function entraAuthPlugin (fastify: FastifyInstance, opts: EntraAuthOptions
       } catch (err) {
         const problem = err as EntraAuthError
         // Once per rejection; request.log carries the request id. Never the token.
-        if (level !== 'silent') request.log[level]({ problem: problem.type, status: problem.status }, 'fastify-entra-auth: request rejected')
+        if (level !== 'silent') request.log[level](rejectionLog(problem), 'fastify-entra-auth: request rejected')
         return sendProblem(reply, problem, options.contact)
       }
     }, { owner, requirement: required, optional })

@@ -1,13 +1,14 @@
 import type { FastifyReply } from 'fastify'
+import { problemHeaders } from './problems.js'
 
 /**
- * Sends an RFC 9457 problem with its RFC 6750 challenge. Every problem reply of the package goes
- * through here, so they all share headers and media type.
+ * Sends an RFC 9457 problem with its RFC 6750 challenge (and `Retry-After` for a 503). Every
+ * problem reply of the package goes through here, so they all share headers and media type.
  */
 export function sendProblemReply (reply: FastifyReply, status: number, challenge: string, body: object): FastifyReply {
   return reply
     .code(status)
-    .header('www-authenticate', challenge)
+    .headers(problemHeaders(status, challenge))
     .header('cache-control', 'no-store')
     .type('application/problem+json')
     // A Buffer, so Fastify sends the media type exactly as RFC 9457 §3 registers it (no charset).

@@ -120,6 +120,24 @@ export interface ProblemBody {
 }
 
 /**
+ * Seconds a client should wait before retrying after a 503 (`Retry-After`, RFC 9110 §10.2.3). A
+ * 503 is the server's failure, not the client's: the identity provider could not be reached, or
+ * the application's own tenant check failed. The key store does not fetch again sooner than 5
+ * seconds after a failed fetch, so an earlier retry would meet the same failure.
+ */
+export const RETRY_AFTER_SECONDS = 5
+
+/**
+ * Response headers of a problem reply: its RFC 6750 challenge, and `Retry-After` when the status
+ * is 503. The plugin's replies and `EntraAuthError.headers` both come from here.
+ */
+export function problemHeaders (status: number, challenge: string): Record<string, string> {
+  const headers: Record<string, string> = { 'www-authenticate': challenge }
+  if (status === 503) headers['retry-after'] = String(RETRY_AFTER_SECONDS)
+  return headers
+}
+
+/**
  * The error every token failure is reported with. `verify()` rejects with it; the route hook turns
  * it into an `application/problem+json` reply.
  *
@@ -157,10 +175,11 @@ export class EntraAuthError extends Error {
 
   /**
    * Response headers for this error. Fastify's default error handler copies `error.headers`, so an
-   * `EntraAuthError` thrown anywhere in a route still gets its RFC 6750 challenge.
+   * `EntraAuthError` thrown anywhere in a route still gets its RFC 6750 challenge (and, for a 503,
+   * `Retry-After`).
    */
   get headers (): Record<string, string> {
-    return { 'www-authenticate': this.challenge() }
+    return problemHeaders(this.status, this.challenge())
   }
 
   /** The RFC 9457 body for this error. */

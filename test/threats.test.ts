@@ -72,7 +72,9 @@ function fakeEntra (entraOptions: FakeEntraOptions): FakeEntra {
 async function build (t: Test, options: Partial<EntraAuthOptions>, entraOptions: FakeEntraOptions, clientId: string, seedClaims: boolean): Promise<Fixture> {
   const entra = fakeEntra(entraOptions)
   const app = Fastify({ logger: { level: 'trace', stream: { write: (line: string) => { logs.push(line) } } } })
-  await app.register(entraAuth, { clientId, ...entra.pluginOptions(), ...options } as EntraAuthOptions)
+  // The production key timings, not the test kit's (cooldown 0): an unknown kid must cost no fetch.
+  const { jwks: _testTimings, ...provider } = entra.pluginOptions()
+  await app.register(entraAuth, { clientId, ...provider, ...options } as EntraAuthOptions)
   const statuses: number[] = []
   const seenTokens: Fixture['seenTokens'] = []
   app.addHook('onResponse', async (request, reply) => {

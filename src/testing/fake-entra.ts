@@ -44,10 +44,20 @@ interface Counts { discovery: number, jwks: number }
  *
  * @example
  * ```ts
+ * import Fastify from 'fastify'
+ * import entraAuth from 'fastify-entra-auth'
+ * import { FakeEntra } from 'fastify-entra-auth/testing'
+ *
+ * const clientId = 'my-api'
  * const entra = new FakeEntra()
+ * const app = Fastify()
  * await app.register(entraAuth, { clientId, ...entra.pluginOptions() })
- * const token = entra.token({ aud: clientId, scp: 'Files.Read' })
- * await app.inject({ url: '/files', headers: { authorization: `Bearer ${token}` } })
+ * app.get('/files', { onRequest: app.entraAuth('Files.Read') }, async () => ['a.txt'])
+ * const token = entra.token(clientId, { scp: 'Files.Read' })
+ * const reply = await app.inject({ url: '/files', headers: { authorization: `Bearer ${token}` } })
+ * console.log(reply.statusCode) // 200
+ * await app.close()
+ * await entra.close()
  * ```
  */
 export class FakeEntra {
@@ -114,9 +124,15 @@ export class FakeEntra {
     return new MockJwk({ ...(kid === undefined ? {} : { kid }), ...(this.#keyIssuer === null ? {} : { issuer: this.#keyIssuer }) })
   }
 
-  /** Options to spread into the plugin's options: `oidcEndpoint` and `dispatcher`. */
-  pluginOptions (): { oidcEndpoint: string, dispatcher: Dispatcher } {
-    return { oidcEndpoint: this.oidcEndpoint, dispatcher: this.dispatcher }
+  /**
+   * Options to spread into the plugin's options: `oidcEndpoint`, `dispatcher`, and key timings
+   * for tests. `jwks.cooldown` is 0, so a key you publish after start (`entra.keys.push(…)`) is
+   * fetched by the first token that uses it, instead of after the 5-minute cooldown that protects
+   * a real identity provider from floods of unknown `kid`s. Give your own `jwks` after the spread
+   * to test other timings.
+   */
+  pluginOptions (): { oidcEndpoint: string, dispatcher: Dispatcher, jwks: { cooldown: number } } {
+    return { oidcEndpoint: this.oidcEndpoint, dispatcher: this.dispatcher, jwks: { cooldown: 0 } }
   }
 
   /** The issuer of tokens for `tenantId` (the template bound for multi-tenant fakes). */

@@ -19,7 +19,7 @@ test('the test kit', () => {
 
 test('the fake Entra', () => {
   const entra = new FakeEntra()
-  expect(entra.pluginOptions()).type.toBe<{ oidcEndpoint: string, dispatcher: Dispatcher }>()
+  expect(entra.pluginOptions()).type.toBe<{ oidcEndpoint: string, dispatcher: Dispatcher, jwks: { cooldown: number } }>()
   expect(entra.token('client-id', { scp: 'Files.Read' })).type.toBe<string>()
   expect(entra.requests.discovery).type.toBe<number>()
   expect<FakeEntraMode>().type.toBeAssignableFrom('discovery-404' as const)
