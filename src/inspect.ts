@@ -7,7 +7,7 @@
 import { checkClaims, graphTokenDetail, isGraphToken, looksLikeIdToken } from './entra/claims.js'
 import { expectedIssuer } from './entra/issuers.js'
 import { compileRequirement, type ScopeRequirement } from './entra/scopes.js'
-import { decodeJws, type DecodedJws, type JoseHeader } from './jws.js'
+import { decodeJws, parseJsonObject, type DecodedJws, type JoseHeader } from './jws.js'
 import { KeyStore, type SigningKey } from './keys.js'
 import { resolveOptions, type EntraAuthOptions, type ResolvedOptions } from './options.js'
 import { EntraAuthError, type ProblemType } from './problems.js'
@@ -164,16 +164,16 @@ export function normalizeToken (input: string): string {
 }
 
 function decodePart (segment: string, what: string): Record<string, unknown> {
-  let value: unknown
+  let value: Record<string, unknown> | undefined
   try {
-    value = JSON.parse(Buffer.from(segment, 'base64url').toString('utf8'))
+    value = parseJsonObject(Buffer.from(segment, 'base64url').toString('utf8'))
   } catch {
     throw new EntraAuthError('auth_token_invalid', `The token ${what} is not base64url-encoded JSON.`)
   }
-  if (value === null || typeof value !== 'object' || Array.isArray(value)) {
+  if (value === undefined) {
     throw new EntraAuthError('auth_token_invalid', `The token ${what} is not a JSON object.`)
   }
-  return value as Record<string, unknown>
+  return value
 }
 
 /**

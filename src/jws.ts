@@ -11,39 +11,96 @@ export interface JoseHeader {
 
 /** A compact JWS split and decoded, but not verified. */
 export interface DecodedJws {
+  /** The header, with a null prototype: only its own members count. */
   header: JoseHeader
+  /** The payload (claims), with a null prototype: only its own members count. */
   payload: Record<string, unknown>
 }
 
+/**
+ * Longest token we decode, in characters. Entra tokens with many claims reach 4–6 kB; anything
+ * this long is refused before decoding, so deeply nested JSON can't hold the event loop.
+ */
+export const MAX_TOKEN_LENGTH = 64 * 1024
+
 /** Strict base64url alphabet, no padding (RFC 7515 §2). */
 const BASE64URL = /^[A-Za-z0-9_-]*$/
+const ALPHABET = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_'
 
 /** Longest `kid` we look up: Entra kids are 27–43 characters. */
 const MAX_KID_LENGTH = 256
 
-function decodeSegment (segment: string, what: 'header' | 'payload'): Record<string, unknown> {
+/** Refuses invalid UTF-8 instead of turning it into U+FFFD; keeps a BOM, which JSON.parse refuses. */
+const UTF8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true })
+
+/**
+ * True when `segment` is the one canonical base64url spelling of its bytes (RFC 4648 §3.5): the
+ * alphabet only, no padding, no impossible length, and zero unused bits in the last character.
+ * Otherwise up to 16 spellings decode to the same signature, and a deny list keyed by the token
+ * string could be sidestepped. O(1) after the alphabet test.
+ */
+function isCanonicalBase64url (segment: string): boolean {
+  if (!BASE64URL.test(segment)) return false
+  const tail = segment.length % 4
   // A length of 1 mod 4 can't come from any byte string: Buffer would silently drop it.
-  if (!BASE64URL.test(segment) || segment.length % 4 === 1) {
-    throw new EntraAuthError('auth_token_invalid', `The token ${what} is not base64url encoded.`)
+  if (tail === 0) return true
+  if (tail === 1) return false
+  const last = ALPHABET.indexOf(segment[segment.length - 1] as string)
+  // 2 chars carry 1 byte (4 unused bits), 3 chars carry 2 bytes (2 unused bits).
+  return (last & (tail === 2 ? 0x0f : 0x03)) === 0
+}
+
+/**
+ * Refuses a token too long to be a real one, before anything is decoded. Call it first wherever a
+ * token enters (`decodeJws` does).
+ */
+export function checkTokenSize (token: string): void {
+  if (token.length > MAX_TOKEN_LENGTH) {
+    throw new EntraAuthError('auth_token_invalid', `The token is longer than ${MAX_TOKEN_LENGTH} characters, far beyond any Microsoft Entra access token.`)
   }
-  let value: unknown
+}
+
+/**
+ * Parses JSON text that must be an object, and gives the object a null prototype, so a property
+ * inherited from a polluted `Object.prototype` (say `roles`) can never be read as a claim. O(1).
+ * Returns undefined when the text is JSON but not an object; throws a SyntaxError when not JSON.
+ */
+export function parseJsonObject (text: string): Record<string, unknown> | undefined {
+  const value: unknown = JSON.parse(text)
+  if (value === null || typeof value !== 'object' || Array.isArray(value)) return undefined
+  return Object.setPrototypeOf(value, null) as Record<string, unknown>
+}
+
+function decodeSegment (segment: string, what: 'header' | 'payload'): Record<string, unknown> {
+  if (!isCanonicalBase64url(segment)) {
+    throw new EntraAuthError('auth_token_invalid', `The token ${what} is not canonical base64url.`)
+  }
+  let text: string
   try {
-    value = JSON.parse(Buffer.from(segment, 'base64url').toString('utf8'))
+    text = UTF8.decode(Buffer.from(segment, 'base64url'))
+  } catch {
+    throw new EntraAuthError('auth_token_invalid', `The token ${what} is not valid UTF-8.`)
+  }
+  let value: Record<string, unknown> | undefined
+  try {
+    value = parseJsonObject(text)
   } catch {
     throw new EntraAuthError('auth_token_invalid', `The token ${what} is not JSON.`)
   }
-  if (value === null || typeof value !== 'object' || Array.isArray(value)) {
+  if (value === undefined) {
     throw new EntraAuthError('auth_token_invalid', `The token ${what} is not a JSON object.`)
   }
-  return value as Record<string, unknown>
+  return value
 }
 
 /**
  * Decodes a compact JWS and applies every check that needs no key: three strict base64url
  * segments, JSON object header and payload, `alg` RS256, no `crit`, a usable `kid`.
+ * A token longer than {@link MAX_TOKEN_LENGTH} is refused before anything is decoded.
  * These run before any network access, so garbage costs nothing (contract §6).
  */
 export function decodeJws (token: string): DecodedJws {
+  checkTokenSize(token)
   const parts = token.split('.')
   if (parts.length !== 3) {
     throw new EntraAuthError('auth_token_invalid', 'The token is not a JWT: it must have three dot-separated parts.')
@@ -58,8 +115,8 @@ export function decodeJws (token: string): DecodedJws {
     // RFC 7515 §4.1.11: extensions we don't understand must make the JWS invalid.
     throw new EntraAuthError('auth_token_invalid', "The token has a 'crit' header this API does not support.")
   }
-  if (signature === '' || !BASE64URL.test(signature) || signature.length % 4 === 1) {
-    throw new EntraAuthError('auth_token_invalid', 'The token signature is missing or not base64url encoded.')
+  if (signature === '' || !isCanonicalBase64url(signature)) {
+    throw new EntraAuthError('auth_token_invalid', 'The token signature is missing or not canonical base64url.')
   }
   const payload = decodeSegment(rawPayload, 'payload')
   const kid = header.kid

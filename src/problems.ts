@@ -14,7 +14,7 @@ export interface ProblemDefinition {
   readonly challenge: ChallengeError
 }
 
-export const problems = {
+const registry = {
   auth_header_missing: {
     status: 401,
     title: 'Missing authorization header',
@@ -107,8 +107,16 @@ export const problems = {
   }
 } as const satisfies Record<string, ProblemDefinition>
 
+for (const definition of Object.values(registry)) Object.freeze(definition)
+
+/**
+ * The problem types by slug, deeply frozen: statuses and challenges are the package's, and no
+ * caller can change what another part of the app is answered with.
+ */
+export const problems: typeof registry = Object.freeze(registry)
+
 /** A problem type slug, e.g. `auth_token_expired`. */
-export type ProblemType = keyof typeof problems
+export type ProblemType = keyof typeof registry
 
 /** RFC 9457 problem details body as the plugin sends it. */
 export interface ProblemBody {
@@ -160,8 +168,13 @@ export class EntraAuthError extends Error {
   readonly statusCode: number
   /** Space-separated scopes named in an `insufficient_scope` challenge, if the failure is about scopes. */
   readonly requiredScope: string | undefined
+  /**
+   * RFC 6750 §3.1 error code of the challenge; usually the problem type's. `null` for a request
+   * that sent credentials of another scheme (e.g. `Basic`): it sent no bearer token to judge.
+   */
+  readonly challengeError: ChallengeError
 
-  constructor (type: ProblemType, detail?: string, options?: { requiredScope?: string, cause?: unknown }) {
+  constructor (type: ProblemType, detail?: string, options?: { requiredScope?: string, cause?: unknown, challengeError?: ChallengeError }) {
     const def = problems[type]
     super(`${type}: ${detail ?? def.detail}`, options?.cause === undefined ? undefined : { cause: options.cause })
     this.name = 'EntraAuthError'
@@ -171,6 +184,7 @@ export class EntraAuthError extends Error {
     this.statusCode = def.status
     this.detail = detail ?? def.detail
     this.requiredScope = options?.requiredScope
+    this.challengeError = options?.challengeError !== undefined ? options.challengeError : def.challenge
   }
 
   /**
@@ -191,10 +205,11 @@ export class EntraAuthError extends Error {
 
   /**
    * The RFC 6750 §3 challenge. A request without credentials gets a bare `Bearer` challenge with no
-   * `error` (RFC 6750 §3.1); a 503 is not the client's fault, so it gets none either.
+   * `error` (RFC 6750 §3.1), and so does one with another scheme's credentials; a 503 is not the
+   * client's fault, so it gets none either.
    */
   challenge (): string {
-    const code = problems[this.type].challenge
+    const code = this.challengeError
     if (code === null) return 'Bearer'
     let value = `Bearer error="${code}", error_description="${this.title}"`
     if (this.requiredScope !== undefined) value += `, scope="${this.requiredScope}"`

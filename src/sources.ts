@@ -1,9 +1,11 @@
-import { bearerToken } from './bearer.js'
+import { authorizationHeaderCount, bearerToken, duplicateHeaders } from './bearer.js'
 import type { EntraTokenSource } from './options.js'
 
 /** The parts of a request the token may come from (structural, so this module needs no Fastify). */
 export interface CredentialCarrier {
   readonly headers: { readonly authorization?: string | string[] | undefined }
+  /** The Node request: its `rawHeaders` show every `Authorization` header, not only the first. */
+  readonly raw?: { readonly rawHeaders?: readonly string[] }
   /** Set by `@fastify/cookie`. */
   readonly cookies?: Record<string, string | undefined>
   /** Set by `@fastify/session` or `@fastify/secure-session`; both have `get(key)`. */
@@ -22,11 +24,16 @@ function sessionValue (session: unknown, key: string): unknown {
  * never read: it leaks into logs, history and `Referer`.
  *
  * @returns the token, or `null` when the request carries no credentials at all
- * @throws EntraAuthError `auth_header_invalid` for a malformed `Authorization` header
+ * @throws EntraAuthError `auth_header_invalid` for a malformed `Authorization` header, or for
+ * more than one (ambiguous: a proxy in front may have judged the other one)
  */
 export function findToken (request: CredentialCarrier, sources: readonly EntraTokenSource[]): string | null {
   const header = request.headers.authorization
-  if (header !== undefined && header !== '') return bearerToken(header)
+  if (header !== undefined && header !== '') {
+    const rawHeaders = request.raw?.rawHeaders
+    if (rawHeaders !== undefined && authorizationHeaderCount(rawHeaders) > 1) throw duplicateHeaders()
+    return bearerToken(header)
+  }
   for (const source of sources) {
     const value = 'cookie' in source ? request.cookies?.[source.cookie] : sessionValue(request.session, source.session)
     if (typeof value === 'string' && value !== '') return value

@@ -75,7 +75,54 @@ function strings (roles: unknown): string[] {
 }
 
 /**
+ * Freezes `root` and every object and array reachable from it. Iterative, so even a deeply nested
+ * claim can't overflow the stack. Runs once per verified token (a cache miss), never per hit.
+ */
+function deepFreeze<T extends object> (root: T): Readonly<T> {
+  const pending: object[] = [root]
+  for (let value = pending.pop(); value !== undefined; value = pending.pop()) {
+    Object.freeze(value)
+    for (const key of Object.keys(value)) {
+      const member: unknown = (value as Record<string, unknown>)[key]
+      if (member !== null && typeof member === 'object' && !Object.isFrozen(member)) pending.push(member)
+    }
+  }
+  return root
+}
+
+/**
+ * A set nobody can add to: `Object.freeze` does not stop `Set.prototype.add`, and these sets are
+ * what the route requirement is checked against.
+ */
+class FrozenSet<T> implements ReadonlySet<T> {
+  readonly #items: Set<T>
+
+  constructor (items: Iterable<T>) {
+    this.#items = new Set(items)
+    Object.freeze(this)
+  }
+
+  get size (): number { return this.#items.size }
+  has (value: T): boolean { return this.#items.has(value) }
+  forEach (callback: (value: T, key: T, set: ReadonlySet<T>) => void, thisArg?: unknown): void {
+    for (const value of this.#items) callback.call(thisArg, value, value, this)
+  }
+
+  entries (): SetIterator<[T, T]> { return this.#items.entries() }
+  keys (): SetIterator<T> { return this.#items.keys() }
+  values (): SetIterator<T> { return this.#items.values() }
+  [Symbol.iterator] (): SetIterator<T> { return this.#items.values() }
+}
+
+/** What `util.inspect` and so `console.log` show instead of the token string. */
+const REDACTED = '[redacted]'
+
+/**
  * A validated Entra access token. Only ever constructed after every check passed.
+ *
+ * Deeply immutable: the verified-token cache hands the same instance to every request presenting
+ * the same token, so nothing one request's code does to it can reach another request. `raw` is not
+ * enumerable, and `JSON.stringify`, `util.inspect` (`console.log`) and object spread never show it.
  *
  * @example
  * ```ts
@@ -86,13 +133,13 @@ function strings (roles: unknown): string[] {
  * ```
  */
 export class EntraToken implements TokenPermissions {
-  /** The token string as received. */
-  readonly raw: string
-  /** Decoded JOSE header. */
+  /** The token string as received. Not enumerable: spread, JSON and `util.inspect` leave it out. */
+  declare readonly raw: string
+  /** Decoded JOSE header (frozen). */
   readonly header: JoseHeader
-  /** All decoded claims. */
+  /** All decoded claims (deeply frozen). */
   readonly claims: EntraClaims
-  /** `scp` words ∪ `roles`, in that order, without duplicates. */
+  /** `scp` words ∪ `roles`, in that order, without duplicates (frozen). */
   readonly scopes: string[]
   /** Entra token version. */
   readonly version: '1.0' | '2.0'
@@ -103,17 +150,21 @@ export class EntraToken implements TokenPermissions {
   /** `scp` ∪ `roles`. */
   readonly all: ReadonlySet<string>
 
+  /** Freezes `header` and `claims` (deeply): pass objects nothing else holds on to. */
   constructor (raw: string, header: JoseHeader, claims: EntraClaims) {
-    this.raw = raw
-    this.header = header
-    this.claims = claims
+    Object.defineProperty(this, 'raw', { value: raw, enumerable: false, writable: false, configurable: false })
+    this.header = deepFreeze(header)
+    this.claims = deepFreeze(claims)
     this.version = claims.ver
     const delegated = words(claims.scp)
     const roles = strings(claims.roles)
-    this.delegated = new Set(delegated)
-    this.roles = new Set(roles)
-    this.all = new Set([...delegated, ...roles])
-    this.scopes = [...this.all]
+    this.delegated = new FrozenSet(delegated)
+    this.roles = new FrozenSet(roles)
+    const all = new Set([...delegated, ...roles])
+    this.all = new FrozenSet(all)
+    this.scopes = Object.freeze([...all]) as string[]
+    // A subclass freezes itself once its own fields are set.
+    if (new.target === EntraToken) Object.freeze(this)
   }
 
   /** Tenant ID (`tid`). */
@@ -168,5 +219,12 @@ export class EntraToken implements TokenPermissions {
   /** Serialises as the claims, so `reply.send(request.entraToken)` never leaks the raw token. */
   toJSON (): { header: JoseHeader, claims: EntraClaims, scopes: string[], version: '1.0' | '2.0' } {
     return { header: this.header, claims: this.claims, scopes: this.scopes, version: this.version }
+  }
+
+  /** `util.inspect` (and so `console.log`) shows the token with its string redacted. */
+  [Symbol.for('nodejs.util.inspect.custom')] (_depth: number, options: { depth?: number | null }, inspect: (value: unknown, options: object) => string): string {
+    const shown = { version: this.version, scopes: this.scopes, header: this.header, claims: this.claims, raw: REDACTED }
+    const depth = options.depth === null || options.depth === undefined ? options.depth : options.depth - 1
+    return `EntraToken ${inspect(shown, { ...options, depth })}`
   }
 }
