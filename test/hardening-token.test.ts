@@ -100,6 +100,10 @@ t.test('a cached token is deeply immutable: one request cannot widen the next on
   t.ok(Object.isFrozen(first.header) && Object.isFrozen(first.scopes), 'header and scopes')
   t.same([...first.all], ['User.Read', 'Reader'], 'the permission sets still iterate')
   t.ok(first.all.has('Reader') && first.delegated.has('User.Read') && first.roles.has('Reader') && first.roles.size === 1)
+  t.same([[...first.all.keys()], [...first.all.values()], [...first.all.entries()]], [['User.Read', 'Reader'], ['User.Read', 'Reader'], [['User.Read', 'User.Read'], ['Reader', 'Reader']]])
+  const seen: string[] = []
+  first.all.forEach(function (this: string[], value, again, set) { this.push(`${value}=${again}:${set === first.all}`) }, seen)
+  t.same(seen, ['User.Read=User.Read:true', 'Reader=Reader:true'], 'forEach as a Set would')
 })
 
 t.test('the token string never shows: not enumerable, not in JSON, inspect, console.log or a spread', async t => {

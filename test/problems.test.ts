@@ -44,7 +44,8 @@ const bearer = (token: string): string => `Bearer ${token}`
 
 const CASES: ProblemCase[] = [
   { type: 'auth_header_missing' },
-  { type: 'auth_header_invalid', authorization: () => 'Basic dXNlcjpwYXNzd29yZA==' },
+  // A malformed Bearer credential (another scheme, e.g. Basic, gets a challenge without error code).
+  { type: 'auth_header_invalid', authorization: () => 'Bearer not a token' },
   { type: 'auth_oidc_error', setup: fx => { fx.entra.mode = 'discovery-404' }, authorization: fx => bearer(fx.client.generate()) },
   { type: 'auth_token_key_error', authorization: fx => bearer(fx.client.sign({ alg: 'RS256', typ: 'JWT', kid: 'no-such-key' }, fx.client.claims.build())) },
   { type: 'auth_token_invalid', authorization: fx => bearer(fx.client.sign({ alg: 'none', typ: 'JWT', kid: fx.client.key.kid }, fx.client.claims.build())) },
