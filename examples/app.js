@@ -60,7 +60,7 @@ export async function buildApp (auth, fastifyOptions = {}) {
     reports: ['usage-2025-q1.csv']
   }))
 
-  // Both: the seed's form matches words from `scp` ∪ `roles`; ['A B', 'C'] means (A AND B) OR C.
+  // Both: the array form (as in the Python flask-entra-auth) matches words from `scp` ∪ `roles`; ['A B', 'C'] means (A AND B) OR C.
   app.get('/admin', { onRequest: app.entraAuth(['Files.Read Admin']) }, async (request) => ({
     admin: request.entraToken.objectId,
     settings: { retentionDays: 30 }

@@ -9,6 +9,8 @@
  * PORT picks the port (default 3000; a free one is used when it is taken). LOG_LEVEL sets
  * Fastify's log level (default warn). Ctrl-C stops everything.
  */
+import { relative } from 'node:path'
+import { fileURLToPath } from 'node:url'
 import { buildApp, routes } from './app.js'
 import { startFakeEntra } from './fake-entra-server.js'
 
@@ -17,6 +19,18 @@ const FAKE_CLIENT_ID = '00000000-0000-0000-0000-000000000001'
 const OTHER_API_ID = '00000000-0000-0000-0000-0000000000ff'
 
 const env = process.env
+
+/**
+ * How to run this checkout's token debugger from the current directory. Not `npx fastify-entra-auth`:
+ * that finds the command only where the package is installed as a dependency; in a clone of the
+ * package itself npx would look the name up in the npm registry instead.
+ */
+function inspectCommand () {
+  const cli = fileURLToPath(new URL('../dist/cli.js', import.meta.url))
+  const fromHere = relative(process.cwd(), cli)
+  const path = fromHere.startsWith('..') ? cli : fromHere
+  return `node ${/\s/.test(path) ? JSON.stringify(path) : path} inspect`
+}
 
 function fail (message) {
   console.error(`examples/start.js: ${message}`)
@@ -108,7 +122,7 @@ function printFake (base, entra, clientId) {
   for (const example of fails) printExample(base, example)
   console.log('')
   console.log('Debug a token step by step (while this runs):')
-  console.log(`  npx fastify-entra-auth inspect '${tokens.expired}' --client-id ${clientId} --oidc-endpoint ${entra.oidcEndpoint}`)
+  console.log(`  ${inspectCommand()} '${tokens.expired}' --client-id ${clientId} --oidc-endpoint ${entra.oidcEndpoint}`)
 }
 
 function printReal (base, options) {
@@ -123,7 +137,7 @@ function printReal (base, options) {
   console.log(`  curl -i -H "Authorization: Bearer $TOKEN" ${base}/me`)
   console.log('Debug a token step by step:')
   const where = options.tenant ? `--tenant ${options.tenant}${options.authorityHost ? ` --authority-host ${options.authorityHost}` : ''}` : `--oidc-endpoint ${options.oidcEndpoint}`
-  console.log(`  npx fastify-entra-auth inspect "$TOKEN" --client-id ${options.clientId} ${where}`)
+  console.log(`  ${inspectCommand()} "$TOKEN" --client-id ${options.clientId} ${where}`)
 }
 
 const real = realEntraOptions()

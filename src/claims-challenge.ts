@@ -61,7 +61,10 @@ function claimsJson (claims: ClaimsRequest): string {
  *
  * @example
  * ```ts
- * if (!supportsClaimsChallenge(request.entraToken)) return reply.code(403).send()
+ * app.post('/transfer', { onRequest: app.entraAuth() }, async (request, reply) => {
+ *   if (!supportsClaimsChallenge(request.entraToken)) return reply.code(403).send()
+ *   return { ok: true }
+ * })
  * ```
  */
 export function supportsClaimsChallenge (token: EntraToken | null | undefined): boolean {

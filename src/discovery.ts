@@ -15,7 +15,7 @@ function optionalString (value: unknown): string | undefined {
 /**
  * Validates a discovery document. The `issuer` is taken as published (Entra's need not share the
  * discovery URL's origin); `jwks_uri` must be on the discovery URL's own origin, so whoever can
- * edit the document still cannot send us to keys elsewhere (contract §2).
+ * edit the document still cannot send us to keys elsewhere.
  */
 export function parseDiscovery (document: unknown, discoveryUrl: URL): Discovery {
   if (document === null || typeof document !== 'object' || Array.isArray(document)) {

@@ -1,7 +1,7 @@
 /**
  * The token debugger behind `fastify-entra-auth inspect` (cli.ts is only its argv wrapper).
  * Decodes a token and says what kind of Entra token it is; given the API's options, validates it
- * step by step with the plugin's own functions, in the plugin's order (contract §6), and asks the
+ * step by step with the plugin's own functions, in the plugin's order of checks, and asks the
  * plugin's verifier for the verdict.
  */
 import { checkClaims, graphTokenDetail, isGraphToken, looksLikeIdToken } from './entra/claims.js'

@@ -97,7 +97,7 @@ function decodeSegment (segment: string, what: 'header' | 'payload'): Record<str
  * Decodes a compact JWS and applies every check that needs no key: three strict base64url
  * segments, JSON object header and payload, `alg` RS256, no `crit`, a usable `kid`.
  * A token longer than {@link MAX_TOKEN_LENGTH} is refused before anything is decoded.
- * These run before any network access, so garbage costs nothing (contract §6).
+ * These run before any network access, so garbage costs nothing.
  */
 export function decodeJws (token: string): DecodedJws {
   checkTokenSize(token)

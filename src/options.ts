@@ -8,7 +8,7 @@ import type { EntraToken } from './token.js'
 const StringList = Type.Array(Type.String({ minLength: 1 }))
 const Millis = Type.Number({ exclusiveMinimum: 0 })
 
-/** TypeBox schema of the options (contract §2). Unknown keys are refused. */
+/** TypeBox schema of the options (see the README's Options table). Unknown keys are refused. */
 export const EntraAuthOptionsSchema = Type.Object({
   clientId: Type.String({ minLength: 1, description: 'Application (client) ID of the protected API' }),
   oidcEndpoint: Type.Optional(Type.String({ minLength: 1, description: 'URL of the OpenID configuration document' })),
@@ -50,7 +50,7 @@ export const EntraAuthOptionsSchema = Type.Object({
 
 type SchemaOptions = Static<typeof EntraAuthOptionsSchema>
 
-/** Options of the plugin and of `createEntraVerifier` (contract §2). All durations are milliseconds. */
+/** Options of the plugin and of `createEntraVerifier`. All durations are milliseconds. */
 export interface EntraAuthOptions extends Omit<SchemaOptions, 'now' | 'dispatcher' | 'tokenVersions' | 'rejectionLogLevel' | 'decorator' | 'tokenSources' | 'onAuthSuccess' | 'onAuthFailure' | 'openapi'> {
   /** Accepted Entra `ver` values. Default both. */
   tokenVersions?: Array<'1.0' | '2.0'>

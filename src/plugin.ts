@@ -28,7 +28,8 @@ export interface EntraAuthDecorator {
    *
    * @example
    * ```ts
-   * app.get('/data', { onRequest: app.auth([app.entraAuth.strategy(['Data.Read']), app.verifyApiKey]) }, handler)
+   * // Last: when every strategy fails, @fastify/auth passes on the last one's error.
+   * app.get('/data', { onRequest: app.auth([app.verifyApiKey, app.entraAuth.strategy(['Data.Read'])]) }, handler)
    * ```
    */
   strategy: (requirement?: ScopeRequirement, options?: EntraAuthHookOptions) => onRequestAsyncHookHandler
@@ -85,7 +86,7 @@ declare module 'fastify' {
   }
 }
 
-/** Sends `error` as an RFC 9457 problem with its RFC 6750 challenge (contract §6). */
+/** Sends `error` as an RFC 9457 problem with its RFC 6750 challenge. */
 function sendProblem (reply: FastifyReply, error: EntraAuthError, contact: string | undefined): FastifyReply {
   return sendProblemReply(reply, error.status, error.challenge(), error.toProblem(contact))
 }

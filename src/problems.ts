@@ -1,5 +1,5 @@
 /**
- * The one registry of problem types (contract §6). Every failure the plugin reports is one of
+ * The one registry of problem types (RFC 9457). Every failure the plugin reports is one of
  * these; tests keep the README's error table equal to this object.
  */
 

@@ -65,7 +65,7 @@ export interface Rfc7662Introspection {
 }
 
 function words (scp: unknown): string[] {
-  // Entra's `scp` is one space-delimited string; anything else grants nothing (contract §6).
+  // Entra's `scp` is one space-delimited string; anything else grants nothing.
   return typeof scp === 'string' ? scp.split(' ').filter(word => word !== '') : []
 }
 

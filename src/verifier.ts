@@ -105,13 +105,16 @@ export function buildVerifier (options: ResolvedOptions, internals: VerifierInte
 }
 
 /**
- * Creates a standalone verifier with the plugin's options (contract §5).
+ * Creates a standalone verifier with the plugin's options.
  *
  * @example
  * ```ts
+ * import { createEntraVerifier } from 'fastify-entra-auth'
+ *
  * const verifier = createEntraVerifier({ clientId, tenant: 'contoso.onmicrosoft.com' })
  * const token = await verifier.verify(accessToken)   // rejects with EntraAuthError
  * const info = await verifier.introspect(accessToken) // { active: false } for bad tokens
+ * // Both reject with `auth_oidc_error` (503) while the signing keys can't be had.
  * await verifier.close()
  * ```
  */

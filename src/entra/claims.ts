@@ -1,6 +1,6 @@
 /**
  * Claim checks of an Entra access token, run only after the signature verified. Pure: no
- * Fastify, no I/O. Order is the contract's (§6): required claims → nbf → exp → ver → iss → aud →
+ * Fastify, no I/O. Order, as documented in the README: required claims → nbf → exp → ver → iss → aud →
  * sub → client.
  */
 import { EntraAuthError } from '../problems.js'
@@ -50,7 +50,7 @@ function invalidClaim (name: string, expected: string): never {
 }
 
 /**
- * Required claims, present and non-null, in the seed's order. The client claim depends on the
+ * Required claims, present and non-null, in the order the Python flask-entra-auth checks them. The client claim depends on the
  * version (`azp` for 2.0, `appid` for 1.0); an unknown version is left to the `ver` check.
  */
 function checkRequired (payload: Record<string, unknown>): void {

@@ -4,7 +4,7 @@
  */
 
 /**
- * What a route needs. Either the seed's form — a string or a list of alternatives
+ * What a route needs. Either the form of the Python flask-entra-auth — a string or a list of alternatives
  * (`['A B', 'C']` = (A AND B) OR C) matched against `scp` ∪ `roles` — or the object form that keeps
  * delegated scopes and app roles apart: `{ scopes: ['Files.Read'], roles: ['Files.Read.All'] }` is
  * satisfied by a user token with `Files.Read` in `scp` OR an app token with `Files.Read.All` in

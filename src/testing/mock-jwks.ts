@@ -64,10 +64,12 @@ export class MockJwk {
 }
 
 /**
- * A JSON Web Key Set with one signing key, like the seed's `MockJwks`.
+ * A JSON Web Key Set with one signing key, like the Python flask-entra-auth's `MockJwks`.
  *
  * @example
  * ```ts
+ * import { MockClaims, MockJwks, MockJwtClient } from 'fastify-entra-auth/testing'
+ *
  * const jwks = new MockJwks()
  * const client = new MockJwtClient({ key: jwks.jwk, claims: new MockClaims({ selfAppId: clientId }) })
  * ```

@@ -4,11 +4,11 @@ import type { MockJwk } from './mock-jwks.js'
 /** Claim values for fake tokens; `false` omits a claim. */
 export type ClaimOverrides = Record<string, unknown> & { additionalClaims?: Record<string, unknown> }
 
-/** Issuer of the seed's fixtures. */
+/** Issuer of the mock tokens, as in the Python flask-entra-auth's test kit. */
 export const MOCK_ISSUER = 'https://issuer.auth.example.com'
 
 /**
- * Default claims of fake tokens, the seed's `MockClaims` with Entra's real shapes
+ * Default claims of fake tokens: the Python flask-entra-auth's `MockClaims`, with Entra's real shapes
  * (`scp` a space-delimited string, `roles` an array, `ver` '2.0').
  */
 export class MockClaims {
@@ -63,7 +63,7 @@ function segment (value: unknown): string {
 }
 
 /**
- * Signs fake RS256 tokens with a {@link MockJwk}, like the seed's `MockJwtClient`.
+ * Signs fake RS256 tokens with a {@link MockJwk}, like the Python flask-entra-auth's `MockJwtClient`.
  *
  * @example
  * ```ts

@@ -125,6 +125,22 @@ t.test('with no ENTRA_* variables: embedded fake Entra, printed curl commands wo
     }
   }
 
+  // The printed token-debugger command runs as printed (from the directory npm start ran in).
+  const debug = /^ {2}node (\S+) inspect '([\w.-]+)' --client-id (\S+) --oidc-endpoint (\S+)$/m.exec(output)
+  t.ok(debug, 'prints a token-debugger command')
+  if (debug !== null) {
+    const [, cli, token, clientId, endpoint] = debug as unknown as [string, string, string, string, string]
+    const run = await new Promise<{ code: number | null, stdout: string }>((resolve, reject) => {
+      const child = spawn(process.execPath, [cli, 'inspect', token, '--client-id', clientId, '--oidc-endpoint', endpoint], { cwd: ROOT, stdio: ['ignore', 'pipe', 'inherit'] })
+      let stdout = ''
+      child.stdout.setEncoding('utf8').on('data', (chunk: string) => { stdout += chunk })
+      child.once('error', reject)
+      child.once('close', code => resolve({ code, stdout }))
+    })
+    t.equal(run.code, 1, 'the expired token is invalid')
+    t.match(run.stdout, /^INVALID: auth_token_expired/m)
+  }
+
   await stop(t, started, 'SIGINT')
 })
 
