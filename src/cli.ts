@@ -87,7 +87,7 @@ function parse (argv: string[]): { token: string, options: InspectOptions | unde
     const tolerance = number(values['clock-tolerance'], 'clock-tolerance')
     options = {
       clientId,
-      ...(values.tenant === undefined ? { oidcEndpoint: values['oidc-endpoint'] } : { tenant: values.tenant }),
+      ...(values.tenant === undefined ? { oidcEndpoint: where } : { tenant: values.tenant }),
       ...(values['authority-host'] === undefined ? {} : { authorityHost: values['authority-host'] }),
       ...(values.audience === undefined ? {} : { audiences: values.audience }),
       ...(values['token-version'] === undefined ? {} : { tokenVersions: values['token-version'] as Array<'1.0' | '2.0'> }),
@@ -95,7 +95,7 @@ function parse (argv: string[]): { token: string, options: InspectOptions | unde
       ...(values.scope === undefined ? {} : { requirement: values.scope }),
       ...(tolerance === undefined ? {} : { clockTolerance: tolerance * 1000 }),
       ...(values.at === undefined ? {} : { at: number(values.at, 'at') })
-    }
+    } as InspectOptions
   }
   return { token, options, json: values.json === true, help: false }
 }

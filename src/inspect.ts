@@ -9,7 +9,7 @@ import { expectedIssuer } from './entra/issuers.js'
 import { compileRequirement, type ScopeRequirement } from './entra/scopes.js'
 import { decodeJws, parseJsonObject, type DecodedJws, type JoseHeader } from './jws.js'
 import { KeyStore, type SigningKey } from './keys.js'
-import { resolveOptions, type EntraAuthOptions, type ResolvedOptions } from './options.js'
+import { resolveOptions, type EntraVerifierOptions, type ResolvedOptions } from './options.js'
 import { EntraAuthError, type ProblemType } from './problems.js'
 import { EntraToken, type EntraClaims } from './token.js'
 import { buildVerifier } from './verifier.js'
@@ -109,8 +109,8 @@ export interface InspectReport {
   validation: Validation | null
 }
 
-/** The plugin's options, plus what the debugger needs. */
-export interface InspectOptions extends EntraAuthOptions {
+/** The verifier's options (`createEntraVerifier`), plus what the debugger needs. */
+export type InspectOptions = EntraVerifierOptions & {
   /** Judge the token as of this time, in unix seconds (sets `now`; for expired test tokens). */
   at?: number
   /** Also check a route requirement, as `fastify.entraAuth(requirement)` would. */
@@ -448,7 +448,7 @@ export async function inspectToken (token: string, options?: InspectOptions): Pr
   if (options !== undefined) {
     const { at, requirement: routeRequirement, ...pluginOptions } = options
     if (at !== undefined && (typeof at !== 'number' || !Number.isFinite(at))) throw new TypeError('fastify-entra-auth inspect: `at` must be a time in unix seconds')
-    resolved = resolveOptions(at === undefined ? pluginOptions : { ...pluginOptions, now: () => at * 1000 })
+    resolved = resolveOptions(at === undefined ? pluginOptions : { ...pluginOptions, now: () => at * 1000 }, 'verifier')
     requirement = routeRequirement
     if (requirement !== undefined) compileRequirement(requirement)
   }

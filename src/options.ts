@@ -1,14 +1,21 @@
-import { Type, type Static } from '@sinclair/typebox'
+import { Type, type TSchema } from '@sinclair/typebox'
 import { Value } from '@sinclair/typebox/value'
 import type { FastifyRequest } from 'fastify'
 import type { Dispatcher } from 'undici'
-import type { EntraAuthError } from './problems.js'
+import { EntraAuthError } from './problems.js'
 import type { EntraToken } from './token.js'
 
 const StringList = Type.Array(Type.String({ minLength: 1 }))
-const Millis = Type.Number({ exclusiveMinimum: 0 })
+/**
+ * Longest duration we accept, in ms: Node's timers overflow past 2^31-1 ms (~24.8 days) and then
+ * fire at once. Durations are whole milliseconds, as everywhere in Fastify.
+ */
+export const MAX_DURATION = 2 ** 31 - 1
+const Millis = (minimum: 0 | 1): ReturnType<typeof Type.Integer> => Type.Integer({ minimum, maximum: MAX_DURATION })
+/** Entra tenant IDs are GUIDs (the `tid` claim); domains never appear in tokens. */
+const TENANT_ID = '^[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}$'
 
-/** TypeBox schema of the options (see the README's Options table). Unknown keys are refused. */
+/** TypeBox schema of the plugin's options (see the README's Options table). Unknown keys are refused. */
 export const EntraAuthOptionsSchema = Type.Object({
   clientId: Type.String({ minLength: 1, description: 'Application (client) ID of the protected API' }),
   oidcEndpoint: Type.Optional(Type.String({ minLength: 1, description: 'URL of the OpenID configuration document' })),
@@ -16,21 +23,21 @@ export const EntraAuthOptionsSchema = Type.Object({
   authorityHost: Type.Optional(Type.String({ minLength: 1 })),
   audiences: Type.Optional(StringList),
   tokenVersions: Type.Optional(Type.Array(Type.Union([Type.Literal('1.0'), Type.Literal('2.0')]), { minItems: 1 })),
-  allowedTenants: Type.Optional(StringList),
+  allowedTenants: Type.Optional(Type.Array(Type.String({ pattern: TENANT_ID }))),
   allowedSubjects: Type.Optional(StringList),
   allowedApps: Type.Optional(StringList),
   contact: Type.Optional(Type.String({ minLength: 1 })),
-  clockTolerance: Type.Optional(Type.Number({ minimum: 0 })),
+  clockTolerance: Type.Optional(Type.Number({ minimum: 0, maximum: MAX_DURATION })),
   now: Type.Optional(Type.Any({ description: '() => number (milliseconds)' })),
   jwks: Type.Optional(Type.Object({
-    ttl: Type.Optional(Millis),
-    cooldown: Type.Optional(Type.Number({ minimum: 0 })),
-    timeout: Type.Optional(Millis),
-    maxStale: Type.Optional(Type.Number({ minimum: 0 })),
-    maxBytes: Type.Optional(Type.Integer({ minimum: 1024 }))
+    ttl: Type.Optional(Millis(1)),
+    cooldown: Type.Optional(Millis(0)),
+    timeout: Type.Optional(Millis(1)),
+    maxStale: Type.Optional(Millis(0)),
+    maxBytes: Type.Optional(Type.Integer({ minimum: 1024, maximum: MAX_DURATION }))
   }, { additionalProperties: false })),
   tokenCache: Type.Optional(Type.Object({
-    max: Type.Optional(Type.Integer({ minimum: 0 }))
+    max: Type.Optional(Type.Integer({ minimum: 0, maximum: MAX_DURATION }))
   }, { additionalProperties: false })),
   dispatcher: Type.Optional(Type.Any({ description: 'undici Dispatcher used for discovery and JWKS fetches' })),
   rejectionLogLevel: Type.Optional(Type.Union(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'].map(l => Type.Literal(l)))),
@@ -48,42 +55,133 @@ export const EntraAuthOptionsSchema = Type.Object({
   }, { additionalProperties: false })]))
 }, { additionalProperties: false })
 
-type SchemaOptions = Static<typeof EntraAuthOptionsSchema>
+/** Options only the plugin uses; `createEntraVerifier` refuses them. */
+export const PLUGIN_ONLY_OPTIONS = ['decorator', 'tokenSources', 'onAuthSuccess', 'onAuthFailure', 'rejectionLogLevel', 'openapi'] as const
 
-/** Options of the plugin and of `createEntraVerifier`. All durations are milliseconds. */
-export interface EntraAuthOptions extends Omit<SchemaOptions, 'now' | 'dispatcher' | 'tokenVersions' | 'rejectionLogLevel' | 'decorator' | 'tokenSources' | 'onAuthSuccess' | 'onAuthFailure' | 'openapi'> {
+/**
+ * What each option must be, in the words of the error messages (never the schema library's).
+ * Nested options are named with a dot.
+ */
+const EXPECTED: Readonly<Record<string, string>> = {
+  clientId: 'the application (client) ID of your API, a non-empty string',
+  oidcEndpoint: 'the URL of an OpenID configuration document',
+  tenant: "a tenant ID, a domain such as 'contoso.onmicrosoft.com', 'organizations' or 'common'",
+  authorityHost: "a host name such as 'login.microsoftonline.us'",
+  audiences: 'an array of non-empty strings (extra accepted audiences)',
+  tokenVersions: "a non-empty array of '1.0' and/or '2.0'",
+  allowedTenants: "an array of tenant IDs (GUIDs such as '72f988bf-86f1-41af-91ab-2d7cd011db47'), not domain names: tokens name their tenant by ID",
+  allowedSubjects: "an array of non-empty strings ('sub' values)",
+  allowedApps: "an array of non-empty strings (client application IDs: 'azp' or 'appid')",
+  contact: 'a non-empty string (a URI added to every problem reply)',
+  clockTolerance: `a number of milliseconds from 0 to ${MAX_DURATION}`,
+  now: 'a function returning the time in milliseconds',
+  jwks: 'an object with any of ttl, cooldown, timeout, maxStale (milliseconds) and maxBytes',
+  'jwks.ttl': `a whole number of milliseconds from 1 to ${MAX_DURATION}`,
+  'jwks.cooldown': `a whole number of milliseconds from 0 to ${MAX_DURATION}`,
+  'jwks.timeout': `a whole number of milliseconds from 1 to ${MAX_DURATION}`,
+  'jwks.maxStale': `a whole number of milliseconds from 0 to ${MAX_DURATION}`,
+  'jwks.maxBytes': `a whole number of bytes from 1024 to ${MAX_DURATION}`,
+  tokenCache: 'an object { max }',
+  'tokenCache.max': 'a whole number (0 turns the cache off)',
+  dispatcher: 'an undici Dispatcher',
+  rejectionLogLevel: "one of 'fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'",
+  decorator: 'a JavaScript identifier such as entraAuth',
+  tokenSources: "an array of { cookie: 'name' } and { session: 'key' }",
+  onAuthSuccess: 'a function',
+  onAuthFailure: 'a function',
+  openapi: 'false or an object with any of securityScheme (letters, digits, . _ -), scopePrefix and description'
+}
+
+/** Options of the plugin and of `createEntraVerifier` that don't depend on where the keys come from. All durations are milliseconds. */
+export interface EntraCommonOptions {
+  /**
+   * Application (client) ID of the protected API (a GUID in Entra). Accepted audiences are it and
+   * `api://{clientId}`, plus `audiences`.
+   */
+  clientId: string
+  /** Extra accepted `aud` values (custom App ID URIs). */
+  audiences?: string[]
   /** Accepted Entra `ver` values. Default both. */
   tokenVersions?: Array<'1.0' | '2.0'>
-  /** Clock for every token time check, in milliseconds. Default `Date.now`. */
+  /** Allowed `tid` values: tenant IDs (GUIDs). Default: all. */
+  allowedTenants?: string[]
+  /** Allowed `sub` values. Default: all. */
+  allowedSubjects?: string[]
+  /** Allowed client applications: `azp` (v2.0) or `appid` (v1.0). Default: all. */
+  allowedApps?: string[]
+  /** URI added as `contact` to every problem reply. */
+  contact?: string
+  /** Leeway for `exp`/`nbf`, in milliseconds. Default 0. */
+  clockTolerance?: number
+  /**
+   * Clock for every token time check, in milliseconds. Default `Date.now`. A clock that answers
+   * anything but a finite number refuses every token (`auth_token_expired`).
+   */
   now?: () => number
+  /**
+   * Key timings, in whole milliseconds up to 2^31-1: `ttl` (how long fetched keys are fresh,
+   * default 24 h), `cooldown` (minimum gap between refreshes caused by an unknown `kid`, default
+   * 5 min, may be 0), `timeout` (per discovery or JWKS fetch, default 5 s), `maxStale` (how long
+   * past `ttl` the last good keys serve while the provider fails, default 24 h); `maxBytes`
+   * (largest document read, default 1 MiB).
+   */
+  jwks?: { ttl?: number, cooldown?: number, timeout?: number, maxStale?: number, maxBytes?: number }
+  /** Verified-token cache: `max` entries (default 4096; 0 turns it off). */
+  tokenCache?: { max?: number }
   /** undici Dispatcher for discovery and JWKS fetches (the test kit's fake Entra passes one). */
   dispatcher?: Dispatcher
-  /** Level rejections are logged at (plugin only). Default `info`. */
+}
+
+/** Where the keys come from: a tenant (on an authority host), or a discovery URL — exactly one. */
+export type EntraEndpointOptions =
+  | {
+    /** Tenant ID, domain, `organizations` or `common`: derives the v2.0 discovery URL on `authorityHost`. */
+    tenant: string
+    /** For sovereign clouds (`login.microsoftonline.us`, `login.chinacloudapi.cn`, …). Default `login.microsoftonline.com`. */
+    authorityHost?: string
+    oidcEndpoint?: never
+  }
+  | {
+    /** URL of the OpenID configuration document (`…/.well-known/openid-configuration`). */
+    oidcEndpoint: string
+    tenant?: never
+    authorityHost?: never
+  }
+
+/** Options of `createEntraVerifier`: the plugin's options without the plugin-only ones. */
+export type EntraVerifierOptions = EntraCommonOptions & EntraEndpointOptions
+
+/** Options only the plugin has (`createEntraVerifier` refuses them). */
+export interface EntraPluginOnlyOptions {
+  /** Level rejections are logged at. Default `info`. */
   rejectionLogLevel?: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent'
   /**
-   * Name of the instance decorator (plugin only). Default `entraAuth`. Give each registration its
-   * own name to protect two APIs in one context, and declare the name's type yourself.
+   * Name of the instance decorator. Default `entraAuth`. Give each registration its own name to
+   * protect two APIs in one context, and declare the name's type yourself.
    */
   decorator?: string
   /**
    * Where else to look for the access token, in order, when the request has no `Authorization`
-   * header (plugin only). Default none: header only. `{ cookie: name }` reads `request.cookies`
+   * header. Default none: header only. `{ cookie: name }` reads `request.cookies`
    * (`@fastify/cookie`); `{ session: key }` reads `request.session` (`@fastify/session` or
    * `@fastify/secure-session`). Browsers send cookies by themselves: protect such routes against
    * CSRF. The query string is never read.
    */
   tokenSources?: EntraTokenSource[]
-  /** Called once per admitted request (plugin only), for metrics. Must not throw; errors are logged. */
+  /** Called once per admitted request, for metrics. Must not throw; errors are logged. */
   onAuthSuccess?: (request: FastifyRequest, token: EntraToken) => void
-  /** Called once per refused request or failed strategy (plugin only), for metrics. Must not throw. */
+  /** Called once per refused request or failed strategy, for metrics. Must not throw. */
   onAuthFailure?: (request: FastifyRequest, error: EntraAuthError) => void
   /**
-   * OpenAPI contribution when `@fastify/swagger` is registered (plugin only); `false` turns it off.
+   * OpenAPI contribution when `@fastify/swagger` is registered; `false` turns it off.
    * `securityScheme`: component name, default the decorator name; `scopePrefix`: prepended to each
    * scope, default `api://{clientId}/`; `description` of the security scheme.
    */
   openapi?: false | EntraOpenApiOptions
 }
+
+/** Options of the plugin: the verifier's options plus the plugin-only ones. All durations are milliseconds. */
+export type EntraAuthOptions = EntraVerifierOptions & EntraPluginOnlyOptions
 
 /** A place to read the access token from when there is no `Authorization` header. */
 export type EntraTokenSource = { cookie: string } | { session: string }
@@ -96,6 +194,32 @@ export interface EntraOpenApiOptions {
   scopePrefix?: string
   /** Description of the security scheme. */
   description?: string
+}
+
+/**
+ * Thrown at register time (or by `createEntraVerifier`) for bad options. A `TypeError` (its `name`
+ * stays `TypeError`, as for any API misuse) with the
+ * stable code {@link EntraAuthOptionsError.code} and every problem found, each naming its option.
+ *
+ * @example
+ * ```ts
+ * try { createEntraVerifier(options) } catch (err) {
+ *   if (err instanceof TypeError && (err as { code?: string }).code === 'FST_ENTRA_AUTH_INVALID_OPTIONS') …
+ * }
+ * ```
+ */
+export class EntraAuthOptionsError extends TypeError {
+  /** Stable code of every option error: switch on this, not on the message. */
+  readonly code = 'FST_ENTRA_AUTH_INVALID_OPTIONS'
+  /** Every problem found, e.g. `option 'jwks.timeout' must be a whole number of milliseconds …`. */
+  readonly issues: readonly string[]
+
+  constructor (problems: readonly string[]) {
+    super(problems.length === 1
+      ? `fastify-entra-auth: ${problems[0] as string}`
+      : `fastify-entra-auth: ${problems.length} problems with the options:\n- ${problems.join('\n- ')}`)
+    this.issues = Object.freeze([...problems])
+  }
 }
 
 export interface KeyTimings {
@@ -155,81 +279,154 @@ const TENANT = /^[A-Za-z0-9][A-Za-z0-9._-]*(\/[A-Za-z0-9._-]+)?$/
 const HOST = /^[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)*(:\d{1,5})?$/
 const LOOPBACK = new Set(['localhost', '127.0.0.1', '[::1]'])
 
-function fail (message: string): never {
-  throw new TypeError(`fastify-entra-auth: ${message}`)
+/** The value as an error message shows it: short, and never more than a glimpse of a string. */
+function shown (value: unknown): string {
+  if (typeof value === 'function') return 'a function'
+  if (Array.isArray(value)) return `[${value.slice(0, 3).map(shown).join(', ')}${value.length > 3 ? ', …' : ''}]`
+  if (value !== null && typeof value === 'object') return 'an object'
+  const text = typeof value === 'string' ? `'${value}'` : String(value)
+  return text.length > 80 ? `${text.slice(0, 77)}…` : text
 }
 
-function describePath (path: string): string {
-  return path === '' ? 'options' : `option '${path.slice(1).replaceAll('/', '.')}'`
+function invalid (path: string, value: unknown): string {
+  return `option '${path}' must be ${EXPECTED[path] ?? 'valid'}, got ${shown(value)}`
+}
+
+/** A near miss of a known option, for "did you mean". */
+function suggestion (key: string, known: readonly string[]): string {
+  const lower = key.toLowerCase().replace(/s$/, '')
+  const match = known.find(name => name.toLowerCase().replace(/s$/, '') === lower)
+  return match === undefined ? '' : ` (did you mean '${match}'?)`
+}
+
+/** Checks `value` against an object schema's properties, naming each problem by its dotted path. */
+function checkObject (properties: Record<string, TSchema>, value: Record<string, unknown>, prefix: string, issues: string[]): void {
+  const known = Object.keys(properties)
+  for (const [key, member] of Object.entries(value)) {
+    const path = prefix + key
+    const schema = properties[key]
+    if (schema === undefined) {
+      issues.push(`unknown option '${path}'${suggestion(key, known)}`)
+    } else if (member !== undefined) {
+      const nested = (schema as { properties?: Record<string, TSchema> }).properties
+      if (nested !== undefined && member !== null && typeof member === 'object' && !Array.isArray(member)) {
+        checkObject(nested, member as Record<string, unknown>, `${path}.`, issues)
+      } else if (!Value.Check(schema, member)) {
+        issues.push(invalid(path, member))
+      }
+    }
+  }
 }
 
 /** Parses a discovery URL: https, or http on loopback only (for the embedded fake Entra). */
-function discoveryUrlOf (value: string, name: string): URL {
+function discoveryUrlOf (value: string, name: string, issues: string[]): URL | undefined {
   let url: URL
   try {
     url = new URL(value)
   } catch {
-    fail(`option '${name}' must be an absolute URL, got '${value}'`)
+    issues.push(`option '${name}' must be an absolute URL, got '${value}'`)
+    return undefined
   }
   if (url.protocol !== 'https:' && !(url.protocol === 'http:' && LOOPBACK.has(url.hostname))) {
-    fail(`option '${name}' must use https (http is allowed for localhost only), got '${value}'`)
+    issues.push(`option '${name}' must use https (http is allowed for localhost only), got '${value}'`)
   }
-  if (url.username !== '' || url.password !== '') fail(`option '${name}' must not carry credentials`)
+  if (url.username !== '' || url.password !== '') issues.push(`option '${name}' must not carry credentials`)
+  if (name === 'oidcEndpoint' && !url.pathname.includes('/.well-known/')) {
+    // OpenID Connect Discovery 1.0 §4: the document is at {issuer}/.well-known/openid-configuration.
+    const document = `${url.origin}${url.pathname.replace(/\/+$/, '')}/.well-known/openid-configuration${url.search}`
+    issues.push(`option 'oidcEndpoint' must be the URL of the OpenID configuration document, not the issuer: try '${document}'`)
+  }
   url.hash = ''
   return url
 }
 
-function authorityHostOf (value: string | undefined): string {
+function authorityHostOf (value: string | undefined, issues: string[]): string {
   if (value === undefined) return 'login.microsoftonline.com'
   const host = value.replace(/^https:\/\//i, '').replace(/\/+$/, '')
-  if (!HOST.test(host)) fail(`option 'authorityHost' must be a host name such as 'login.microsoftonline.us', got '${value}'`)
+  if (!HOST.test(host)) issues.push(`option 'authorityHost' must be ${EXPECTED.authorityHost as string}, got '${value}'`)
   return host.toLowerCase()
+}
+
+/** Hints for a client ID given as an App ID URI, the most common mix-up. */
+function checkClientId (clientId: string, issues: string[]): void {
+  if (!clientId.includes('://')) return
+  const appIdUri = /^api:\/\/([^/]+)\/?$/.exec(clientId)
+  issues.push(appIdUri === null
+    ? `option 'clientId' must be the application (client) ID, not an App ID URI: give the client ID (a GUID) and put '${clientId}' into 'audiences'`
+    : `option 'clientId' must be the application (client) ID, not the App ID URI: use '${appIdUri[1] as string}' (tokens for '${clientId}' are accepted with it)`)
 }
 
 function setOrNull (list: string[] | undefined): ReadonlySet<string> | null {
   return list === undefined || list.length === 0 ? null : new Set(list)
 }
 
+const CLOCK_DETAIL = "The token's lifetime could not be checked: this API's clock gave no time. This is not a problem with the token; tell the API's owner."
+
+/**
+ * The configured clock, held to a finite number: a clock answering `undefined` or NaN would make
+ * every time comparison false and so admit expired tokens. Such a clock refuses every token.
+ */
+function checkedClock (now: () => number): () => number {
+  return () => {
+    const value = now()
+    if (typeof value !== 'number' || !Number.isFinite(value)) throw new EntraAuthError('auth_token_expired', CLOCK_DETAIL)
+    return value
+  }
+}
+
 /**
  * Checks options against the schema and cross-field rules, fills defaults and freezes the result.
- * Throws a `TypeError` naming the offending option: misconfiguration must fail at register time.
+ * Throws an {@link EntraAuthOptionsError} (a `TypeError`) listing every problem, each naming its
+ * option: misconfiguration must fail at register time. `use: 'verifier'` refuses the plugin-only
+ * options.
  */
-export function resolveOptions (input: unknown): ResolvedOptions {
-  if (input === null || typeof input !== 'object') fail('options must be an object with at least clientId and tenant or oidcEndpoint')
+export function resolveOptions (input: unknown, use: 'plugin' | 'verifier' = 'plugin'): ResolvedOptions {
+  if (input === null || typeof input !== 'object') {
+    throw new EntraAuthOptionsError(['options must be an object with at least clientId and tenant or oidcEndpoint'])
+  }
   const candidate: Record<string, unknown> = { ...(input as Record<string, unknown>) }
   for (const key of FASTIFY_REGISTER_KEYS) delete candidate[key]
 
-  const unknown = Object.keys(candidate).find(key => !(key in EntraAuthOptionsSchema.properties))
-  if (unknown !== undefined) fail(`unknown option '${unknown}'`)
-  const firstError = Value.Errors(EntraAuthOptionsSchema, candidate).First()
-  if (firstError !== undefined) {
-    if (firstError.path.startsWith('/tokenVersions')) fail("option 'tokenVersions' must be a non-empty list of '1.0' and/or '2.0'")
-    fail(`${describePath(firstError.path)} is invalid: ${firstError.message}`)
+  const issues: string[] = []
+  if (use === 'verifier') {
+    for (const key of PLUGIN_ONLY_OPTIONS) {
+      if (key in candidate) {
+        issues.push(`option '${key}' belongs to the plugin: createEntraVerifier does not take it (leave it out, or register the plugin and use fastify.entraAuth.verify)`)
+        delete candidate[key]
+      }
+    }
   }
-  const options = candidate as unknown as EntraAuthOptions
+  checkObject(EntraAuthOptionsSchema.properties, candidate, '', issues)
+  if (candidate.clientId === undefined) issues.push(`option 'clientId' is required: ${EXPECTED.clientId as string}`)
+  const options = candidate as unknown as EntraAuthOptions & { tenant?: string, oidcEndpoint?: string, authorityHost?: string }
 
-  if (options.now !== undefined && typeof options.now !== 'function') fail("option 'now' must be a function returning milliseconds")
+  if (options.now !== undefined && typeof options.now !== 'function') issues.push(invalid('now', options.now))
   for (const hook of ['onAuthSuccess', 'onAuthFailure'] as const) {
-    if (options[hook] !== undefined && typeof options[hook] !== 'function') fail(`option '${hook}' must be a function`)
+    if (options[hook] !== undefined && typeof options[hook] !== 'function') issues.push(invalid(hook, options[hook]))
   }
-  if (options.dispatcher !== undefined && typeof (options.dispatcher as { dispatch?: unknown }).dispatch !== 'function') {
-    fail("option 'dispatcher' must be an undici Dispatcher")
+  if (options.dispatcher !== undefined && typeof (options.dispatcher as { dispatch?: unknown } | null)?.dispatch !== 'function') {
+    issues.push(invalid('dispatcher', options.dispatcher))
   }
+  if (typeof options.clientId === 'string') checkClientId(options.clientId, issues)
   if ((options.oidcEndpoint === undefined) === (options.tenant === undefined)) {
-    fail("exactly one of the options 'oidcEndpoint' and 'tenant' is required")
+    issues.push("exactly one of the options 'oidcEndpoint' and 'tenant' is required")
   }
   if (options.authorityHost !== undefined && options.tenant === undefined) {
-    fail("option 'authorityHost' only applies with 'tenant'; put the host into 'oidcEndpoint' instead")
+    issues.push("option 'authorityHost' only applies with 'tenant'; put the host into 'oidcEndpoint' instead")
   }
 
-  let discoveryUrl: URL
-  if (options.tenant !== undefined) {
-    if (!TENANT.test(options.tenant)) fail(`option 'tenant' must be a tenant ID, domain, 'organizations' or 'common', got '${options.tenant}'`)
-    const host = authorityHostOf(options.authorityHost)
-    discoveryUrl = discoveryUrlOf(`https://${host}/${options.tenant}/v2.0/.well-known/openid-configuration`, 'tenant')
-  } else {
-    discoveryUrl = discoveryUrlOf(options.oidcEndpoint as string, 'oidcEndpoint')
+  let discoveryUrl: URL | undefined
+  if (typeof options.tenant === 'string' && options.oidcEndpoint === undefined) {
+    if (!TENANT.test(options.tenant)) {
+      issues.push(`option 'tenant' must be ${EXPECTED.tenant as string}, got '${options.tenant}'`)
+    } else {
+      const host = authorityHostOf(typeof options.authorityHost === 'string' ? options.authorityHost : undefined, issues)
+      discoveryUrl = discoveryUrlOf(`https://${host}/${options.tenant}/v2.0/.well-known/openid-configuration`, 'tenant', issues)
+    }
+  } else if (typeof options.oidcEndpoint === 'string' && options.oidcEndpoint !== '' && options.tenant === undefined) {
+    discoveryUrl = discoveryUrlOf(options.oidcEndpoint, 'oidcEndpoint', issues)
   }
+  if (issues.length > 0 || discoveryUrl === undefined) throw new EntraAuthOptionsError(issues)
 
   const clientId = options.clientId
   const decorator = options.decorator ?? 'entraAuth'
@@ -241,12 +438,13 @@ export function resolveOptions (input: unknown): ResolvedOptions {
     // Entra puts the client ID (v2, and v1 when so requested) or the App ID URI (v1) into `aud`.
     audiences: new Set([clientId, `api://${clientId}`, ...(options.audiences ?? [])]),
     tokenVersions: new Set(options.tokenVersions ?? ['1.0', '2.0']),
-    allowedTenants: setOrNull(options.allowedTenants),
+    // Entra writes `tid` in lower case.
+    allowedTenants: setOrNull(options.allowedTenants?.map(tid => tid.toLowerCase())),
     allowedSubjects: setOrNull(options.allowedSubjects),
     allowedApps: setOrNull(options.allowedApps),
     contact: options.contact,
     clockTolerance: options.clockTolerance ?? 0,
-    now: options.now ?? Date.now,
+    now: options.now === undefined ? Date.now : checkedClock(options.now),
     jwks,
     tokenCacheMax: options.tokenCache?.max ?? DEFAULT_TOKEN_CACHE_MAX,
     dispatcher: options.dispatcher,

@@ -1,7 +1,7 @@
 import { checkClaims, checkTime, graphTokenDetail, isGraphToken, type ClaimRules } from './entra/claims.js'
 import { decodeJws } from './jws.js'
 import { KeyStore, type KeyStoreLogger, type KeyStoreState } from './keys.js'
-import { resolveOptions, type EntraAuthOptions, type ResolvedOptions } from './options.js'
+import { resolveOptions, type EntraVerifierOptions, type ResolvedOptions } from './options.js'
 import { EntraAuthError } from './problems.js'
 import { EntraToken, type Rfc7662Introspection } from './token.js'
 import { TokenCache } from './token-cache.js'
@@ -105,7 +105,9 @@ export function buildVerifier (options: ResolvedOptions, internals: VerifierInte
 }
 
 /**
- * Creates a standalone verifier with the plugin's options.
+ * Creates a standalone verifier with the plugin's options except the plugin-only ones
+ * (`decorator`, `tokenSources`, `onAuthSuccess`, `onAuthFailure`, `rejectionLogLevel`, `openapi`),
+ * which it refuses with an `EntraAuthOptionsError` naming them.
  *
  * @example
  * ```ts
@@ -118,6 +120,6 @@ export function buildVerifier (options: ResolvedOptions, internals: VerifierInte
  * await verifier.close()
  * ```
  */
-export function createEntraVerifier (options: EntraAuthOptions): EntraVerifier {
-  return buildVerifier(resolveOptions(options))
+export function createEntraVerifier (options: EntraVerifierOptions): EntraVerifier {
+  return buildVerifier(resolveOptions(options, 'verifier'))
 }

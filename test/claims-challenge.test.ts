@@ -19,7 +19,7 @@ const AUTHORIZE = `https://login.microsoftonline.com/${TENANT}/oauth2/v2.0/autho
  */
 async function stepUpApp (t: Test, options: Partial<EntraAuthOptions> = {}): Promise<{ app: FastifyInstance, entra: FakeEntra, handled: string[] }> {
   const entra = new FakeEntra({ tenant: TENANT })
-  const app = await entraApp({ clientId: CLIENT, ...entra.pluginOptions(), ...options })
+  const app = await entraApp({ clientId: CLIENT, ...entra.pluginOptions(), ...options } as EntraAuthOptions)
   const handled: string[] = []
   app.post('/transfer', { onRequest: app.entraAuth() }, async (request, reply) => {
     const token = request.entraToken!

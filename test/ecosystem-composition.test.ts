@@ -131,7 +131,7 @@ t.test('two APIs in one app', async t => {
   t.test('a bad decorator name is refused; a taken one is reported by Fastify', async t => {
     const entra = fakeEntra(t)
     const app = closing(t, Fastify())
-    await t.rejects(async () => { await app.register(entraAuth, { clientId: API_ID, decorator: 'not-an-identifier', ...entra.pluginOptions() }) }, /option 'decorator' is invalid/)
+    await t.rejects(async () => { await app.register(entraAuth, { clientId: API_ID, decorator: 'not-an-identifier', ...entra.pluginOptions() }) }, /option 'decorator' must be a JavaScript identifier/)
     const other = closing(t, Fastify())
     await other.register(entraAuth, { clientId: API_ID, ...entra.pluginOptions() })
     await t.rejects(async () => { await other.register(entraAuth, { clientId: OTHER_API_ID, ...entra.pluginOptions() }) }, /entraAuth/)

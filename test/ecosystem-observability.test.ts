@@ -20,7 +20,7 @@ async function loggedApp (t: Test, options: Partial<EntraAuthOptions> = {}, logg
   const raw: string[] = []
   const stream = { write (line: string) { raw.push(line); lines.push(JSON.parse(line) as LogLine) } }
   const app = closing(t, Fastify({ logger: { level: loggerLevel, stream }, requestIdHeader: 'x-request-id' }))
-  await app.register(entraAuth, { clientId: API_ID, ...entra.pluginOptions(), ...options })
+  await app.register(entraAuth, { clientId: API_ID, ...entra.pluginOptions(), ...options } as EntraAuthOptions)
   app.get('/read', { onRequest: app.entraAuth('Files.Read') }, async () => ({ ok: true }))
   return { app, entra, lines, raw }
 }

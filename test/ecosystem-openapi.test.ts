@@ -19,7 +19,7 @@ async function documentedApp (t: Test, options: Partial<EntraAuthOptions> = {}, 
   const entra = fakeEntra(t)
   const app = closing(t, Fastify())
   await app.register(swagger, swaggerOptions)
-  await app.register(entraAuth, { clientId: API_ID, rejectionLogLevel: 'silent', ...entra.pluginOptions(), ...options })
+  await app.register(entraAuth, { clientId: API_ID, rejectionLogLevel: 'silent', ...entra.pluginOptions(), ...options } as EntraAuthOptions)
   return { app, entra }
 }
 

@@ -15,7 +15,7 @@ async function cookieApp (t: Test, options: Partial<EntraAuthOptions>): Promise<
   const entra = fakeEntra(t)
   const app = closing(t, Fastify())
   await app.register(fastifyCookie)
-  await app.register(entraAuth, { clientId: API_ID, rejectionLogLevel: 'silent', ...entra.pluginOptions(), ...options })
+  await app.register(entraAuth, { clientId: API_ID, rejectionLogLevel: 'silent', ...entra.pluginOptions(), ...options } as EntraAuthOptions)
   app.get('/me', { onRequest: app.entraAuth() }, async (request) => ({ sub: request.entraToken?.claims.sub }))
   return { app, entra }
 }

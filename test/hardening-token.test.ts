@@ -36,7 +36,7 @@ function claims (extra: Record<string, unknown> = {}): Record<string, unknown> {
 
 async function app (t: Test, options: Partial<EntraAuthOptions> = {}): Promise<FastifyInstance> {
   const fastify = Fastify({ logger: false })
-  await fastify.register(entraAuth, { clientId: API_ID, rejectionLogLevel: 'silent', ...entra.pluginOptions(), ...options })
+  await fastify.register(entraAuth, { clientId: API_ID, rejectionLogLevel: 'silent', ...entra.pluginOptions(), ...options } as EntraAuthOptions)
   t.teardown(() => fastify.close())
   return fastify
 }

@@ -17,7 +17,7 @@ t.teardown(() => entra.close())
 const user = entra.client(CLIENT_ID, 'v2')
 
 function options (extra: Partial<InspectOptions> = {}): InspectOptions {
-  return { clientId: CLIENT_ID, ...entra.pluginOptions(), ...extra }
+  return { clientId: CLIENT_ID, ...entra.pluginOptions(), ...extra } as InspectOptions
 }
 
 /** Asserts a validation failed at `step` with `type`: earlier steps passed, later ones skipped. */

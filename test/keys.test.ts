@@ -7,7 +7,7 @@ import { generateKeyPairSync, sign as cryptoSign } from 'node:crypto'
 import Fastify, { type FastifyInstance } from 'fastify'
 import t, { type Test } from 'tap'
 import { MockAgent } from 'undici'
-import entraAuth, { createEntraVerifier, EntraAuthError, type EntraAuthOptions, type EntraVerifier } from '../src/index.js'
+import entraAuth, { createEntraVerifier, EntraAuthError, type EntraAuthOptions, type EntraVerifier, type EntraVerifierOptions } from '../src/index.js'
 import { FakeEntra, MockJwk, MockJwtClient, type FakeEntraMode } from '../src/testing/index.js'
 
 const API_ID = 'a0b1c2d3-0000-4000-8000-00000000a11e'
@@ -52,7 +52,7 @@ async function fixture (t: Test, options: Partial<EntraAuthOptions> = {}, setup:
   setup(entra)
   const logs: Fixture['logs'] = []
   const app = Fastify({ logger: { level: 'warn', stream: { write: (line: string) => { logs.push(JSON.parse(line)) } } } })
-  await app.register(entraAuth, { clientId: API_ID, ...entra.pluginOptions(), ...options })
+  await app.register(entraAuth, { clientId: API_ID, ...entra.pluginOptions(), ...options } as EntraAuthOptions)
   app.get('/me', { onRequest: app.entraAuth() }, async () => ({ ok: true }))
   t.teardown(() => app.close())
   return {
@@ -69,7 +69,7 @@ async function fixture (t: Test, options: Partial<EntraAuthOptions> = {}, setup:
 }
 
 function standalone (t: Test, entra: FakeEntra, options: Partial<EntraAuthOptions> = {}): EntraVerifier {
-  const verifier = createEntraVerifier({ clientId: API_ID, ...entra.pluginOptions(), ...options })
+  const verifier = createEntraVerifier({ clientId: API_ID, ...entra.pluginOptions(), ...options } as EntraVerifierOptions)
   t.teardown(() => verifier.close())
   return verifier
 }

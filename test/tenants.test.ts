@@ -30,7 +30,7 @@ async function fixture (t: Test, entraOptions: FakeEntraOptions, options: Partia
   const entra = new FakeEntra(entraOptions)
   const recorder = new RecordingDispatcher(entra.dispatcher)
   const endpoint = options.tenant === undefined && options.oidcEndpoint === undefined ? { oidcEndpoint: entra.oidcEndpoint } : {}
-  const app = await entraApp({ clientId: CLIENT, ...endpoint, dispatcher: recorder, ...options })
+  const app = await entraApp({ clientId: CLIENT, ...endpoint, dispatcher: recorder, ...options } as EntraAuthOptions)
   t.teardown(async () => {
     await app.close()
     await entra.close()

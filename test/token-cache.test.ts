@@ -37,7 +37,7 @@ async function fixture (t: Test, options: Partial<EntraAuthOptions> = {}): Promi
   entra.keys = [baseKey]
   const clock = { now: Date.now() }
   const app = Fastify({ logger: false })
-  await app.register(entraAuth, { clientId: API_ID, ...entra.pluginOptions(), now: () => clock.now, ...options })
+  await app.register(entraAuth, { clientId: API_ID, ...entra.pluginOptions(), now: () => clock.now, ...options } as EntraAuthOptions)
   /** `request.entraToken` when each response was sent, by the test's `x-probe` header. */
   const seen = new Map<string, EntraToken | null>()
   let probes = 0

@@ -122,7 +122,7 @@ async function vectorApp (t: Test, vector: Vector, { tenancy = 'single', jwks = 
   const entra = new FakeEntra(tenancy === 'multi' ? { tenant: 'organizations' } : { tenant: vector.tid })
   entra.jwksDocument = jwks
   const clock: Clock = { ms: vector.verifyAt * 1000 }
-  const app = await entraApp({ ...vector.audience, now: () => clock.ms, ...entra.pluginOptions(), ...options })
+  const app = await entraApp({ ...vector.audience, now: () => clock.ms, ...entra.pluginOptions(), ...options } as EntraAuthOptions)
   t.teardown(async () => {
     await app.close()
     await entra.close()

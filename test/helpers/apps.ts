@@ -48,7 +48,7 @@ export async function seedApp (
     allowedApps: ['test_app_2'],
     ...entra.pluginOptions(),
     ...options
-  })
+  } as EntraAuthOptions)
   app.get('/open', async () => ({ ok: true }))
   app.get('/restricted', { onRequest: app.entraAuth() }, async () => ({ ok: true }))
   app.get('/restricted/current-token', { onRequest: app.entraAuth() }, async (request) => ({ claims: request.entraToken?.claims }))
