@@ -6,7 +6,7 @@ import Fastify, { type FastifyInstance } from 'fastify'
 import t, { type Test } from 'tap'
 import { buildClaimsChallenge, claimsChallenge, createEntraVerifier, INSUFFICIENT_CLAIMS, supportsClaimsChallenge, type EntraAuthOptions } from '../src/index.js'
 import { FakeEntra } from '../src/testing/index.js'
-import { bearerHeader, entraApp } from './helpers.js'
+import { bearer, entraApp } from './helpers/index.js'
 
 const CLIENT = 'c1e47000-0000-4000-8000-000000000002'
 const TENANT = '11111111-2222-4333-8444-555555555555'
@@ -47,7 +47,7 @@ function decodeChallenge (header: unknown): { authorizationUri: string, claims: 
 
 t.test('a cp1 client gets one claims challenge and a problem body', async t => {
   const { app, entra, handled } = await stepUpApp(t)
-  const res = await app.inject({ method: 'POST', url: '/transfer', headers: bearerHeader(entra.token(CLIENT, { xms_cc: ['cp1'] })) })
+  const res = await app.inject({ method: 'POST', url: '/transfer', headers: bearer(entra.token(CLIENT, { xms_cc: ['cp1'] })) })
   t.equal(res.statusCode, 401)
   t.equal(typeof res.headers['www-authenticate'], 'string', 'exactly one WWW-Authenticate header')
   t.same(decodeChallenge(res.headers['www-authenticate']), { authorizationUri: AUTHORIZE, claims: STEP_UP })
@@ -64,7 +64,7 @@ t.test('clients without cp1 get nothing from it, and the handler goes on', async
   const { app, entra, handled } = await stepUpApp(t)
   for (const xmsCc of [undefined, [], ['cp2'], 'cp1', ['cp1 cp2'], [1]]) {
     const token = entra.token(CLIENT, xmsCc === undefined ? {} : { xms_cc: xmsCc })
-    const res = await app.inject({ method: 'POST', url: '/transfer', headers: bearerHeader(token) })
+    const res = await app.inject({ method: 'POST', url: '/transfer', headers: bearer(token) })
     t.equal(res.statusCode, 403, `xms_cc ${JSON.stringify(xmsCc)}`)
     t.equal(res.headers['www-authenticate'], undefined)
   }
@@ -73,7 +73,7 @@ t.test('clients without cp1 get nothing from it, and the handler goes on', async
 
 t.test('tokens that already satisfy the claims pass', async t => {
   const { app, entra, handled } = await stepUpApp(t)
-  const res = await app.inject({ method: 'POST', url: '/transfer', headers: bearerHeader(entra.token(CLIENT, { xms_cc: ['cp1'], acrs: ['c1'] })) })
+  const res = await app.inject({ method: 'POST', url: '/transfer', headers: bearer(entra.token(CLIENT, { xms_cc: ['cp1'], acrs: ['c1'] })) })
   t.equal(res.statusCode, 200)
   t.same(handled, ['transferred'])
 })
@@ -81,14 +81,14 @@ t.test('tokens that already satisfy the claims pass', async t => {
 t.test('cp1 is matched case-insensitively among other capabilities', async t => {
   const { app, entra } = await stepUpApp(t)
   for (const xmsCc of [['CP1'], ['cp2', 'cp1']]) {
-    const res = await app.inject({ method: 'POST', url: '/transfer', headers: bearerHeader(entra.token(CLIENT, { xms_cc: xmsCc })) })
+    const res = await app.inject({ method: 'POST', url: '/transfer', headers: bearer(entra.token(CLIENT, { xms_cc: xmsCc })) })
     t.equal(res.statusCode, 401, JSON.stringify(xmsCc))
   }
 })
 
 t.test('the problem body carries the plugin\'s contact', async t => {
   const { app, entra } = await stepUpApp(t, { contact: 'mailto:api-owners@contoso.com' })
-  const res = await app.inject({ method: 'POST', url: '/transfer', headers: bearerHeader(entra.token(CLIENT, { xms_cc: ['cp1'] })) })
+  const res = await app.inject({ method: 'POST', url: '/transfer', headers: bearer(entra.token(CLIENT, { xms_cc: ['cp1'] })) })
   t.equal((res.json() as { contact: string }).contact, 'mailto:api-owners@contoso.com')
 })
 
@@ -99,7 +99,7 @@ t.test('options: authorizationUri, claims as JSON text, detail', async t => {
     claimsChallenge(reply, request.entraToken, { claims, authorizationUri: 'https://login.microsoftonline.com/common/oauth2/authorize', detail: 'Your session was revoked.' })
     return reply
   })
-  const res = await app.inject({ url: '/revoked', headers: bearerHeader(entra.token(CLIENT, { xms_cc: ['cp1'] })) })
+  const res = await app.inject({ url: '/revoked', headers: bearer(entra.token(CLIENT, { xms_cc: ['cp1'] })) })
   const challenge = String(res.headers['www-authenticate'])
   t.equal(decodeChallenge(challenge).authorizationUri, 'https://login.microsoftonline.com/common/oauth2/authorize')
   t.ok(challenge.endsWith(`claims="${Buffer.from(claims).toString('base64')}"`), 'JSON text is sent byte for byte')

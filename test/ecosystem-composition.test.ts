@@ -7,7 +7,7 @@ import fastifyJwt from '@fastify/jwt'
 import Fastify, { type FastifyReply, type FastifyRequest } from 'fastify'
 import t, { type Test } from 'tap'
 import entraAuth, { EntraAuthError } from '../src/index.js'
-import { API_ID, OTHER_API_ID, bearer, closing, decoratorOf, fakeEntra } from './ecosystem-helpers.js'
+import { API_ID, OTHER_API_ID, bearer, closing, decoratorOf, fakeEntra } from './helpers/index.js'
 
 /** A second strategy for @fastify/auth: an API key. */
 async function apiKey (request: FastifyRequest): Promise<void> {

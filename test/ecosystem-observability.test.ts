@@ -7,19 +7,15 @@ import Fastify, { type FastifyInstance, type FastifyRequest } from 'fastify'
 import t, { type Test } from 'tap'
 import entraAuth, { EntraAuthError, type EntraAuthOptions, type EntraToken } from '../src/index.js'
 import type { FakeEntra } from '../src/testing/index.js'
-import { API_ID, bearer, closing, fakeEntra } from './ecosystem-helpers.js'
-
-interface LogLine { level: number, msg: string, reqId?: string, [key: string]: unknown }
+import { API_ID, bearer, captureLogs, closing, fakeEntra, type LogLine } from './helpers/index.js'
 
 const REJECTED = 'fastify-entra-auth: request rejected'
 
 /** An app whose log lines (JSON, level `info` unless given) are collected in `lines`. */
 async function loggedApp (t: Test, options: Partial<EntraAuthOptions> = {}, loggerLevel = 'info'): Promise<{ app: FastifyInstance, entra: FakeEntra, lines: LogLine[], raw: string[] }> {
   const entra = fakeEntra(t)
-  const lines: LogLine[] = []
-  const raw: string[] = []
-  const stream = { write (line: string) { raw.push(line); lines.push(JSON.parse(line) as LogLine) } }
-  const app = closing(t, Fastify({ logger: { level: loggerLevel, stream }, requestIdHeader: 'x-request-id' }))
+  const { logger, lines, raw } = captureLogs(loggerLevel)
+  const app = closing(t, Fastify({ logger, requestIdHeader: 'x-request-id' }))
   await app.register(entraAuth, { clientId: API_ID, ...entra.pluginOptions(), ...options } as EntraAuthOptions)
   app.get('/read', { onRequest: app.entraAuth('Files.Read') }, async () => ({ ok: true }))
   return { app, entra, lines, raw }

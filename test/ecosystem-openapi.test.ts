@@ -8,7 +8,7 @@ import t, { type Test } from 'tap'
 import { parse } from 'yaml'
 import entraAuth, { type EntraAuthOptions } from '../src/index.js'
 import { MARKER, toYaml } from '../src/openapi.js'
-import { API_ID, bearer, closing, decoratorOf, fakeEntra } from './ecosystem-helpers.js'
+import { API_ID, bearer, closing, decoratorOf, fakeEntra } from './helpers/index.js'
 
 type Doc = Record<string, any>
 

@@ -5,11 +5,11 @@
 import fastifyCookie from '@fastify/cookie'
 import fastifySecureSession from '@fastify/secure-session'
 import fastifySession from '@fastify/session'
-import Fastify, { type FastifyInstance, type LightMyRequestResponse } from 'fastify'
+import Fastify, { type FastifyInstance } from 'fastify'
 import t, { type Test } from 'tap'
 import entraAuth, { type EntraAuthOptions } from '../src/index.js'
 import type { FakeEntra } from '../src/testing/index.js'
-import { API_ID, bearer, closing, fakeEntra } from './ecosystem-helpers.js'
+import { API_ID, bearer, closing, fakeEntra, problemType } from './helpers/index.js'
 
 async function cookieApp (t: Test, options: Partial<EntraAuthOptions>): Promise<{ app: FastifyInstance, entra: FakeEntra }> {
   const entra = fakeEntra(t)
@@ -18,10 +18,6 @@ async function cookieApp (t: Test, options: Partial<EntraAuthOptions>): Promise<
   await app.register(entraAuth, { clientId: API_ID, rejectionLogLevel: 'silent', ...entra.pluginOptions(), ...options } as EntraAuthOptions)
   app.get('/me', { onRequest: app.entraAuth() }, async (request) => ({ sub: request.entraToken?.claims.sub }))
   return { app, entra }
-}
-
-function problemType (res: LightMyRequestResponse): unknown {
-  return (res.json() as { type?: unknown }).type
 }
 
 t.test('cookie source', async t => {

@@ -7,7 +7,7 @@ import Fastify, { type FastifyInstance } from 'fastify'
 import t, { type Test } from 'tap'
 import entraAuth, { type EntraAuthOptions } from '../src/index.js'
 import { FAKE_TENANT_ID, FakeEntra, type FakeEntraOptions } from '../src/testing/index.js'
-import { RecordingDispatcher } from './helpers.js'
+import { RecordingDispatcher } from './helpers/index.js'
 
 const CLIENT_ID = 'a0b1c2d3-0000-4000-8000-00000000a11e'
 

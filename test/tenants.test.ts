@@ -8,7 +8,7 @@ import t, { type Test } from 'tap'
 import type { FastifyInstance, LightMyRequestResponse } from 'fastify'
 import type { EntraAuthOptions } from '../src/index.js'
 import { FakeEntra, type FakeEntraOptions } from '../src/testing/index.js'
-import { bearerHeader, entraApp, RecordingDispatcher, type TokenView } from './helpers.js'
+import { assertProblem, bearer, entraApp, RecordingDispatcher, type TokenView } from './helpers/index.js'
 
 const CLIENT = 'c1e47000-0000-4000-8000-000000000001'
 const TENANT_A = '11111111-2222-4333-8444-555555555555'
@@ -35,16 +35,8 @@ async function fixture (t: Test, entraOptions: FakeEntraOptions, options: Partia
     await app.close()
     await entra.close()
   })
-  const call = (token: string, url = '/me'): Promise<LightMyRequestResponse> => app.inject({ url, headers: bearerHeader(token) })
+  const call = (token: string, url = '/me'): Promise<LightMyRequestResponse> => app.inject({ url, headers: bearer(token) })
   return { app, entra, recorder, call }
-}
-
-function assertProblem (t: Test, res: LightMyRequestResponse, type: string, status = 401): { detail: string } {
-  t.equal(res.statusCode, status, `status ${status}`)
-  t.equal(res.headers['content-type'], 'application/problem+json')
-  const body = res.json() as { type: string, detail: string }
-  t.equal(body.type, type)
-  return body
 }
 
 const encode = (value: unknown): string => Buffer.from(JSON.stringify(value)).toString('base64url')
@@ -144,7 +136,7 @@ t.test('a discovery URL with ?appid= (claims-mapping apps get app-specific keys)
   const recorder = new RecordingDispatcher(entra.dispatcher)
   const app = await entraApp({ clientId: CLIENT, oidcEndpoint: discoveryUrl, dispatcher: recorder })
   t.teardown(async () => { await app.close(); await entra.close() })
-  const res = await app.inject({ url: '/me', headers: bearerHeader(entra.token(CLIENT)) })
+  const res = await app.inject({ url: '/me', headers: bearer(entra.token(CLIENT)) })
   t.equal(res.statusCode, 200)
   t.same(recorder.urls, [discoveryUrl, jwksUri], 'the query is kept on discovery, and the published app-specific jwks_uri is used')
 })
@@ -315,19 +307,19 @@ t.test('{ scopes, roles }: delegated scopes and app roles are kept apart (Micros
 
   t.test('the role name in scp does not satisfy roles', async t => {
     const res = await call(user('Files.Read.All'), '/files')
-    assertProblem(t, res, 'auth_token_insufficient_scopes', 403)
+    assertProblem(t, res, 'auth_token_insufficient_scopes', { status: 403 })
     t.equal(res.headers['www-authenticate'], 'Bearer error="insufficient_scope", error_description="Insufficient scopes", scope="Files.Read Files.Read.All"')
   })
 
   t.test('the scope name in roles does not satisfy scopes', async t => {
-    assertProblem(t, await call(appOnly(['Files.Read']), '/files'), 'auth_token_insufficient_scopes', 403)
-    assertProblem(t, await call(user('User.Read', ['Files.Read']), '/files'), 'auth_token_insufficient_scopes', 403)
+    assertProblem(t, await call(appOnly(['Files.Read']), '/files'), 'auth_token_insufficient_scopes', { status: 403 })
+    assertProblem(t, await call(user('User.Read', ['Files.Read']), '/files'), 'auth_token_insufficient_scopes', { status: 403 })
   })
 
   t.test('no case or substring leniency', async t => {
-    assertProblem(t, await call(user('files.read'), '/files'), 'auth_token_insufficient_scopes', 403)
-    assertProblem(t, await call(user('Files.ReadWrite'), '/files'), 'auth_token_insufficient_scopes', 403)
-    assertProblem(t, await call(appOnly(['Files.Read.All.Extra']), '/files'), 'auth_token_insufficient_scopes', 403)
+    assertProblem(t, await call(user('files.read'), '/files'), 'auth_token_insufficient_scopes', { status: 403 })
+    assertProblem(t, await call(user('Files.ReadWrite'), '/files'), 'auth_token_insufficient_scopes', { status: 403 })
+    assertProblem(t, await call(appOnly(['Files.Read.All.Extra']), '/files'), 'auth_token_insufficient_scopes', { status: 403 })
   })
 
   t.test('the array form pools scp and roles, so the crossed tokens pass there', async t => {

@@ -9,7 +9,7 @@ import t, { type Test } from 'tap'
 import { getGlobalDispatcher, MockAgent, setGlobalDispatcher } from 'undici'
 import entraAuth, { createEntraVerifier, EntraAuthError, type EntraAuthOptions } from '../src/index.js'
 import { FakeEntra, MockClaims, MockJwk, MockJwtClient, MOCK_ISSUER, type FakeEntraOptions } from '../src/testing/index.js'
-import { CLIENT_ID, SCOPE_ROUTES } from './helpers.js'
+import { CLIENT_ID, SCOPE_ROUTES } from './helpers/index.js'
 
 /** Client ID of the Entra-shaped fixtures (a GUID, as real ones are). */
 const API_ID = 'a0b1c2d3-0000-4000-8000-00000000a11e'

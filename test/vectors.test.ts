@@ -8,8 +8,7 @@ import t, { type Test } from 'tap'
 import type { LightMyRequestResponse } from 'fastify'
 import { createEntraVerifier, EntraAuthError, type EntraAuthOptions } from '../src/index.js'
 import { FakeEntra } from '../src/testing/index.js'
-import { bearerHeader, entraApp, type TokenView } from './helpers.js'
-import { readFixture, readJsonFixture } from './helpers/fixtures.js'
+import { assertProblem, bearer, entraApp, readFixture, readJsonFixture, type TokenView } from './helpers/index.js'
 
 const CONSUMER_TENANT = '9188040d-6c67-4c5b-b112-36a304b66dad'
 
@@ -127,18 +126,8 @@ async function vectorApp (t: Test, vector: Vector, { tenancy = 'single', jwks = 
     await app.close()
     await entra.close()
   })
-  const call = (token: string = vector.token): Promise<LightMyRequestResponse> => app.inject({ url: '/me', headers: bearerHeader(token) })
+  const call = (token: string = vector.token): Promise<LightMyRequestResponse> => app.inject({ url: '/me', headers: bearer(token) })
   return { app, entra, clock, call }
-}
-
-/** Asserts a problem reply of `type` and `status` with the RFC 6750 `invalid_token` challenge. */
-function assertProblem (t: Test, res: LightMyRequestResponse, type: string, status = 401): { detail: string } {
-  t.equal(res.statusCode, status, `status ${status}`)
-  t.equal(res.headers['content-type'], 'application/problem+json')
-  const body = res.json() as { type: string, detail: string }
-  t.equal(body.type, type)
-  if (status === 401) t.match(String(res.headers['www-authenticate']), /^Bearer error="invalid_token"/)
-  return body
 }
 
 const segments = (token: string): [string, string, string] => token.split('.') as [string, string, string]
@@ -204,9 +193,9 @@ t.test('vector 04: v2.0 delegated access token', async t => {
     const { app } = await vectorApp(t, v04, { options: { allowedApps: ['5f28c10f-ecd5-45ef-96b8-db4311802e89'] } })
     app.get('/default', { onRequest: app.entraAuth(['defaultaccess']) }, async () => 'ok')
     app.get('/write', { onRequest: app.entraAuth({ scopes: ['Files.Write'], roles: ['defaultaccess'] }) }, async () => 'ok')
-    t.equal((await app.inject({ url: '/default', headers: bearerHeader(v04.token) })).statusCode, 200)
+    t.equal((await app.inject({ url: '/default', headers: bearer(v04.token) })).statusCode, 200)
     // `defaultaccess` is a delegated scope: it does not count as an app role.
-    assertProblem(t, await app.inject({ url: '/write', headers: bearerHeader(v04.token) }), 'auth_token_insufficient_scopes', 403)
+    assertProblem(t, await app.inject({ url: '/write', headers: bearer(v04.token) }), 'auth_token_insufficient_scopes', { status: 403 })
   })
 
   t.test('introspection reports it active', async t => {
@@ -231,7 +220,7 @@ t.test('vector 04: v2.0 delegated access token', async t => {
     entra.jwksDocument = v04.jwks()
     const app = await entraApp({ ...v04.audience, now: () => v04.verifyAt * 1000, ...entra.pluginOptions() })
     t.teardown(async () => { await app.close(); await entra.close() })
-    assertProblem(t, await app.inject({ url: '/me', headers: bearerHeader(v04.token) }), 'auth_token_issuer_untrusted')
+    assertProblem(t, await app.inject({ url: '/me', headers: bearer(v04.token) }), 'auth_token_issuer_untrusted')
   })
 })
 
@@ -300,7 +289,7 @@ t.test('vector 03: v1.0 app-only access token (v1 token, v2 key issuer template)
   t.test('it carries no scopes, so any scope requirement refuses it', async t => {
     const { app } = await vectorApp(t, v03)
     app.get('/scoped', { onRequest: app.entraAuth({ roles: ['Anything'] }) }, async () => 'ok')
-    assertProblem(t, await app.inject({ url: '/scoped', headers: bearerHeader(v03.token) }), 'auth_token_insufficient_scopes', 403)
+    assertProblem(t, await app.inject({ url: '/scoped', headers: bearer(v03.token) }), 'auth_token_insufficient_scopes', { status: 403 })
   })
 })
 

@@ -30,8 +30,18 @@ export function expectedChallengeError (type: ProblemType): string | undefined {
 export interface ProblemExpectations {
   /** The `contact` member expected in the body (checked absent when not given). */
   contact?: string
-  /** The `scope` challenge attribute expected; checked absent when not given. */
-  scope?: string
+  /**
+   * The `scope` challenge attribute expected: a string, or `null` for none. Not given: not checked
+   * (a 403 for scopes has one, other problems have none).
+   */
+  scope?: string | null
+  /**
+   * The challenge's `error` attribute when it is not the type's usual one (`null`: none), e.g. no
+   * error code for `auth_header_invalid` when the header names another scheme than Bearer.
+   */
+  challengeError?: string | null
+  /** The HTTP status, when the test states it too (it must also be the registry's). */
+  status?: number
   /** The credential that was sent: no part of it may appear in the reply. */
   credential?: string
   /** `detail` must match this. */
@@ -49,6 +59,7 @@ export function problemType (res: LightMyRequestResponse): unknown {
  */
 export function assertProblem (t: Test, res: LightMyRequestResponse, type: ProblemType, expected: ProblemExpectations = {}): Record<string, unknown> & { detail: string } {
   const def = problems[type]
+  if (expected.status !== undefined) t.equal(def.status, expected.status, `${type} is a ${expected.status} in the registry`)
   t.equal(res.statusCode, def.status, `${type}: HTTP status ${def.status}`)
   t.equal(res.headers['content-type'], 'application/problem+json', 'content-type is exactly application/problem+json')
   const body = res.json() as Record<string, unknown> & { detail: string }
@@ -72,11 +83,14 @@ export function assertProblem (t: Test, res: LightMyRequestResponse, type: Probl
 
   const challenge = parseChallenge(res.headers['www-authenticate'])
   t.equal(challenge.scheme, 'Bearer', 'a Bearer challenge')
-  const error = expectedChallengeError(type)
+  const error = expected.challengeError === undefined ? expectedChallengeError(type) : expected.challengeError ?? undefined
   if (error === undefined) t.notOk('error' in challenge.params, 'no error attribute')
   else t.equal(challenge.params.error, error, `error="${error}"`)
-  if (expected.scope === undefined) t.notOk('scope' in challenge.params, 'no scope attribute')
-  else t.equal(challenge.params.scope, expected.scope, 'scope names the required scopes')
+  if (expected.scope === null || (expected.scope === undefined && type !== 'auth_token_insufficient_scopes')) {
+    t.notOk('scope' in challenge.params, 'no scope attribute')
+  } else if (expected.scope !== undefined) {
+    t.equal(challenge.params.scope, expected.scope, 'scope names the required scopes')
+  }
 
   // RFC 9110 §10.2.3: a 503 says when to come back; other problems are not retried as they are.
   if (def.status === 503) t.match(res.headers['retry-after'], /^[1-9]\d*$/, 'Retry-After in seconds')
