@@ -13,7 +13,7 @@ import { resolveOptions, type EntraVerifierOptions, type ResolvedOptions } from 
 import { EntraAuthError, type ProblemType } from './problems.js'
 import { EntraToken, type EntraClaims } from './token.js'
 import { buildVerifier } from './verifier.js'
-import { verifySignature } from './verify.js'
+import { createSignatureVerifier } from './signature.js'
 
 /** The token's shape by Entra's rules. */
 export type TokenKind = 'delegated' | 'app-only' | 'id-token' | 'unknown'
@@ -346,7 +346,7 @@ interface StepOutcome {
 
 /**
  * The verifier's pipeline (verifier.ts) unrolled into reportable steps, with the same functions:
- * decodeJws → KeyStore → verifySignature → checkClaims → the route requirement.
+ * decodeJws → KeyStore → @fastify/jwt signature check → checkClaims → the route requirement.
  */
 async function runSteps (raw: string, options: ResolvedOptions, requirement: ScopeRequirement | undefined, at: number): Promise<StepOutcome> {
   const steps: InspectStep[] = []
@@ -389,7 +389,7 @@ async function runSteps (raw: string, options: ResolvedOptions, requirement: Sco
     pass('key', `kid ${key.kid}${key.issuer === undefined ? '' : `, key issuer ${key.issuer}`}`)
 
     try {
-      verifySignature(raw, key, isGraphToken(header, payload) ? graphTokenDetail() : undefined)
+      await createSignatureVerifier(() => key, (h, p) => isGraphToken(h, p) ? graphTokenDetail() : undefined)(raw)
     } catch (err) {
       fail('signature', asAuthError(err))
     }

@@ -1,3 +1,4 @@
+import { isUtf8 } from 'node:buffer'
 import { EntraAuthError } from './problems.js'
 
 /** Decoded JOSE header (RFC 7515 §4). Only `alg` and `kid` are used; the rest is kept for callers. */
@@ -93,38 +94,70 @@ function decodeSegment (segment: string, what: 'header' | 'payload'): Record<str
   return value
 }
 
+/** Reads an own member of a decoded JOSE header: nothing inherited from a polluted prototype counts. */
+function own (header: Record<string, unknown>, name: string): unknown {
+  return Object.hasOwn(header, name) ? header[name] : undefined
+}
+
 /**
- * Decodes a compact JWS and applies every check that needs no key: three strict base64url
- * segments, JSON object header and payload, `alg` RS256, no `crit`, a usable `kid`.
- * A token longer than {@link MAX_TOKEN_LENGTH} is refused before anything is decoded.
- * These run before any network access, so garbage costs nothing.
+ * Byte-level checks of a compact JWS, before anything is JSON-decoded: at most
+ * {@link MAX_TOKEN_LENGTH} characters, three segments of canonical base64url, a non-empty
+ * signature, and a header and payload that are valid UTF-8 (invalid bytes would otherwise become
+ * U+FFFD). So a token has one spelling, and oversized input can't hold the event loop. The
+ * verifier runs this before @fastify/jwt decodes the token.
  */
-export function decodeJws (token: string): DecodedJws {
+export function precheckJws (token: string): void {
   checkTokenSize(token)
-  const parts = token.split('.')
-  if (parts.length !== 3) {
+  const first = token.indexOf('.')
+  const last = token.lastIndexOf('.')
+  if (first < 0 || last === first || token.indexOf('.', first + 1) !== last) {
     throw new EntraAuthError('auth_token_invalid', 'The token is not a JWT: it must have three dot-separated parts.')
   }
-  const [rawHeader, rawPayload, signature] = parts as [string, string, string]
-  const header = decodeSegment(rawHeader, 'header')
-  if (header.alg !== 'RS256') {
-    // Entra signs access tokens with RS256 only; `none` and HMAC would let anyone forge tokens.
-    throw new EntraAuthError('auth_token_invalid', "The token 'alg' must be RS256, the algorithm Microsoft Entra ID signs access tokens with.")
-  }
-  if (header.crit !== undefined) {
-    // RFC 7515 §4.1.11: extensions we don't understand must make the JWS invalid.
-    throw new EntraAuthError('auth_token_invalid', "The token has a 'crit' header this API does not support.")
+  const header = token.slice(0, first)
+  const payload = token.slice(first + 1, last)
+  const signature = token.slice(last + 1)
+  for (const [segment, what] of [[header, 'header'], [payload, 'payload']] as const) {
+    if (!isCanonicalBase64url(segment)) throw new EntraAuthError('auth_token_invalid', `The token ${what} is not canonical base64url.`)
   }
   if (signature === '' || !isCanonicalBase64url(signature)) {
     throw new EntraAuthError('auth_token_invalid', 'The token signature is missing or not canonical base64url.')
   }
-  const payload = decodeSegment(rawPayload, 'payload')
-  const kid = header.kid
+  if (!isUtf8(Buffer.from(header, 'base64url'))) throw new EntraAuthError('auth_token_invalid', 'The token header is not valid UTF-8.')
+  if (!isUtf8(Buffer.from(payload, 'base64url'))) throw new EntraAuthError('auth_token_invalid', 'The token payload is not valid UTF-8.')
+}
+
+/**
+ * The JOSE header rules that need no key: `alg` RS256, no `crit`, a usable `kid`. They run before
+ * the key store is asked, so a malformed token costs no fetch.
+ */
+export function checkJoseHeader (header: Record<string, unknown>): JoseHeader {
+  if (own(header, 'alg') !== 'RS256') {
+    // Entra signs access tokens with RS256 only; `none` and HMAC would let anyone forge tokens.
+    throw new EntraAuthError('auth_token_invalid', "The token 'alg' must be RS256, the algorithm Microsoft Entra ID signs access tokens with.")
+  }
+  if (own(header, 'crit') !== undefined) {
+    // RFC 7515 §4.1.11: extensions we don't understand must make the JWS invalid.
+    throw new EntraAuthError('auth_token_invalid', "The token has a 'crit' header this API does not support.")
+  }
+  const kid = own(header, 'kid')
   if (kid === undefined) {
     throw new EntraAuthError('auth_token_key_error', "The token has no 'kid' header, so its signing key can't be found. Send an access token issued by Microsoft Entra ID.")
   }
   if (typeof kid !== 'string' || kid === '' || kid.length > MAX_KID_LENGTH || !kid.isWellFormed()) {
     throw new EntraAuthError('auth_token_invalid', "The token 'kid' header is not a valid key ID.")
   }
-  return { header: header as JoseHeader, payload }
+  return header as JoseHeader
+}
+
+/**
+ * Decodes a compact JWS and applies every check that needs no key, in the verifier's order:
+ * `precheckJws`, JSON object header and payload (null prototypes), `checkJoseHeader`. These run
+ * before any network access, so garbage costs nothing.
+ */
+export function decodeJws (token: string): DecodedJws {
+  precheckJws(token)
+  const [rawHeader, rawPayload] = token.split('.') as [string, string, string]
+  const header = decodeSegment(rawHeader, 'header')
+  const payload = decodeSegment(rawPayload, 'payload')
+  return { header: checkJoseHeader(header), payload }
 }

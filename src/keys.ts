@@ -1,9 +1,15 @@
-import { createPublicKey, type KeyObject } from 'node:crypto'
+import { createPublicKey, type JsonWebKey, type KeyObject } from 'node:crypto'
 import type { Dispatcher } from 'undici'
 import { parseDiscovery, type Discovery } from './discovery.js'
-import { createAgent, fetchJson, FetchFailure } from './http.js'
+import { createAgent, failureReason, fetchJson, FetchFailure, guardDispatcher } from './http.js'
+import { JwksSource } from './jwks.js'
 import type { KeyTimings } from './options.js'
 import { EntraAuthError } from './problems.js'
+
+/** A JWKS that parses but holds no key we can use: a failed fetch that never replaces a good set. */
+export class NoUsableKeys extends FetchFailure {
+  override name = 'NoUsableKeys'
+}
 
 /** A verification key from the provider's JWKS, converted once. */
 export interface SigningKey {
@@ -11,6 +17,10 @@ export interface SigningKey {
   /** Entra's non-standard JWK `issuer` member: the issuer (template) this key may sign for. */
   readonly issuer: string | undefined
   readonly publicKey: KeyObject
+  /** SPKI PEM of `publicKey`, the form @fastify/jwt (fast-jwt) takes; made once per key. */
+  readonly pem: string
+  /** `kid`, modulus, exponent and issuer: equal fingerprints are the same key across refreshes. */
+  readonly fingerprint: string
 }
 
 /** Minimal logger: Fastify's, pino, or console-like. */
@@ -49,34 +59,65 @@ const MIN_MODULUS_BITS = 2048
  */
 const FAILURE_BACKOFF = 5000
 
-const clock = (): number => performance.now()
+/** Whether a JWK may verify RS256 signatures (RFC 7517 §4.2 `use`, §4.3 `key_ops`; RFC 7518 §3.3). */
+function isSigningJwk (jwk: Record<string, unknown>): boolean {
+  const { kty, use, alg, key_ops: ops } = jwk
+  if (kty !== 'RSA') return false
+  if (use !== undefined && use !== 'sig') return false
+  if (alg !== undefined && alg !== 'RS256') return false
+  return ops === undefined || (Array.isArray(ops) && ops.includes('verify'))
+}
 
 /**
- * Turns a JWKS document into usable RS256 verification keys. Anything that is not an RSA
- * signing key (RFC 7517 §4.2 `use: enc`, other `kty`, another `alg`) is left out, so it can never
- * verify a token.
+ * A usable RSA public key, or undefined. Degenerate keys are refused: a short modulus, and a
+ * public exponent that is even or below 3 (with e = 1 the "signature" is the padded hash itself,
+ * which anyone can compute; RFC 8017 §3.1 requires 3 <= e <= n - 1).
  */
-function parseKeySet (document: unknown): Map<string, SigningKey> {
+function rsaKeyOf (jwk: Record<string, unknown>): KeyObject | undefined {
+  let key: KeyObject
+  try {
+    key = createPublicKey({ key: { kty: 'RSA', n: jwk.n, e: jwk.e } as JsonWebKey, format: 'jwk' })
+  } catch {
+    return undefined
+  }
+  const details = key.asymmetricKeyDetails
+  const exponent = details?.publicExponent
+  if ((details?.modulusLength ?? 0) < MIN_MODULUS_BITS) return undefined
+  if (typeof exponent !== 'bigint' || exponent < 3n || exponent % 2n === 0n) return undefined
+  return key
+}
+
+/**
+ * Turns a JWKS document into usable RS256 verification keys. Anything that is not an RSA signing
+ * key is left out, so it can never verify a token. A key whose `issuer` member is not a string is
+ * skipped (it must not mean "unrestricted"); a blank one counts as absent. Keys equal to one of
+ * `previous` keep its object, so cached tokens stay valid across refreshes. A set with no usable
+ * key is a failed fetch: the last good set keeps serving.
+ */
+export function parseKeySet (document: unknown, previous: ReadonlyMap<string, SigningKey> | undefined): Map<string, SigningKey> {
   const keys = (document as { keys?: unknown } | null)?.keys
   if (document === null || typeof document !== 'object' || !Array.isArray(keys)) {
     throw new FetchFailure("JWKS has no 'keys' array")
   }
   const result = new Map<string, SigningKey>()
-  for (const jwk of keys as Array<Record<string, unknown>>) {
-    if (jwk === null || typeof jwk !== 'object') continue
-    const { kid, kty, use, alg, issuer } = jwk
-    if (typeof kid !== 'string' || kty !== 'RSA' || result.has(kid)) continue
-    if (use !== undefined && use !== 'sig') continue
-    if (alg !== undefined && alg !== 'RS256') continue
-    let publicKey: KeyObject
-    try {
-      publicKey = createPublicKey({ key: { kty, n: jwk.n, e: jwk.e } as import('node:crypto').JsonWebKey, format: 'jwk' })
-    } catch {
+  for (const jwk of keys as unknown[]) {
+    if (jwk === null || typeof jwk !== 'object' || Array.isArray(jwk)) continue
+    const { kid, n, e, issuer: rawIssuer } = jwk as Record<string, unknown>
+    if (typeof kid !== 'string' || kid === '' || result.has(kid) || !isSigningJwk(jwk as Record<string, unknown>)) continue
+    if (rawIssuer !== undefined && typeof rawIssuer !== 'string') continue
+    const issuer = typeof rawIssuer === 'string' && rawIssuer.trim() !== '' ? rawIssuer : undefined
+    const fingerprint = JSON.stringify([kid, n, e, issuer ?? null])
+    const known = previous?.get(kid)
+    if (known !== undefined && known.fingerprint === fingerprint) {
+      result.set(kid, known)
       continue
     }
-    if ((publicKey.asymmetricKeyDetails?.modulusLength ?? 0) < MIN_MODULUS_BITS) continue
-    result.set(kid, Object.freeze({ kid, issuer: typeof issuer === 'string' ? issuer : undefined, publicKey }))
+    const publicKey = rsaKeyOf(jwk as Record<string, unknown>)
+    if (publicKey === undefined) continue
+    const pem = publicKey.export({ type: 'spki', format: 'pem' }) as string
+    result.set(kid, Object.freeze({ kid, issuer, publicKey, pem, fingerprint }))
   }
+  if (result.size === 0) throw new NoUsableKeys('JWKS has no usable RS256 signing key')
   return result
 }
 
@@ -85,6 +126,8 @@ export interface KeyStoreOptions {
   timings: KeyTimings
   dispatcher?: Dispatcher | undefined
   logger?: KeyStoreLogger | undefined
+  /** Monotonic milliseconds; tests pass a fake one to move time without sleeping. */
+  clock?: (() => number) | undefined
 }
 
 /**
@@ -96,14 +139,19 @@ export interface KeyStoreOptions {
  * - an unknown `kid` refreshes at once, but never sooner than `cooldown` after the last fetch,
  *   so a flood of made-up kids costs at most one fetch per cooldown;
  * - one fetch in flight at a time, shared by every waiting request;
- * - each fetch is bounded by `timeout` and `maxBytes`.
+ * - each fetch is bounded by `timeout` and `maxBytes`, goes to the discovery URL's origin only and
+ *   never follows a redirect, whatever dispatcher the app passes (see `guardDispatcher`);
+ * - the key set is fetched by get-jwks (see `JwksSource`), and a set with no usable key is an outage.
  */
 export class KeyStore {
   readonly #discoveryUrl: URL
   readonly #timings: KeyTimings
   readonly #dispatcher: Dispatcher
+  readonly #inner: Dispatcher
   readonly #ownsDispatcher: boolean
   readonly #logger: KeyStoreLogger | undefined
+  readonly #clock: () => number
+  #jwks: JwksSource | null = null
   #discovery: Stamped<Discovery> | null = null
   #keySet: KeySet | null = null
   #inFlight: Promise<KeySet> | null = null
@@ -119,8 +167,15 @@ export class KeyStore {
     this.#discoveryUrl = options.discoveryUrl
     this.#timings = options.timings
     this.#ownsDispatcher = options.dispatcher === undefined
-    this.#dispatcher = options.dispatcher ?? createAgent(options.timings.timeout)
+    this.#inner = options.dispatcher ?? createAgent(options.timings.timeout)
+    this.#dispatcher = guardDispatcher(this.#inner, {
+      origin: options.discoveryUrl.origin,
+      maxBytes: options.timings.maxBytes,
+      onResponse: (url, statusCode, body) => { this.#jwks?.received(url, statusCode, body) },
+      onRefused: (url, failure) => { this.#jwks?.refused(url, failure) }
+    })
     this.#logger = options.logger
+    this.#clock = options.clock ?? (() => performance.now())
   }
 
   /** The discovery document, loading it if needed. Rejects with `auth_oidc_error`. */
@@ -151,7 +206,7 @@ export class KeyStore {
     // Unknown kid: either a key rolled over (refresh now) or a forgery (don't let it cost fetches).
     if (this.#inFlight !== null) {
       set = await this.#inFlight.catch(() => set as KeySet)
-    } else if (clock() - set.fetchedAt >= this.#timings.cooldown) {
+    } else if (this.#clock() - set.fetchedAt >= this.#timings.cooldown) {
       set = await this.refresh()
     }
     const refreshed = set.keys.get(kid)
@@ -160,19 +215,37 @@ export class KeyStore {
   }
 
   /**
+   * The key for `kid`: synchronously while the current set is usable and has it (the hot path,
+   * no promise), else as {@link getKey}.
+   */
+  keyFor (kid: string): SigningKey | Promise<SigningKey> {
+    const set = this.#keySet
+    const key = set?.keys.get(kid)
+    if (key !== undefined && this.#usable((set as KeySet).fetchedAt)) {
+      this.revalidate()
+      return key
+    }
+    return this.getKey(kid)
+  }
+
+  /**
    * Stale-while-revalidate: once the set is older than `ttl`, start a background refresh; the hot
    * path never waits on the provider. Cheap enough to call on every request.
    */
   revalidate (): void {
     const set = this.#keySet
-    if (set !== null && clock() - set.fetchedAt >= this.#timings.ttl && this.#inFlight === null && clock() >= this.#retryAt) {
+    if (set !== null && this.#clock() - set.fetchedAt >= this.#timings.ttl && this.#inFlight === null && this.#clock() >= this.#retryAt) {
       this.refresh().catch(() => {})
     }
   }
 
-  /** True while `key` is still part of the current key set (used to drop cached tokens). */
+  /**
+   * True while `key` is part of the current key set and that set is still usable (within
+   * `ttl + maxStale`): a cached token must not outlive either (used on every cache hit).
+   */
   isCurrent (key: SigningKey): boolean {
-    return this.#keySet?.keys.get(key.kid) === key
+    const set = this.#keySet
+    return set !== null && set.keys.get(key.kid) === key && this.#usable(set.fetchedAt)
   }
 
   /**
@@ -182,7 +255,7 @@ export class KeyStore {
    */
   refresh (): Promise<KeySet> {
     if (this.#inFlight !== null) return this.#inFlight
-    if (clock() < this.#retryAt && this.#lastFailure !== null) {
+    if (this.#clock() < this.#retryAt && this.#lastFailure !== null) {
       // The provider failed moments ago: don't let every request turn into another fetch.
       const last = this.#keySet
       return last !== null && this.#usable(last.fetchedAt) ? Promise.resolve(last) : Promise.reject(this.#lastFailure)
@@ -192,35 +265,41 @@ export class KeyStore {
   }
 
   async #load (): Promise<KeySet> {
-    const fetchOptions = { dispatcher: this.#dispatcher, timeout: this.#timings.timeout, maxBytes: this.#timings.maxBytes }
+    const { timeout } = this.#timings
     let discoveryFailed = false
     try {
       let discovery = this.#discovery
-      if (discovery === null || clock() - discovery.fetchedAt >= this.#timings.ttl) {
+      if (discovery === null || this.#clock() - discovery.fetchedAt >= this.#timings.ttl) {
         this.#discoveryFetches++
         try {
-          discovery = { value: parseDiscovery(await fetchJson(this.#discoveryUrl, fetchOptions), this.#discoveryUrl), fetchedAt: clock() }
+          discovery = { value: parseDiscovery(await fetchJson(this.#discoveryUrl, this.#dispatcher, timeout, 'discovery document'), this.#discoveryUrl), fetchedAt: this.#clock() }
           this.#discovery = discovery
         } catch (err) {
           if (discovery === null || !this.#usable(discovery.fetchedAt)) throw err
           // Serving the last good document; health checks must still see the outage.
           discoveryFailed = true
           this.#failures++
-          this.#lastError = err instanceof FetchFailure ? err.message : String(err)
+          this.#lastError = failureReason(err, timeout)
           this.#warn(err, 'discovery')
         }
       }
       this.#jwksFetches++
-      const keys = parseKeySet(await fetchJson(discovery.value.jwksUri, fetchOptions))
-      this.#keySet = { keys, fetchedAt: clock() }
+      const jwksUri = discovery.value.jwksUri
+      if (this.#jwks?.jwksUri.href !== jwksUri.href) this.#jwks = new JwksSource({ jwksUri, dispatcher: this.#dispatcher, timeout })
+      const keys = parseKeySet(await this.#jwks.fetch(), this.#keySet?.keys)
+      this.#keySet = { keys, fetchedAt: this.#clock() }
       if (!discoveryFailed) this.#lastError = undefined
       this.#lastFailure = null
       return this.#keySet
     } catch (err) {
       this.#failures++
-      this.#lastError = err instanceof FetchFailure ? err.message : String(err)
-      this.#lastFailure = new EntraAuthError('auth_oidc_error', undefined, { cause: err })
-      this.#retryAt = clock() + Math.min(this.#timings.cooldown, FAILURE_BACKOFF)
+      this.#lastError = failureReason(err, timeout)
+      // With no good set to fall back on, a key set without a usable key leaves every kid unknown
+      // (401 key error, as for `{"keys":[]}`); anything else means the provider is failing (503).
+      this.#lastFailure = err instanceof NoUsableKeys
+        ? new EntraAuthError('auth_token_key_error', "The identity provider publishes no key this API can use (RS256, at least 2048 bits), so the token's signing key is unknown.", { cause: err })
+        : new EntraAuthError('auth_oidc_error', undefined, { cause: err })
+      this.#retryAt = this.#clock() + Math.min(this.#timings.cooldown, FAILURE_BACKOFF)
       this.#warn(err, 'keys')
       const last = this.#keySet
       if (last !== null && this.#usable(last.fetchedAt)) return last
@@ -229,11 +308,11 @@ export class KeyStore {
   }
 
   #usable (fetchedAt: number): boolean {
-    return clock() - fetchedAt < this.#timings.ttl + this.#timings.maxStale
+    return this.#clock() - fetchedAt < this.#timings.ttl + this.#timings.maxStale
   }
 
   #warn (err: unknown, what: string): void {
-    const reason = err instanceof FetchFailure ? err.message : String(err)
+    const reason = failureReason(err, this.#timings.timeout)
     this.#logger?.warn({ discoveryUrl: this.#discoveryUrl.href, reason }, `fastify-entra-auth: could not refresh ${what} from the identity provider`)
   }
 
@@ -244,7 +323,7 @@ export class KeyStore {
       issuer: this.#discovery?.value.issuer,
       jwksUri: this.#discovery?.value.jwksUri.href,
       kids: set === null ? [] : [...set.keys.keys()],
-      keysAge: set === null ? null : Math.round(clock() - set.fetchedAt),
+      keysAge: set === null ? null : Math.round(this.#clock() - set.fetchedAt),
       discoveryFetches: this.#discoveryFetches,
       jwksFetches: this.#jwksFetches,
       failures: this.#failures,
@@ -253,6 +332,6 @@ export class KeyStore {
   }
 
   async close (): Promise<void> {
-    if (this.#ownsDispatcher) await this.#dispatcher.close()
+    if (this.#ownsDispatcher) await this.#inner.close()
   }
 }

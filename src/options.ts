@@ -37,7 +37,8 @@ export const EntraAuthOptionsSchema = Type.Object({
     maxBytes: Type.Optional(Type.Integer({ minimum: 1024, maximum: MAX_DURATION }))
   }, { additionalProperties: false })),
   tokenCache: Type.Optional(Type.Object({
-    max: Type.Optional(Type.Integer({ minimum: 0, maximum: MAX_DURATION }))
+    max: Type.Optional(Type.Integer({ minimum: 0, maximum: MAX_DURATION })),
+    maxBytes: Type.Optional(Type.Integer({ minimum: 0, maximum: Number.MAX_SAFE_INTEGER }))
   }, { additionalProperties: false })),
   dispatcher: Type.Optional(Type.Any({ description: 'undici Dispatcher used for discovery and JWKS fetches' })),
   rejectionLogLevel: Type.Optional(Type.Union(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'].map(l => Type.Literal(l)))),
@@ -248,6 +249,8 @@ export interface ResolvedOptions {
   readonly now: () => number
   readonly jwks: KeyTimings
   readonly tokenCacheMax: number
+  /** Estimated bytes the verified-token cache may hold. */
+  readonly tokenCacheMaxBytes: number
   readonly dispatcher: Dispatcher | undefined
   readonly rejectionLogLevel: NonNullable<EntraAuthOptions['rejectionLogLevel']>
   readonly decorator: string
@@ -271,6 +274,7 @@ export const DEFAULT_JWKS: KeyTimings = Object.freeze({
 })
 
 export const DEFAULT_TOKEN_CACHE_MAX = 4096
+export const DEFAULT_TOKEN_CACHE_MAX_BYTES = 32 * 1024 * 1024
 
 /** Register options Fastify itself passes to every plugin; they are not ours to refuse. */
 const FASTIFY_REGISTER_KEYS = ['prefix', 'logLevel', 'logSerializers']
@@ -447,6 +451,7 @@ export function resolveOptions (input: unknown, use: 'plugin' | 'verifier' = 'pl
     now: options.now === undefined ? Date.now : checkedClock(options.now),
     jwks,
     tokenCacheMax: options.tokenCache?.max ?? DEFAULT_TOKEN_CACHE_MAX,
+    tokenCacheMaxBytes: options.tokenCache?.maxBytes ?? DEFAULT_TOKEN_CACHE_MAX_BYTES,
     dispatcher: options.dispatcher,
     rejectionLogLevel: options.rejectionLogLevel ?? 'info',
     decorator,

@@ -1,17 +1,18 @@
 import { checkClaims, checkTime, graphTokenDetail, isGraphToken, type ClaimRules } from './entra/claims.js'
-import { decodeJws } from './jws.js'
+import { checkJoseHeader, precheckJws, type JoseHeader } from './jws.js'
 import { KeyStore, type KeyStoreLogger, type KeyStoreState } from './keys.js'
 import { resolveOptions, type EntraVerifierOptions, type ResolvedOptions } from './options.js'
 import { EntraAuthError } from './problems.js'
+import { createSignatureVerifier } from './signature.js'
 import { EntraToken, type Rfc7662Introspection } from './token.js'
 import { TokenCache } from './token-cache.js'
-import { verifySignature } from './verify.js'
 import type { Discovery } from './discovery.js'
 
 /** Health-check view of a verifier. */
 export interface EntraVerifierState {
   keys: KeyStoreState
-  tokenCache: { size: number, max: number }
+  /** Verified tokens held (`bytes`: estimated size of the main segment). */
+  tokenCache: { size: number, max: number, bytes: number }
 }
 
 /** Validates Entra access tokens outside of (or shared with) a Fastify route. */
@@ -36,19 +37,26 @@ export interface EntraVerifier {
 
 export interface VerifierInternals {
   logger?: KeyStoreLogger
+  /** Monotonic milliseconds for the key store (tests move it instead of sleeping). */
+  clock?: () => number
 }
 
 /** Builds a verifier from already resolved options (the plugin resolves them first). */
 export function buildVerifier (options: ResolvedOptions, internals: VerifierInternals = {}): EntraVerifier {
-  const keys = new KeyStore({ discoveryUrl: options.discoveryUrl, timings: options.jwks, dispatcher: options.dispatcher, logger: internals.logger })
-  const cache = new TokenCache(options.tokenCacheMax)
+  const keys = new KeyStore({ discoveryUrl: options.discoveryUrl, timings: options.jwks, dispatcher: options.dispatcher, logger: internals.logger, clock: internals.clock })
+  const cache = new TokenCache({ max: options.tokenCacheMax, maxBytes: options.tokenCacheMaxBytes })
   const rules: ClaimRules = options
   const { now, clockTolerance } = options
+  const verifySignature = createSignatureVerifier(
+    header => keys.keyFor(checkJoseHeader(header).kid),
+    (header, payload) => isGraphToken(header, payload) ? graphTokenDetail() : undefined
+  )
 
   async function verify (raw: string): Promise<EntraToken> {
     if (typeof raw !== 'string' || raw === '') throw new EntraAuthError('auth_token_invalid')
     const hit = cache.get(raw)
     if (hit !== undefined) {
+      // Admitted only while its key is in the current key set and that set is usable.
       if (keys.isCurrent(hit.key)) {
         // Cached tokens must not keep an outdated key set alive: refresh it in the background.
         keys.revalidate()
@@ -64,12 +72,11 @@ export function buildVerifier (options: ResolvedOptions, internals: VerifierInte
       cache.delete(raw)
     }
 
-    const { header, payload } = decodeJws(raw)
-    const key = await keys.getKey(header.kid)
-    verifySignature(raw, key, isGraphToken(header, payload) ? graphTokenDetail() : undefined)
+    precheckJws(raw)
+    const { header, payload, key } = await verifySignature(raw)
     const discovery = keys.peekDiscovery() ?? await keys.discovery()
     const claims = checkClaims(payload, rules, discovery.issuer, key.issuer)
-    const token = new EntraToken(raw, header, claims)
+    const token = new EntraToken(raw, header as JoseHeader, claims)
     cache.set(raw, token, key, claims.exp * 1000 - now() + clockTolerance)
     return token
   }
@@ -98,7 +105,7 @@ export function buildVerifier (options: ResolvedOptions, internals: VerifierInte
     introspect,
     warm,
     discovery: () => keys.peekDiscovery(),
-    state: () => ({ keys: keys.state(), tokenCache: { size: cache.size, max: cache.max } }),
+    state: () => ({ keys: keys.state(), tokenCache: { size: cache.size, max: cache.max, bytes: cache.bytes } }),
     close: () => keys.close(),
     options
   })

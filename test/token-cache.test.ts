@@ -220,7 +220,7 @@ t.test('tokenCache.max 0 disables the cache', async t => {
   t.equal(first.status, 200)
   t.equal(second.status, 200)
   t.not(second.token, first.token, 'verified every time')
-  t.same(fx.app.entraAuth.state().tokenCache, { size: 0, max: 0 })
+  t.same(fx.app.entraAuth.state().tokenCache, { size: 0, max: 0, bytes: 0 })
 })
 
 t.test('bad tokenCache options fail at register time', async t => {
