@@ -1,5 +1,6 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest, onRequestAsyncHookHandler } from 'fastify'
 import fp from 'fastify-plugin'
+import { keyStoreClockOf } from './internal.js'
 import { compileRequirement, type CompiledRequirement, type ScopeRequirement } from './entra/scopes.js'
 import { endpointsFromDiscoveryUrl, findHook, markRoute, tagHook, wrapSwagger, type OpenApiContribution } from './openapi.js'
 import { resolveOptions, type EntraAuthOptions } from './options.js'
@@ -106,7 +107,7 @@ function rejectionLog (problem: EntraAuthError): { problem: string, status: numb
 
 async function entraAuthPlugin (fastify: FastifyInstance, opts: EntraAuthOptions): Promise<void> {
   const options = resolveOptions(opts)
-  const verifier = buildVerifier(options, { logger: fastify.log })
+  const verifier = buildVerifier(options, { logger: fastify.log, clock: keyStoreClockOf(opts) })
   const level = options.rejectionLogLevel
 
   /** Any failure becomes a problem: client-caused ones never surface as 5xx. */

@@ -1,3 +1,4 @@
+import { keyStoreClockOf } from './internal.js'
 import { checkClaims, checkTime, graphTokenDetail, isGraphToken, type ClaimRules } from './entra/claims.js'
 import { checkJoseHeader, precheckJws, type JoseHeader } from './jws.js'
 import { KeyStore, type KeyStoreLogger, type KeyStoreState } from './keys.js'
@@ -128,5 +129,5 @@ export function buildVerifier (options: ResolvedOptions, internals: VerifierInte
  * ```
  */
 export function createEntraVerifier (options: EntraVerifierOptions): EntraVerifier {
-  return buildVerifier(resolveOptions(options, 'verifier'))
+  return buildVerifier(resolveOptions(options, 'verifier'), { clock: keyStoreClockOf(options) })
 }

@@ -116,7 +116,7 @@ t.test('state() shows key store and token cache', async t => {
   const before = app.entraAuth.state()
   t.same(before, {
     keys: { ready: false, issuer: undefined, jwksUri: undefined, kids: [], keysAge: null, discoveryFetches: 0, jwksFetches: 0, failures: 0, lastError: undefined },
-    tokenCache: { size: 0, max: 10 }
+    tokenCache: { size: 0, max: 10, bytes: 0 }
   }, 'nothing loaded before ready')
 
   await app.ready()

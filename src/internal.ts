@@ -1,0 +1,13 @@
+/**
+ * Internal options, not part of the public API: symbol keys, so they never collide with (or are
+ * refused as) user options.
+ */
+
+/** `() => number` (monotonic ms) for the key store: the test suite moves time instead of sleeping. */
+export const kKeyStoreClock: unique symbol = Symbol.for('fastify-entra-auth.internal.keyStoreClock')
+
+/** Reads the internal key-store clock from raw options, if a test set one. */
+export function keyStoreClockOf (options: unknown): (() => number) | undefined {
+  const clock = (options as { [kKeyStoreClock]?: unknown } | null)?.[kKeyStoreClock]
+  return typeof clock === 'function' ? clock as () => number : undefined
+}
