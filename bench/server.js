@@ -1,8 +1,9 @@
 // One benchmark server, run in its own process by bench/run.js:
-//   node --expose-gc bench/server.js <plain|entra|jwks>
+//   node --expose-gc bench/server.js <plain|floor|entra|jwks|jose>
 // env BENCH_IDP: origin of the local identity provider (http://127.0.0.1:<port>).
 // Talks to the parent over IPC: sends { type: 'ready', port } once listening, and answers
 // { type: 'heap' } (after a full GC), { type: 'cpu' } and { type: 'stop' }.
+import { createPublicKey, verify } from 'node:crypto'
 import Fastify from 'fastify'
 import { CLIENT_ID, DISCOVERY_PATH, ISSUER, JWKS_PATH, ROUTE } from './common.js'
 
@@ -11,6 +12,8 @@ const idp = process.env.BENCH_IDP
 
 const app = Fastify({ logger: false })
 const reply = async () => ({ hello: 'world' })
+// Every server keeps what it validated on the request, as our plugin does with request.entraToken.
+app.decorateRequest('claims', null)
 
 if (scenario === 'plain') {
   app.get(ROUTE, reply)
@@ -18,12 +21,40 @@ if (scenario === 'plain') {
   const { entraAuth } = await import('../dist/index.js')
   await app.register(entraAuth, { clientId: CLIENT_ID, oidcEndpoint: `${idp}${DISCOVERY_PATH}` })
   app.get(ROUTE, { onRequest: app.entraAuth() }, reply)
+} else if (scenario === 'floor') {
+  // The floor: one node:crypto RS256 verification with a ready key and JSON.parse of the payload,
+  // in an onRequest hook. No header rules, no claim checks, no cache: nothing any validator can skip.
+  const { keys: [jwk] } = await (await fetch(`${idp}${JWKS_PATH}`)).json()
+  const key = createPublicKey({ key: jwk, format: 'jwk' })
+  app.get(ROUTE, {
+    onRequest: async (request, reply) => {
+      const token = (request.headers.authorization ?? '').slice(7)
+      const first = token.indexOf('.')
+      const last = token.lastIndexOf('.')
+      const ok = first > 0 && verify('sha256', Buffer.from(token.slice(0, last)), key, Buffer.from(token.slice(last + 1), 'base64url'))
+      if (!ok) return reply.code(401).send({ error: 'invalid_token' })
+      request.claims = JSON.parse(Buffer.from(token.slice(first + 1, last), 'base64url').toString('utf8'))
+    }
+  }, reply)
+} else if (scenario === 'jose') {
+  // jose's documented recipe: a remote JWK set and jwtVerify with issuer and audience.
+  const { createRemoteJWKSet, jwtVerify } = await import('jose')
+  const keys = createRemoteJWKSet(new URL(`${idp}${JWKS_PATH}`))
+  app.get(ROUTE, {
+    onRequest: async (request, reply) => {
+      try {
+        request.claims = (await jwtVerify((request.headers.authorization ?? '').slice(7), keys, { issuer: ISSUER, audience: CLIENT_ID, algorithms: ['RS256'] })).payload
+      } catch {
+        return reply.code(401).send({ error: 'invalid_token' })
+      }
+    }
+  }, reply)
 } else if (scenario === 'jwks') {
   const { default: fastifyJwtJwks } = await import('fastify-jwt-jwks')
   await app.register(fastifyJwtJwks, { jwksUrl: `${idp}${JWKS_PATH}`, audience: CLIENT_ID, issuer: ISSUER })
   app.get(ROUTE, { onRequest: app.authenticate }, reply)
 } else {
-  throw new Error(`unknown scenario '${scenario}' (plain, entra or jwks)`)
+  throw new Error(`unknown scenario '${scenario}' (plain, floor, entra, jwks or jose)`)
 }
 
 await app.listen({ host: '127.0.0.1', port: 0 })
