@@ -158,7 +158,8 @@ export function createSignatureVerifier (resolveKey: KeyResolver, untrustedDetai
           return
         }
         const { header, payload } = result as Decoded
-        resolve({ header, payload, key })
+        // Null prototypes: only own members count as claims (a polluted Object.prototype can't add one).
+        resolve({ header: Object.setPrototypeOf(header, null), payload: Object.setPrototypeOf(payload, null), key })
       })
     })
   }

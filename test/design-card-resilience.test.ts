@@ -191,7 +191,8 @@ t.test("redirects are refused even through the app's redirect-following dispatch
 
   const verifier = createEntraVerifier({ clientId: API_ID, oidcEndpoint: entra.oidcEndpoint, dispatcher: following })
   t.teardown(() => verifier.close())
-  await t.rejects(verifier.verify(forged), { type: 'auth_oidc_error' }, 'the standalone verifier too')
+  const error = await verifier.verify(forged).then(() => null, (err: unknown) => err)
+  t.match(error, { type: 'auth_oidc_error' }, 'the standalone verifier too')
 })
 
 t.test('documents are capped in size whatever the dispatcher, and the deadline covers each fetch', async t => {
