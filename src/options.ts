@@ -82,7 +82,8 @@ const EXPECTED: Readonly<Record<string, string>> = {
   'jwks.timeout': `a whole number of milliseconds from 1 to ${MAX_DURATION}`,
   'jwks.maxStale': `a whole number of milliseconds from 0 to ${MAX_DURATION}`,
   'jwks.maxBytes': `a whole number of bytes from 1024 to ${MAX_DURATION}`,
-  tokenCache: 'an object { max }',
+  tokenCache: 'an object { max, maxBytes }',
+  'tokenCache.maxBytes': 'a whole number of bytes',
   'tokenCache.max': 'a whole number (0 turns the cache off)',
   dispatcher: 'an undici Dispatcher',
   rejectionLogLevel: "one of 'fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'",
@@ -127,8 +128,11 @@ export interface EntraCommonOptions {
    * (largest document read, default 1 MiB).
    */
   jwks?: { ttl?: number, cooldown?: number, timeout?: number, maxStale?: number, maxBytes?: number }
-  /** Verified-token cache: `max` entries (default 4096; 0 turns it off). */
-  tokenCache?: { max?: number }
+  /**
+   * Verified-token cache: `max` entries (default 4096; 0 turns it off) and `maxBytes`, the most
+   * (estimated) memory its entries may hold (default 32 MiB).
+   */
+  tokenCache?: { max?: number, maxBytes?: number }
   /** undici Dispatcher for discovery and JWKS fetches (the test kit's fake Entra passes one). */
   dispatcher?: Dispatcher
 }

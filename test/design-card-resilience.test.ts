@@ -41,7 +41,7 @@ async function fixture (t: Test, options: Partial<EntraAuthOptions> = {}): Promi
   reset()
   const clock = { now: 1_000_000 }
   const app = Fastify({ logger: false })
-  await app.register(entraAuth, { clientId: API_ID, rejectionLogLevel: 'silent', ...entra.pluginOptions(), ...options, [kKeyStoreClock]: () => clock.now } as EntraAuthOptions)
+  await app.register(entraAuth, { clientId: API_ID, rejectionLogLevel: 'silent', ...entra.pluginOptions(), ...options, [kKeyStoreClock]: () => clock.now } as unknown as EntraAuthOptions)
   let seen: EntraToken | null = null
   app.get('/me', { onRequest: app.entraAuth() }, async (request) => { seen = request.entraToken; return { ok: true } })
   t.teardown(() => app.close())
