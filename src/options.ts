@@ -208,8 +208,13 @@ export interface EntraOpenApiOptions {
  *
  * @example
  * ```ts
- * try { createEntraVerifier(options) } catch (err) {
- *   if (err instanceof TypeError && (err as { code?: string }).code === 'FST_ENTRA_AUTH_INVALID_OPTIONS') …
+ * import { createEntraVerifier, EntraAuthOptionsError } from 'fastify-entra-auth'
+ *
+ * try {
+ *   createEntraVerifier({ clientId: 'api://my-api', tenant: 'contoso.onmicrosoft.com' })
+ * } catch (err) {
+ *   // FST_ENTRA_AUTH_INVALID_OPTIONS, ["option 'clientId' must be the application (client) ID, …"]
+ *   if (err instanceof EntraAuthOptionsError) console.error(err.code, err.issues)
  * }
  * ```
  */

@@ -82,9 +82,56 @@ declare module 'fastify' {
     entraAuth: EntraAuthDecorator
   }
   interface FastifyRequest {
-    /** The validated Entra access token; `null` unless a fastify-entra-auth hook admitted the request. */
+    /**
+     * The validated Entra access token; `null` unless a fastify-entra-auth hook admitted the
+     * request — on every route of the app, also outside the context that registered the plugin.
+     */
     entraToken: EntraToken | null
   }
+}
+
+/** Stable code of the error for a route that passes the decorator itself as a hook. */
+export const HOOK_NOT_CALLED = 'FST_ENTRA_AUTH_HOOK_NOT_CALLED'
+
+/** Route hooks Fastify runs with `(request, reply)`, where a hook factory passed uncalled would land. */
+const ROUTE_HOOKS = ['onRequest', 'preParsing', 'preValidation', 'preHandler', 'preSerialization', 'onSend', 'onResponse', 'onTimeout', 'onError'] as const
+
+function hookNotCalled (name: string, where: string): TypeError {
+  const error = new TypeError(`fastify-entra-auth: ${where} uses fastify.${name} as a hook without calling it; call it to get the hook: { onRequest: fastify.${name}() }, or fastify.${name}(['Scope']) to require scopes`)
+  return Object.assign(error, { code: HOOK_NOT_CALLED })
+}
+
+/** True when Fastify called a hook factory as a hook: its first argument is then a request. */
+function isRequest (value: unknown): boolean {
+  return typeof value === 'object' && value !== null && 'raw' in value && 'routeOptions' in value
+}
+
+type RequestConstructor = Record<symbol, unknown> & { prototype: object, parent?: RequestConstructor }
+
+function symbolNamed (target: object, description: string): symbol | undefined {
+  return Object.getOwnPropertySymbols(target).find(candidate => candidate.description === description)
+}
+
+/**
+ * Gives `request.entraToken` the value `null` on every route of the app, including routes outside
+ * the context that registered the plugin, where Fastify's encapsulation would leave it undefined
+ * and the declared type `EntraToken | null` would lie. Fastify offers no public way to decorate
+ * the root from inside a context: this finds the app's root Request class through the instance's
+ * `fastify.Request` symbol and the classes' `parent` links, gives its prototype the default, and
+ * marks it decorated (as `decorateRequest` does) so Fastify keeps using it for root routes. Runs
+ * after `decorateRequest` in this context, whose class then carries the marker symbol. If a future
+ * Fastify hides these, routes outside the context keep `undefined` (documented), nothing else.
+ */
+function defaultTokenEverywhere (fastify: FastifyInstance): void {
+  const requestSymbol = symbolNamed(fastify, 'fastify.Request')
+  const own = requestSymbol === undefined ? undefined : (fastify as unknown as Record<symbol, RequestConstructor | undefined>)[requestSymbol]
+  let root = own
+  // The app's root class is the last one before Fastify's shared base class (whose parent is unset).
+  while (root?.parent?.parent !== undefined) root = root.parent
+  const decoratedSymbol = own === undefined ? undefined : symbolNamed(own, 'fastify.hasBeenDecorated')
+  if (root === undefined || decoratedSymbol === undefined || 'entraToken' in root.prototype) return
+  Object.defineProperty(root.prototype, 'entraToken', { value: null, writable: true, configurable: true })
+  root[decoratedSymbol] = true
 }
 
 /** Sends `error` as an RFC 9457 problem with its RFC 6750 challenge. */
@@ -145,6 +192,8 @@ async function entraAuthPlugin (fastify: FastifyInstance, opts: EntraAuthOptions
   const owner = Symbol(options.decorator)
 
   function entraAuth (requirement?: ScopeRequirement, hookOptions?: EntraAuthHookOptions): onRequestAsyncHookHandler {
+    // Passed uncalled to addHook (which the route check below can't see), Fastify calls it per request.
+    if (isRequest(requirement)) throw hookNotCalled(options.decorator, 'a hook')
     const required = compileRequirement(requirement)
     const { optional } = hookOptionsOf(hookOptions)
     return tagHook(async function entraAuthHook (request: FastifyRequest, reply: FastifyReply) {
@@ -160,6 +209,7 @@ async function entraAuthPlugin (fastify: FastifyInstance, opts: EntraAuthOptions
   }
 
   function strategy (requirement?: ScopeRequirement, hookOptions?: EntraAuthHookOptions): onRequestAsyncHookHandler {
+    if (isRequest(requirement)) throw hookNotCalled(`${options.decorator}.strategy`, 'a hook')
     const required = compileRequirement(requirement)
     const { optional } = hookOptionsOf(hookOptions)
     return tagHook(async function entraAuthStrategy (request: FastifyRequest) {
@@ -178,6 +228,20 @@ async function entraAuthPlugin (fastify: FastifyInstance, opts: EntraAuthOptions
 
   fastify.decorate(options.decorator, decorator)
   if (!fastify.hasRequestDecorator('entraToken')) fastify.decorateRequest('entraToken', null)
+  defaultTokenEverywhere(fastify)
+
+  // `onRequest: app.entraAuth` (the habit of plugins whose decorator is the hook itself) would
+  // answer every request with a 500: refuse it when the route is defined.
+  fastify.addHook('onRoute', (route) => {
+    for (const name of ROUTE_HOOKS) {
+      const hooks: unknown = route[name]
+      for (const hook of Array.isArray(hooks) ? hooks : [hooks]) {
+        if (hook === decorator || hook === strategy) {
+          throw hookNotCalled(hook === decorator ? options.decorator : `${options.decorator}.strategy`, `route ${String(route.method)} ${route.url}`)
+        }
+      }
+    }
+  })
 
   if (options.openapi !== false) {
     const contribution: OpenApiContribution = {
