@@ -41,7 +41,15 @@ const UTF8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true })
  * string could be sidestepped. O(1) after the alphabet test.
  */
 function isCanonicalBase64url (segment: string): boolean {
-  if (!BASE64URL.test(segment)) return false
+  return BASE64URL.test(segment) && hasCanonicalTail(segment)
+}
+
+/**
+ * The O(1) part of {@link isCanonicalBase64url}: a possible length and zero unused bits in the
+ * last character. On the verifier's path the alphabet itself is checked by fast-jwt's decoder,
+ * which refuses any other character in every segment.
+ */
+function hasCanonicalTail (segment: string): boolean {
   const tail = segment.length % 4
   // A length of 1 mod 4 can't come from any byte string: Buffer would silently drop it.
   if (tail === 0) return true
@@ -101,7 +109,8 @@ function own (header: Record<string, unknown>, name: string): unknown {
 
 /**
  * Byte-level checks of a compact JWS, before anything is JSON-decoded: at most
- * {@link MAX_TOKEN_LENGTH} characters, three segments of canonical base64url, a non-empty
+ * {@link MAX_TOKEN_LENGTH} characters, three segments with a canonical base64url ending (the
+ * alphabet is fast-jwt's check, next on the verifier's path), a non-empty
  * signature, and a header and payload that are valid UTF-8 (invalid bytes would otherwise become
  * U+FFFD). So a token has one spelling, and oversized input can't hold the event loop. The
  * verifier runs this before @fastify/jwt decodes the token.
@@ -116,10 +125,9 @@ export function precheckJws (token: string): void {
   const header = token.slice(0, first)
   const payload = token.slice(first + 1, last)
   const signature = token.slice(last + 1)
-  for (const [segment, what] of [[header, 'header'], [payload, 'payload']] as const) {
-    if (!isCanonicalBase64url(segment)) throw new EntraAuthError('auth_token_invalid', `The token ${what} is not canonical base64url.`)
-  }
-  if (signature === '' || !isCanonicalBase64url(signature)) {
+  if (!hasCanonicalTail(header)) throw new EntraAuthError('auth_token_invalid', 'The token header is not canonical base64url.')
+  if (!hasCanonicalTail(payload)) throw new EntraAuthError('auth_token_invalid', 'The token payload is not canonical base64url.')
+  if (signature === '' || !hasCanonicalTail(signature)) {
     throw new EntraAuthError('auth_token_invalid', 'The token signature is missing or not canonical base64url.')
   }
   if (!isUtf8(Buffer.from(header, 'base64url'))) throw new EntraAuthError('auth_token_invalid', 'The token header is not valid UTF-8.')

@@ -133,8 +133,12 @@ const REDACTED = '[redacted]'
  * ```
  */
 export class EntraToken implements TokenPermissions {
-  /** The token string as received. Not enumerable: spread, JSON and `util.inspect` leave it out. */
-  declare readonly raw: string
+  // Private fields are not properties: spread, JSON, `Object.keys` and `util.inspect` never see
+  // them, and `Object.freeze` doesn't stop the lazy sets below from being filled in once.
+  readonly #raw: string
+  #delegated: ReadonlySet<string> | undefined
+  #roles: ReadonlySet<string> | undefined
+  #all: ReadonlySet<string> | undefined
   /** Decoded JOSE header (frozen). */
   readonly header: JoseHeader
   /** All decoded claims (deeply frozen). */
@@ -143,28 +147,43 @@ export class EntraToken implements TokenPermissions {
   readonly scopes: string[]
   /** Entra token version. */
   readonly version: '1.0' | '2.0'
-  /** Delegated permissions (`scp` words). */
-  readonly delegated: ReadonlySet<string>
-  /** App roles / application permissions (`roles`). */
-  readonly roles: ReadonlySet<string>
-  /** `scp` ∪ `roles`. */
-  readonly all: ReadonlySet<string>
 
   /** Freezes `header` and `claims` (deeply): pass objects nothing else holds on to. */
   constructor (raw: string, header: JoseHeader, claims: EntraClaims) {
-    Object.defineProperty(this, 'raw', { value: raw, enumerable: false, writable: false, configurable: false })
+    this.#raw = raw
     this.header = deepFreeze(header)
     this.claims = deepFreeze(claims)
     this.version = claims.ver
-    const delegated = words(claims.scp)
-    const roles = strings(claims.roles)
-    this.delegated = new FrozenSet(delegated)
-    this.roles = new FrozenSet(roles)
-    const all = new Set([...delegated, ...roles])
-    this.all = new FrozenSet(all)
-    this.scopes = Object.freeze([...all]) as string[]
+    const scopes = words(claims.scp)
+    for (const role of strings(claims.roles)) if (!scopes.includes(role)) scopes.push(role)
+    this.scopes = Object.freeze(scopes) as string[]
     // A subclass freezes itself once its own fields are set.
     if (new.target === EntraToken) Object.freeze(this)
+  }
+
+  /** The token string as received. Not enumerable: spread, JSON and `util.inspect` leave it out. */
+  get raw (): string {
+    return this.#raw
+  }
+
+  // The sets are built on first use (an authentication-only route never needs them), then kept.
+
+  /** Delegated permissions (`scp` words). */
+  get delegated (): ReadonlySet<string> {
+    this.#delegated ??= new FrozenSet(words(this.claims.scp))
+    return this.#delegated
+  }
+
+  /** App roles / application permissions (`roles`). */
+  get roles (): ReadonlySet<string> {
+    this.#roles ??= new FrozenSet(strings(this.claims.roles))
+    return this.#roles
+  }
+
+  /** `scp` ∪ `roles`. */
+  get all (): ReadonlySet<string> {
+    this.#all ??= new FrozenSet(this.scopes)
+    return this.#all
   }
 
   /** Tenant ID (`tid`). */
