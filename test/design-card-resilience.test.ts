@@ -16,18 +16,16 @@ import { FakeEntra, MockJwk, type MockJwtClient } from '../src/testing/index.js'
 const API_ID = 'a0b1c2d3-0000-4000-8000-00000000a11e'
 const HOUR = 60 * 60 * 1000
 
-const entra = new FakeEntra()
-const baseKey = entra.keys[0] as MockJwk
-t.teardown(() => entra.close())
+/** The fake Entra of the running subtest: a new one each time (the test kit shares one RSA key, so it's cheap). */
+let entra: FakeEntra
+let baseKey: MockJwk
 
-function reset (): FakeEntra {
-  entra.mode = 'ok'
-  entra.discoveryDocument = undefined
-  entra.jwksDocument = undefined
-  entra.keys = [baseKey]
-  entra.requests.discovery = 0
-  entra.requests.jwks = 0
-  return entra
+function reset (t: Test): FakeEntra {
+  const created = new FakeEntra()
+  t.teardown(() => created.close())
+  entra = created
+  baseKey = created.keys[0] as MockJwk
+  return created
 }
 
 interface Fixture {
@@ -38,7 +36,7 @@ interface Fixture {
 }
 
 async function fixture (t: Test, options: Partial<EntraAuthOptions> = {}): Promise<Fixture> {
-  reset()
+  reset(t)
   const clock = { now: 1_000_000 }
   const app = Fastify({ logger: false })
   await app.register(entraAuth, { clientId: API_ID, rejectionLogLevel: 'silent', ...entra.pluginOptions(), ...options, [kKeyStoreClock]: () => clock.now } as unknown as EntraAuthOptions)
@@ -124,24 +122,25 @@ t.test('a JWKS with no usable key is an outage: the good set keeps serving and s
 })
 
 t.test('degenerate and restricted keys never verify', async t => {
-  const good = baseKey.toJSON()
-  const cases: Array<[string, Record<string, unknown>]> = [
-    ['e = 1', { ...good, e: 'AQ' }],
-    ['even exponent', { ...good, e: 'AQAA' }],
-    ['key_ops without verify', { ...good, key_ops: ['encrypt'] }],
-    ['key_ops not an array', { ...good, key_ops: 'verify' }],
-    ['non-string issuer', { ...good, issuer: 42 }]
+  type Jwk = Record<string, unknown>
+  const cases: Array<[string, (good: Jwk) => Jwk]> = [
+    ['e = 1', good => ({ ...good, e: 'AQ' })],
+    ['even exponent', good => ({ ...good, e: 'AQAA' })],
+    ['key_ops without verify', good => ({ ...good, key_ops: ['encrypt'] })],
+    ['key_ops not an array', good => ({ ...good, key_ops: 'verify' })],
+    ['non-string issuer', good => ({ ...good, issuer: 42 })]
   ]
-  for (const [label, jwk] of cases) {
+  for (const [label, make] of cases) {
     t.test(label, async t => {
       const fx = await fixture(t)
-      entra.jwksDocument = { keys: [jwk, entra.newKey('other').toJSON()] }
+      entra.jwksDocument = { keys: [make(baseKey.toJSON()), entra.newKey('other').toJSON()] }
       t.equal((await fx.get(fx.client.generate())).type, 'auth_token_key_error')
       t.same(fx.app.entraAuth.state().keys.kids, ['other'], 'left out of the key set')
     })
   }
   t.test('e = 1 with a forged "signature" (the encoded hash itself) is refused', async t => {
     const fx = await fixture(t)
+    const good = baseKey.toJSON()
     entra.jwksDocument = { keys: [{ ...good, e: 'AQ' }, entra.newKey('other').toJSON()] }
     const claims = fx.client.claims.build()
     const input = `${Buffer.from(JSON.stringify({ alg: 'RS256', kid: good.kid })).toString('base64url')}.${Buffer.from(JSON.stringify(claims)).toString('base64url')}`
@@ -154,6 +153,7 @@ t.test('degenerate and restricted keys never verify', async t => {
   })
   t.test('key_ops with verify, and a blank issuer (counts as absent), verify', async t => {
     const fx = await fixture(t)
+    const good = baseKey.toJSON()
     entra.jwksDocument = { keys: [{ ...good, key_ops: ['verify'], issuer: ' ' }] }
     t.equal((await fx.get(fx.client.generate())).status, 200)
   })
@@ -168,7 +168,7 @@ t.test('degenerate and restricted keys never verify', async t => {
 })
 
 t.test("redirects are refused even through the app's redirect-following dispatcher", async t => {
-  reset()
+  reset(t)
   const attacker = new MockJwk({ kid: 'attacker', fresh: true })
   const origin = 'https://login.microsoftonline.com'
   const evil = new MockAgent()
@@ -229,7 +229,7 @@ t.test("an app's own @fastify/jwt, before or after, namespaced or not, boots and
   for (const order of ['before', 'after'] as const) {
     for (const namespace of [undefined, 'app']) {
       t.test(`${order}, ${namespace === undefined ? 'default names' : `namespace ${namespace}`}`, async t => {
-        reset()
+        reset(t)
         const app = Fastify({ logger: false })
         t.teardown(() => app.close())
         const own = async (): Promise<void> => { await app.register(fastifyJwt, { secret, ...(namespace === undefined ? {} : { namespace }) }) }
@@ -265,7 +265,7 @@ t.test("an app's own @fastify/jwt, before or after, namespaced or not, boots and
 })
 
 t.test('two registrations of the plugin in one app still work', async t => {
-  reset()
+  reset(t)
   const other = new FakeEntra({ tenant: '11111111-2222-4333-8444-555555555555' })
   t.teardown(() => other.close())
   const app = Fastify({ logger: false })
