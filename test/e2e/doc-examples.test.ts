@@ -78,6 +78,7 @@ declare global {
   const FILES_API_ID: string
   const ADMIN_API_ID: string
   const verifier: import('fastify-entra-auth').EntraVerifier
+  const options: import('fastify-entra-auth').EntraAuthOptions
   const client: import('fastify-entra-auth/testing').MockJwtClient
   function publicFeed (): unknown
   function feedFor (objectId: string | undefined): unknown
