@@ -120,8 +120,8 @@ t.test('README and TSDoc examples type-check against the built package', async t
     ...markdownBlocks('README.md', readFileSync(join(ROOT, 'README.md'), 'utf8')),
     ...publicModules().flatMap(file => tsdocExamples(file, readFileSync(join(ROOT, file), 'utf8')))
   ]
-  t.ok(examples.filter(e => e.source.startsWith('README.md')).length >= 15, 'README blocks found')
-  t.ok(examples.filter(e => e.source.startsWith('src/')).length >= 8, 'TSDoc examples found')
+  t.ok(examples.filter(e => e.source.startsWith('README.md')).length >= 10, 'README blocks found')
+  t.ok(examples.filter(e => e.source.startsWith('src/')).length >= 5, 'TSDoc examples found')
 
   // Inside the package, so `fastify-entra-auth` resolves to it (self-reference) and to its
   // node_modules; the root package.json ("type": "module") makes each file an ES module.
