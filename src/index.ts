@@ -9,7 +9,7 @@ export { entraAuth, type EntraAuthDecorator, type EntraAuthHookOptions } from '.
 export { EntraAuthError, problems, type ProblemType, type ProblemBody } from './problems.js'
 export { createEntraVerifier, type EntraVerifier, type EntraVerifierState } from './verifier.js'
 export { EntraToken, EntraClaimsSchema, type EntraClaims, type CustomEntraClaims, type Rfc7662Introspection } from './token.js'
-export { EntraAuthOptionsSchema, EntraAuthOptionsError, type EntraAuthOptions, type EntraVerifierOptions, type EntraCommonOptions, type EntraEndpointOptions, type EntraPluginOnlyOptions, type EntraTokenSource, type EntraOpenApiOptions } from './options.js'
+export { EntraAuthOptionsSchema, EntraAuthOptionsError, type EntraAuthOptions, type EntraVerifierOptions, type EntraCommonOptions, type EntraEndpointOptions, type EntraPluginOnlyOptions, type EntraTenantPredicate, type EntraTokenSource, type EntraOpenApiOptions } from './options.js'
 export type { ScopeRequirement } from './entra/scopes.js'
 export { claimsChallenge, buildClaimsChallenge, supportsClaimsChallenge, INSUFFICIENT_CLAIMS, type ClaimsChallengeOptions, type ClaimsRequest } from './claims-challenge.js'
 export type { KeyStoreState } from './keys.js'

@@ -5,7 +5,7 @@
  * plugin's verifier for the verdict.
  */
 import { checkClaims, graphTokenDetail, isGraphToken, looksLikeIdToken } from './entra/claims.js'
-import { expectedIssuer } from './entra/issuers.js'
+import { clientClaimOf, expectedIssuer } from './entra/issuers.js'
 import { compileRequirement, type ScopeRequirement } from './entra/scopes.js'
 import { decodeJws, parseJsonObject, type DecodedJws, type JoseHeader } from './jws.js'
 import { KeyStore, type SigningKey } from './keys.js'
@@ -314,14 +314,14 @@ function claimFacts (step: typeof CLAIM_STEPS[number], payload: Record<string, u
   const ver = payload.ver
   switch (step) {
     case 'claims':
-      return `present: iss, sub, aud, exp, nbf, ${ver === '1.0' ? 'appid' : 'azp'}, ver`
+      return `present: iss, sub, aud, exp, nbf, ${clientClaimOf(payload, discoveryIssuer, options.discoveryUrl.hostname) ?? 'azp'}, ver`
     case 'nbf':
     case 'exp':
       return timeFacts(step, payload, options, at)
     case 'ver':
       return `ver ${show(ver)}; accepted: ${list(options.tokenVersions)}`
     case 'iss': {
-      const expected = ver === '1.0' || ver === '2.0' ? expectedIssuer(discoveryIssuer, ver, payload.tid) : null
+      const expected = ver === '1.0' || ver === '2.0' ? expectedIssuer(discoveryIssuer, ver, payload.tid, payload.iss, options.discoveryUrl.hostname) : null
       let facts = `iss ${show(payload.iss)}; expected ${expected ?? `none (discovery issuer ${discoveryIssuer}, tid ${show(payload.tid)})`}`
       if (options.allowedTenants !== null) facts += `; tid ${show(payload.tid)}, allowed tenants: ${list(options.allowedTenants)}`
       if (key.issuer !== undefined) facts += `; key issuer ${key.issuer}`
@@ -332,7 +332,7 @@ function claimFacts (step: typeof CLAIM_STEPS[number], payload: Record<string, u
     case 'sub':
       return options.allowedSubjects === null ? 'any subject (allowedSubjects not set)' : `sub ${show(payload.sub)}; allowed: ${list(options.allowedSubjects)}`
     case 'client': {
-      const claim = ver === '2.0' ? 'azp' : 'appid'
+      const claim = clientClaimOf(payload, discoveryIssuer, options.discoveryUrl.hostname) ?? 'azp'
       return options.allowedApps === null ? `any client app (allowedApps not set); ${claim} ${show(payload[claim])}` : `${claim} ${show(payload[claim])}; allowed: ${list(options.allowedApps)}`
     }
   }
@@ -409,7 +409,7 @@ async function runSteps (raw: string, options: ResolvedOptions, requirement: Sco
       return fail(failed, error, failed === 'claims' ? error.detail : claimFacts(failed, payload, options, discovery.issuer, key, at))
     }
     for (const step of CLAIM_STEPS) pass(step, claimFacts(step, payload, options, discovery.issuer, key, at))
-    const token = new EntraToken(raw, header, claims)
+    const token = new EntraToken(raw, header, claims, clientClaimOf(claims, discovery.issuer, options.discoveryUrl.hostname))
 
     if (requirement !== undefined) {
       const required = compileRequirement(requirement)

@@ -24,6 +24,7 @@ export const EntraAuthOptionsSchema = Type.Object({
   audiences: Type.Optional(StringList),
   tokenVersions: Type.Optional(Type.Array(Type.Union([Type.Literal('1.0'), Type.Literal('2.0')]), { minItems: 1 })),
   allowedTenants: Type.Optional(Type.Array(Type.String({ pattern: TENANT_ID }))),
+  requirePermissions: Type.Optional(Type.Boolean({ description: 'Refuse tokens with neither scp nor roles (default: on for multi-tenant discovery issuers)' })),
   allowedSubjects: Type.Optional(StringList),
   allowedApps: Type.Optional(StringList),
   contact: Type.Optional(Type.String({ minLength: 1 })),
@@ -70,7 +71,8 @@ const EXPECTED: Readonly<Record<string, string>> = {
   authorityHost: "a host name such as 'login.microsoftonline.us'",
   audiences: 'an array of non-empty strings (extra accepted audiences)',
   tokenVersions: "a non-empty array of '1.0' and/or '2.0'",
-  allowedTenants: "an array of tenant IDs (GUIDs such as '72f988bf-86f1-41af-91ab-2d7cd011db47'), not domain names: tokens name their tenant by ID",
+  allowedTenants: "an array of tenant IDs (GUIDs such as '72f988bf-86f1-41af-91ab-2d7cd011db47'), not domain names: tokens name their tenant by ID; or a function (tenantId, token) => boolean | Promise<boolean>",
+  requirePermissions: 'true or false',
   allowedSubjects: "an array of non-empty strings ('sub' values)",
   allowedApps: "an array of non-empty strings (client application IDs: 'azp' or 'appid')",
   contact: 'a non-empty string (a URI added to every problem reply)',
@@ -105,12 +107,24 @@ export interface EntraCommonOptions {
   audiences?: string[]
   /** Accepted Entra `ver` values. Default both. */
   tokenVersions?: Array<'1.0' | '2.0'>
-  /** Allowed `tid` values: tenant IDs (GUIDs). Default: all. */
-  allowedTenants?: string[]
+  /**
+   * Allowed tenants: a list of tenant IDs (GUIDs, the tokens' `tid`), or a predicate such as a
+   * lookup of the tenants that signed up. The predicate runs once per new token after every other
+   * claim check passed (its answer is cached with the verified token); only `true` admits, and a
+   * predicate that throws or rejects refuses the request with 503 `auth_tenant_check_error`.
+   * Default: all.
+   */
+  allowedTenants?: string[] | EntraTenantPredicate
   /** Allowed `sub` values. Default: all. */
   allowedSubjects?: string[]
-  /** Allowed client applications: `azp` (v2.0) or `appid` (v1.0). Default: all. */
+  /** Allowed client applications: `azp` (v2.0, and Azure AD B2C's 1.0 tokens) or `appid` (v1.0). Default: all. */
   allowedApps?: string[]
+  /**
+   * Refuse a token that carries neither `scp` nor `roles`, even on an authentication-only route
+   * (403 `auth_token_insufficient_scopes`): in a multi-tenant app any application of any tenant can
+   * obtain one. Default: `true` when the discovery issuer is multi-tenant (`{tenantid}`), else `false`.
+   */
+  requirePermissions?: boolean
   /** URI added as `contact` to every problem reply. */
   contact?: string
   /** Leeway for `exp`/`nbf`, in milliseconds. Default 0. */
@@ -188,6 +202,17 @@ export interface EntraPluginOnlyOptions {
 /** Options of the plugin: the verifier's options plus the plugin-only ones. All durations are milliseconds. */
 export type EntraAuthOptions = EntraVerifierOptions & EntraPluginOnlyOptions
 
+/**
+ * Decides whether a tenant may use the API. `tenantId` is the token's `tid` (always a GUID);
+ * `token` the verified, immutable token, e.g. for `token.clientId` or `token.isAppOnly`.
+ *
+ * @example
+ * ```ts
+ * allowedTenants: async (tenantId) => await db.tenants.exists(tenantId)
+ * ```
+ */
+export type EntraTenantPredicate = (tenantId: string, token: EntraToken) => boolean | Promise<boolean>
+
 /** A place to read the access token from when there is no `Authorization` header. */
 export type EntraTokenSource = { cookie: string } | { session: string }
 
@@ -251,8 +276,12 @@ export interface ResolvedOptions {
   readonly audiences: ReadonlySet<string>
   readonly tokenVersions: ReadonlySet<string>
   readonly allowedTenants: ReadonlySet<string> | null
+  /** The predicate form of `allowedTenants`, if given. */
+  readonly tenantPredicate: EntraTenantPredicate | null
   readonly allowedSubjects: ReadonlySet<string> | null
   readonly allowedApps: ReadonlySet<string> | null
+  /** Undefined: decided by the discovery issuer (on for a `{tenantid}` template). */
+  readonly requirePermissions: boolean | undefined
   readonly contact: string | undefined
   readonly clockTolerance: number
   readonly now: () => number
@@ -409,6 +438,9 @@ export function resolveOptions (input: unknown, use: 'plugin' | 'verifier' = 'pl
       }
     }
   }
+  // The predicate form of allowedTenants is taken here; the schema checks the list form.
+  const tenantPredicate = typeof candidate.allowedTenants === 'function' ? candidate.allowedTenants as EntraTenantPredicate : null
+  if (tenantPredicate !== null) delete candidate.allowedTenants
   checkObject(EntraAuthOptionsSchema.properties, candidate, '', issues)
   if (candidate.clientId === undefined) issues.push(`option 'clientId' is required: ${EXPECTED.clientId as string}`)
   const options = candidate as unknown as EntraAuthOptions & { tenant?: string, oidcEndpoint?: string, authorityHost?: string }
@@ -452,9 +484,11 @@ export function resolveOptions (input: unknown, use: 'plugin' | 'verifier' = 'pl
     audiences: new Set([clientId, `api://${clientId}`, ...(options.audiences ?? [])]),
     tokenVersions: new Set(options.tokenVersions ?? ['1.0', '2.0']),
     // Entra writes `tid` in lower case.
-    allowedTenants: setOrNull(options.allowedTenants?.map(tid => tid.toLowerCase())),
+    allowedTenants: setOrNull((options.allowedTenants as string[] | undefined)?.map(tid => tid.toLowerCase())),
+    tenantPredicate,
     allowedSubjects: setOrNull(options.allowedSubjects),
     allowedApps: setOrNull(options.allowedApps),
+    requirePermissions: options.requirePermissions,
     contact: options.contact,
     clockTolerance: options.clockTolerance ?? 0,
     now: options.now === undefined ? Date.now : checkedClock(options.now),

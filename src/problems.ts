@@ -104,6 +104,12 @@ const registry = {
     title: 'Insufficient scopes',
     detail: 'The token lacks the scopes or app roles this route needs. Request a token with them and try again.',
     challenge: 'insufficient_scope'
+  },
+  auth_tenant_check_error: {
+    status: 503,
+    title: 'Tenant check failed',
+    detail: 'Whether your tenant may use this API could not be checked. This is not a problem with your request: try again later.',
+    challenge: null
   }
 } as const satisfies Record<string, ProblemDefinition>
 

@@ -139,6 +139,8 @@ export class EntraToken implements TokenPermissions {
   #delegated: ReadonlySet<string> | undefined
   #roles: ReadonlySet<string> | undefined
   #all: ReadonlySet<string> | undefined
+  /** The claim naming the client application (see {@link EntraToken.clientId}). */
+  readonly #clientClaim: 'azp' | 'appid'
   /** Decoded JOSE header (frozen). */
   readonly header: JoseHeader
   /** All decoded claims (deeply frozen). */
@@ -148,9 +150,14 @@ export class EntraToken implements TokenPermissions {
   /** Entra token version. */
   readonly version: '1.0' | '2.0'
 
-  /** Freezes `header` and `claims` (deeply): pass objects nothing else holds on to. */
-  constructor (raw: string, header: JoseHeader, claims: EntraClaims) {
+  /**
+   * Freezes `header` and `claims` (deeply): pass objects nothing else holds on to. `clientClaim`
+   * is the claim the token was validated with: by default `azp` for 2.0 and `appid` for 1.0;
+   * Azure AD B2C's 1.0 tokens name their client in `azp`.
+   */
+  constructor (raw: string, header: JoseHeader, claims: EntraClaims, clientClaim?: 'azp' | 'appid') {
     this.#raw = raw
+    this.#clientClaim = clientClaim ?? (claims.ver === '2.0' ? 'azp' : 'appid')
     this.header = deepFreeze(header)
     this.claims = deepFreeze(claims)
     this.version = claims.ver
@@ -196,9 +203,9 @@ export class EntraToken implements TokenPermissions {
     return typeof this.claims.oid === 'string' ? this.claims.oid : undefined
   }
 
-  /** Client application ID: `azp` (v2.0) or `appid` (v1.0). */
+  /** Client application ID: `azp` (v2.0, and Azure AD B2C's 1.0 tokens) or `appid` (v1.0). */
   get clientId (): string | undefined {
-    const value = this.version === '2.0' ? this.claims.azp : this.claims.appid
+    const value = this.claims[this.#clientClaim]
     return typeof value === 'string' ? value : undefined
   }
 

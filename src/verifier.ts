@@ -1,3 +1,4 @@
+import { createAdmission, type AdmissionLogger } from './admission.js'
 import { keyStoreClockOf } from './internal.js'
 import { checkClaims, checkTime, graphTokenDetail, isGraphToken, type ClaimRules } from './entra/claims.js'
 import { checkJoseHeader, precheckJws, type JoseHeader } from './jws.js'
@@ -5,7 +6,7 @@ import { KeyStore, type KeyStoreLogger, type KeyStoreState } from './keys.js'
 import { resolveOptions, type EntraVerifierOptions, type ResolvedOptions } from './options.js'
 import { EntraAuthError } from './problems.js'
 import { createSignatureVerifier } from './signature.js'
-import { EntraToken, type Rfc7662Introspection } from './token.js'
+import type { EntraToken, Rfc7662Introspection } from './token.js'
 import { TokenCache } from './token-cache.js'
 import type { Discovery } from './discovery.js'
 
@@ -37,7 +38,7 @@ export interface EntraVerifier {
 }
 
 export interface VerifierInternals {
-  logger?: KeyStoreLogger
+  logger?: KeyStoreLogger & AdmissionLogger
   /** Monotonic milliseconds for the key store (tests move it instead of sleeping). */
   clock?: () => number
 }
@@ -47,6 +48,7 @@ export function buildVerifier (options: ResolvedOptions, internals: VerifierInte
   const keys = new KeyStore({ discoveryUrl: options.discoveryUrl, timings: options.jwks, dispatcher: options.dispatcher, logger: internals.logger, clock: internals.clock })
   const cache = new TokenCache({ max: options.tokenCacheMax, maxBytes: options.tokenCacheMaxBytes })
   const rules: ClaimRules = options
+  const admission = createAdmission(options, internals.logger)
   const { now, clockTolerance } = options
   const verifySignature = createSignatureVerifier(
     header => keys.keyFor(checkJoseHeader(header).kid),
@@ -77,7 +79,7 @@ export function buildVerifier (options: ResolvedOptions, internals: VerifierInte
     const { header, payload, key } = await verifySignature(raw)
     const discovery = keys.peekDiscovery() ?? await keys.discovery()
     const claims = checkClaims(payload, rules, discovery.issuer, key.issuer)
-    const token = new EntraToken(raw, header as JoseHeader, claims)
+    const token = await admission.admit(raw, header as JoseHeader, claims, discovery.issuer)
     cache.set(raw, token, key, claims.exp * 1000 - now() + clockTolerance)
     return token
   }
@@ -95,7 +97,10 @@ export function buildVerifier (options: ResolvedOptions, internals: VerifierInte
     let timer: NodeJS.Timeout | undefined
     const deadline = new Promise<boolean>(resolve => { timer = setTimeout(resolve, options.jwks.timeout, false) })
     try {
-      return await Promise.race([keys.refresh().then(() => true, () => false), deadline])
+      const ready = await Promise.race([keys.refresh().then(() => true, () => false), deadline])
+      const discovery = keys.peekDiscovery()
+      if (discovery !== undefined) admission.discovered(discovery.issuer)
+      return ready
     } finally {
       clearTimeout(timer)
     }

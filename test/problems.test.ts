@@ -5,7 +5,7 @@
  * problems as `EntraAuthError`.
  */
 import t from 'tap'
-import { createEntraVerifier, EntraAuthError, problems, type ProblemType } from '../src/index.js'
+import { createEntraVerifier, EntraAuthError, problems, type EntraAuthOptions, type ProblemType } from '../src/index.js'
 import { FakeEntra } from '../src/testing/index.js'
 import { assertProblem, seedFixture, type SeedFixture } from './helpers/index.js'
 
@@ -19,6 +19,8 @@ interface ProblemCase {
   authorization?: (fx: SeedFixture) => string
   /** The `scope` challenge attribute expected (insufficient scopes only). */
   scope?: string
+  /** Extra plugin options. */
+  options?: Partial<EntraAuthOptions>
 }
 
 /** The Authorization header value for `token`. */
@@ -46,7 +48,12 @@ const CASES: ProblemCase[] = [
   { type: 'auth_token_ver_not_supported', authorization: fx => bearer(fx.client.generate({ ver: '3.0' })) },
   { type: 'auth_token_subject_not_trusted', authorization: fx => bearer(fx.client.generate({ sub: 'intruder' })) },
   { type: 'auth_token_azp_not_trusted', authorization: fx => bearer(fx.client.generate({ azp: 'rogue_app' })) },
-  { type: 'auth_token_insufficient_scopes', url: '/scopes/0', authorization: fx => bearer(fx.client.generate({ scp: 'SCOPE_A', roles: false })), scope: 'SCOPE_A SCOPE_B' }
+  { type: 'auth_token_insufficient_scopes', url: '/scopes/0', authorization: fx => bearer(fx.client.generate({ scp: 'SCOPE_A', roles: false })), scope: 'SCOPE_A SCOPE_B' },
+  {
+    type: 'auth_tenant_check_error',
+    options: { allowedTenants: async () => { throw new Error('tenant database unreachable') } },
+    authorization: fx => bearer(fx.client.generate({ additionalClaims: { tid: '3b7f0c52-2d9e-4f5a-9c1e-7a8b6d5e4f30' } }))
+  }
 ]
 
 for (const contact of [undefined, 'https://example.com/support']) {
@@ -54,7 +61,7 @@ for (const contact of [undefined, 'https://example.com/support']) {
     const produced = new Set<string>()
     for (const c of CASES) {
       await t.test(c.type, async t => {
-        const fx = await seedFixture(t, contact === undefined ? {} : { contact })
+        const fx = await seedFixture(t, { ...c.options, ...(contact === undefined ? {} : { contact }) })
         c.setup?.(fx)
         const credential = c.authorization?.(fx)
         const res = await fx.app.inject({ url: c.url ?? '/restricted', headers: credential === undefined ? {} : { authorization: credential } })
@@ -63,7 +70,7 @@ for (const contact of [undefined, 'https://example.com/support']) {
       })
     }
     t.same([...produced].sort(), Object.keys(problems).sort(), 'each of the registry\'s types was produced')
-    t.equal(Object.keys(problems).length, 15, 'the registry has the 15 types of contract §6')
+    t.equal(Object.keys(problems).length, 16, 'the registry has the 16 types of contract §6')
   })
 }
 

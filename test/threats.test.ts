@@ -578,10 +578,16 @@ t.test('version confusion', async t => {
     await probe(t, fx, `Bearer ${v1.generate({ aud: API_ID })}`, { status: 200 }, 'control: v1 token with the client ID as aud')
 
     const untrusted = { status: 401, type: 'auth_token_issuer_untrusted' }
-    await probe(t, fx, `Bearer ${v1.generate({ iss: v2Issuer })}`, untrusted, 'ver 1.0 with the v2 issuer')
+    // A 1.0 token under the discovery issuer is Azure AD B2C's shape, held to `azp` (not `appid`).
+    await probe(t, fx, `Bearer ${v1.generate({ iss: v2Issuer })}`, { status: 401, type: 'auth_token_claim_missing' }, 'ver 1.0 with the v2 issuer, no azp')
     await probe(t, fx, `Bearer ${v2.generate({ iss: v1Issuer })}`, untrusted, 'ver 2.0 with the v1 issuer')
     await probe(t, fx, `Bearer ${v1.generate({ ver: '2.0', azp: CLIENT_APP })}`, untrusted, 'v1 token relabelled ver 2.0 (azp added)')
-    await probe(t, fx, `Bearer ${v2.generate({ ver: '1.0', additionalClaims: { appid: CLIENT_APP } })}`, untrusted, 'v2 token relabelled ver 1.0 (appid added)')
+    // …so a v2 token relabelled 1.0 is that shape; its client is still `azp`, never the `appid` added.
+    const relabelled = v2.generate({ ver: '1.0', additionalClaims: { appid: OTHER_TENANT } })
+    await probe(t, fx, `Bearer ${relabelled}`, { status: 200 }, 'v2 token relabelled ver 1.0 (appid added): B2C shape')
+    const { clientId } = await fx.app.entraAuth.verify(relabelled)
+    t.equal(clientId, CLIENT_APP, 'the client is azp, not the appid')
+    await probe(t, fx, `Bearer ${v2.generate({ ver: '1.0', azp: false, additionalClaims: { appid: CLIENT_APP } })}`, { status: 401, type: 'auth_token_claim_missing' }, 'v2 token relabelled ver 1.0 without azp: appid does not stand in')
     await probe(t, fx, `Bearer ${v1.generate({ iss: `https://sts.windows.net/${entra.tenantId}` })}`, untrusted, 'v1 issuer without its trailing slash')
     await probe(t, fx, `Bearer ${v1.generate({ iss: `https://sts.windows.net/${OTHER_TENANT}/` })}`, untrusted, 'v1 issuer of another tenant')
     await probe(t, fx, `Bearer ${v1.generate({ iss: `https://sts.windows.net/${OTHER_TENANT}/`, tid: OTHER_TENANT })}`, untrusted, 'v1 issuer of another tenant, consistent tid')

@@ -5,7 +5,7 @@
  */
 import { EntraAuthError } from '../problems.js'
 import type { EntraClaims } from '../token.js'
-import { bindTenant, expectedIssuer, issuerTenant, keyMaySign } from './issuers.js'
+import { clientClaimOf, issuerRule, issuerTenant, keyMaySign } from './issuers.js'
 
 export interface ClaimRules {
   readonly audiences: ReadonlySet<string>
@@ -15,6 +15,8 @@ export interface ClaimRules {
   readonly allowedApps: ReadonlySet<string> | null
   readonly clockTolerance: number
   readonly now: () => number
+  /** Where the discovery document comes from; its host tells the cloud of a v1.0 (STS) issuer. */
+  readonly discoveryUrl?: URL
 }
 
 /** Microsoft Graph's application ID and resource URIs; Graph tokens are not for third-party APIs. */
@@ -39,7 +41,13 @@ export function looksLikeIdToken (payload: Record<string, unknown>): boolean {
   return payload.scp === undefined && payload.roles === undefined && payload.azp === undefined && payload.appid === undefined
 }
 
-const ID_TOKEN_DETAIL = 'This looks like an ID token, which proves a sign-in to the client app and is not meant for APIs. Send an access token requested for this API instead.'
+/** Names the missing client claim, so the caller sees both what is wrong and why. */
+function idTokenDetail (clientClaim: 'azp' | 'appid'): string {
+  return `The token has no '${clientClaim}' claim (the client application), so it looks like an ID token, which proves a sign-in to the client app and is not meant for APIs. Send an access token requested for this API instead.`
+}
+
+/** Detail of `auth_token_issuer_untrusted` for a tenant `allowedTenants` does not admit. */
+export const TENANT_NOT_ALLOWED = 'The token was issued by a tenant this API does not allow. Sign in with an account of an allowed tenant.'
 
 function isFiniteNumber (value: unknown): value is number {
   return typeof value === 'number' && Number.isFinite(value)
@@ -50,16 +58,16 @@ function invalidClaim (name: string, expected: string): never {
 }
 
 /**
- * Required claims, present and non-null, in the order the Python flask-entra-auth checks them. The client claim depends on the
- * version (`azp` for 2.0, `appid` for 1.0); an unknown version is left to the `ver` check.
+ * Required claims, present and non-null, in the order the Python flask-entra-auth checks them. The
+ * client claim depends on the version and issuer (see `clientClaimOf`); an unknown version is left
+ * to the `ver` check.
  */
-function checkRequired (payload: Record<string, unknown>): void {
-  const clientClaim = payload.ver === '2.0' ? 'azp' : payload.ver === '1.0' ? 'appid' : undefined
+function checkRequired (payload: Record<string, unknown>, clientClaim: 'azp' | 'appid' | undefined): void {
   const required = ['iss', 'sub', 'aud', 'exp', 'nbf', ...(clientClaim === undefined ? [] : [clientClaim]), 'ver']
   for (const claim of required) {
     if (payload[claim] === undefined || payload[claim] === null) {
       const detail = claim === clientClaim && looksLikeIdToken(payload)
-        ? ID_TOKEN_DETAIL
+        ? idTokenDetail(claim)
         : `The token has no '${claim}' claim, which every Microsoft Entra access token carries. Request a new access token for this API.`
       throw new EntraAuthError('auth_token_claim_missing', detail)
     }
@@ -104,7 +112,8 @@ export function checkClaims (
   discoveryIssuer: string,
   keyIssuer: string | undefined
 ): EntraClaims {
-  checkRequired(payload)
+  const discoveryHost = rules.discoveryUrl?.hostname
+  checkRequired(payload, clientClaimOf(payload, discoveryIssuer, discoveryHost))
   checkTypes(payload)
 
   checkTime(payload.nbf as number, payload.exp as number, rules)
@@ -116,8 +125,8 @@ export function checkClaims (
 
   const iss = payload.iss as string
   const tid = payload.tid
-  const expected = expectedIssuer(discoveryIssuer, ver, tid)
-  if (expected === null || iss !== expected) {
+  const rule = issuerRule(discoveryIssuer, ver, tid, iss, discoveryHost)
+  if (rule === null || !rule.accepted.includes(iss)) {
     throw new EntraAuthError('auth_token_issuer_untrusted')
   }
   // With a fixed issuer nothing binds `tid`; Entra always issues both for the same tenant, so a
@@ -127,13 +136,11 @@ export function checkClaims (
     throw new EntraAuthError('auth_token_issuer_untrusted', "The token's 'tid' names another tenant than its issuer. Request a new token from Microsoft Entra ID.")
   }
   if (rules.allowedTenants !== null && !(typeof tid === 'string' && rules.allowedTenants.has(tid))) {
-    throw new EntraAuthError('auth_token_issuer_untrusted', 'The token was issued by a tenant this API does not allow. Sign in with an account of an allowed tenant.')
+    throw new EntraAuthError('auth_token_issuer_untrusted', TENANT_NOT_ALLOWED)
   }
-  // Key issuers are written in v2.0 form. A v1.0 `iss` was just matched against the v1.0 form of the
-  // bound discovery issuer, so that issuer is its v2.0 form, whatever the cloud's host pairing
-  // (China: sts.chinacloudapi.cn ↔ login.partner.microsoftonline.cn).
-  const v2Issuer = ver === '2.0' ? iss : bindTenant(discoveryIssuer, tid) as string
-  if (!keyMaySign(keyIssuer, v2Issuer, tid)) {
+  // Key issuers are written in v2.0 form; the rule gives the token's issuer in that form, whatever
+  // the cloud's host pairing (China: sts.chinacloudapi.cn ↔ login.partner.microsoftonline.cn).
+  if (!keyMaySign(keyIssuer, rule.v2Issuer, tid)) {
     throw new EntraAuthError('auth_token_issuer_untrusted', "The token's signing key belongs to another issuer or tenant than the token claims. Request a token from the tenant this API trusts.")
   }
 
@@ -148,7 +155,7 @@ export function checkClaims (
   }
   if (rules.allowedApps !== null) {
     // Never fall back from one client claim to the other: a v2 token's `appid` is not checked.
-    const client = ver === '2.0' ? payload.azp : payload.appid
+    const client = payload[rule.clientClaim]
     if (typeof client !== 'string' || !rules.allowedApps.has(client)) {
       throw new EntraAuthError('auth_token_azp_not_trusted')
     }

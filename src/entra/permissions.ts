@@ -1,0 +1,28 @@
+/**
+ * `requirePermissions`: a token with neither `scp` nor `roles` carries no permission. In a
+ * multi-tenant app any application of any tenant can get one by client credentials, so
+ * Microsoft.Identity.Web refuses them unless the API says it authorizes by ACL
+ * (`AllowWebApiToBeAuthorizedByACL`). Pure, no Fastify.
+ * https://learn.microsoft.com/entra/identity-platform/scenario-protected-web-api-verification-scope-app-roles
+ */
+import { EntraAuthError } from '../problems.js'
+import { TENANT_TEMPLATE } from './issuers.js'
+import type { TokenPermissions } from './scopes.js'
+
+const NO_PERMISSION = "This token carries no permission: it has neither delegated scopes ('scp') nor app roles ('roles'), " +
+  'and this API refuses such tokens (option requirePermissions), since any application can obtain one. ' +
+  'Request a token with a scope or app role of this API (consent to it, or have an admin assign the app role).'
+
+/** The option's value, or its default: on when the discovery issuer is multi-tenant (`{tenantid}`). */
+export function requiresPermissions (option: boolean | undefined, discoveryIssuer: string): boolean {
+  return option ?? discoveryIssuer.includes(TENANT_TEMPLATE)
+}
+
+/**
+ * Refuses a token that grants nothing. "Neither" is judged on what the token grants: an `scp`
+ * without words or an empty `roles` array carries no permission either (and Microsoft.Identity.Web,
+ * which checks for scope or role claims, sees none in them).
+ */
+export function checkPermissions (token: TokenPermissions): void {
+  if (token.all.size === 0) throw new EntraAuthError('auth_token_insufficient_scopes', NO_PERMISSION)
+}
