@@ -50,5 +50,6 @@ t.test('passport-azure-ad\'s real v1.0 ID token, through the tenant\'s v1.0 meta
   const res = await call(readFixture('peers', 'passport-v1-id-token.jwt'))
   t.equal(res.statusCode, 401)
   t.match(res.json(), { type: 'auth_token_claim_missing', detail: /'appid'.*looks like an ID token/ })
-  t.equal((await call(readFixture('peers', 'passport-v1-id-token.bad-signature.jwt'))).json().type, 'auth_token_signature_untrusted')
+  // passport-azure-ad's twin alters only the padding bits of the last character: not canonical.
+  t.equal((await call(readFixture('peers', 'passport-v1-id-token.bad-signature.jwt'))).json().type, 'auth_token_invalid')
 })
