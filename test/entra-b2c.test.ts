@@ -21,7 +21,7 @@ interface ClientView { version: string, clientId: string | undefined, scopes: st
 async function b2cApp (t: Test, options: Partial<EntraAuthOptions> = {}): Promise<{ entra: FakeEntra, app: FastifyInstance, call: (token: string) => Promise<LightMyRequestResponse> }> {
   const entra = new FakeEntra({ tenant: 'contoso.onmicrosoft.com/B2C_1_signupsignin1', tenantId: TENANT, origin: 'https://contoso.b2clogin.com', issuer: B2C_ISSUER, keyIssuer: null })
   const app = Fastify({ logger: false })
-  await app.register(entraAuth, { clientId: API, rejectionLogLevel: 'silent', ...entra.pluginOptions(), ...options })
+  await app.register(entraAuth, { clientId: API, rejectionLogLevel: 'silent', ...entra.pluginOptions(), ...options } as EntraAuthOptions)
   app.get('/me', { onRequest: app.entraAuth() }, async (request): Promise<ClientView> => {
     const token = request.entraToken!
     return { version: token.version, clientId: token.clientId, scopes: token.scopes }

@@ -13,7 +13,7 @@ const TENANT = '2b3c4d5e-6f70-4182-93a4-b5c6d7e8f901'
 async function fixture (t: Test, entraOptions: FakeEntraOptions, options: Partial<EntraAuthOptions> = {}): Promise<{ entra: FakeEntra, app: FastifyInstance, call: (token: string, url?: string) => Promise<LightMyRequestResponse> }> {
   const entra = new FakeEntra({ tenantId: TENANT, ...entraOptions })
   const app = Fastify({ logger: false })
-  await app.register(entraAuth, { clientId: API, rejectionLogLevel: 'silent', ...entra.pluginOptions(), ...options })
+  await app.register(entraAuth, { clientId: API, rejectionLogLevel: 'silent', ...entra.pluginOptions(), ...options } as EntraAuthOptions)
   app.get('/me', { onRequest: app.entraAuth() }, async () => ({ ok: true }))
   app.get('/read', { onRequest: app.entraAuth(['access_as_user']) }, async () => ({ ok: true }))
   t.teardown(async () => { await app.close(); await entra.close() })

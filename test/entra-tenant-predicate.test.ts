@@ -19,7 +19,7 @@ async function fixture (t: Test, predicate: EntraTenantPredicate, options: Parti
   const entra = new FakeEntra({ tenant: 'organizations', tenantId: TENANT_A })
   const capture = logCapture()
   const app = Fastify({ logger: { level: 'warn', stream: capture.stream } })
-  await app.register(entraAuth, { clientId: API, allowedTenants: predicate, rejectionLogLevel: 'silent', ...entra.pluginOptions(), ...options })
+  await app.register(entraAuth, { clientId: API, allowedTenants: predicate, rejectionLogLevel: 'silent', ...entra.pluginOptions(), ...options } as EntraAuthOptions)
   app.get('/me', { onRequest: app.entraAuth() }, async (request) => ({ tenant: request.entraToken!.tenantId }))
   t.teardown(async () => { await app.close(); await entra.close() })
   return {

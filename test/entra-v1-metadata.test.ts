@@ -31,7 +31,7 @@ async function fixture (t: Test, oidcEndpoint: string, issuer: string, keyIssuer
   const metadata = serveMetadata(oidcEndpoint, issuer, [key.toJSON()])
   const capture = logCapture()
   const app = Fastify({ logger: { level: 'warn', stream: capture.stream } })
-  await app.register(entraAuth, { clientId: API, oidcEndpoint, dispatcher: metadata.dispatcher, rejectionLogLevel: 'silent', ...options })
+  await app.register(entraAuth, { clientId: API, oidcEndpoint, dispatcher: metadata.dispatcher, rejectionLogLevel: 'silent', ...options } as EntraAuthOptions)
   app.get('/me', { onRequest: app.entraAuth() }, async (request): Promise<View> => {
     const token = request.entraToken!
     return { version: token.version, clientId: token.clientId, tenantId: token.tenantId }
