@@ -136,7 +136,7 @@ t.test('every problem is reported, not only the first', async t => {
   const err = await registerError(t, { clientId: 42, jwks: { timeout: 1.5, refresh: 5 }, allowedTenants: ['contoso.com'], tokenVersions: ['3.0'], audience: ['x'] })
   checkError(t, err, /6 problems with the options:\n- /, 'six problems')
   t.same([...(err.issues ?? [])].sort(), [
-    "option 'allowedTenants' must be an array of tenant IDs (GUIDs such as '72f988bf-86f1-41af-91ab-2d7cd011db47'), not domain names: tokens name their tenant by ID, got ['contoso.com']",
+    "option 'allowedTenants' must be an array of tenant IDs (GUIDs such as '72f988bf-86f1-41af-91ab-2d7cd011db47'), not domain names: tokens name their tenant by ID; or a function (tenantId, token) => boolean | Promise<boolean>, got ['contoso.com']",
     "option 'clientId' must be the application (client) ID of your API, a non-empty string, got 42",
     "option 'jwks.timeout' must be a whole number of milliseconds from 1 to 2147483647, got 1.5",
     "option 'tokenVersions' must be a non-empty array of '1.0' and/or '2.0', got ['3.0']",
