@@ -208,7 +208,13 @@ export type EntraAuthOptions = EntraVerifierOptions & EntraPluginOnlyOptions
  *
  * @example
  * ```ts
- * allowedTenants: async (tenantId) => await db.tenants.exists(tenantId)
+ * // The tenants that signed up: in a real app, a database lookup.
+ * const subscribers = new Map<string, { active: boolean }>()
+ * await app.register(entraAuth, {
+ *   clientId,
+ *   tenant: 'organizations',
+ *   allowedTenants: async (tenantId) => subscribers.get(tenantId)?.active === true
+ * })
  * ```
  */
 export type EntraTenantPredicate = (tenantId: string, token: EntraToken) => boolean | Promise<boolean>
