@@ -101,6 +101,7 @@ t.test('a predicate that throws or rejects never admits: 503 auth_tenant_check_e
     t.equal(res.statusCode, 503, label)
     t.equal(res.headers['content-type'], 'application/problem+json')
     t.equal(res.headers['www-authenticate'], 'Bearer', 'the failure is not the client\'s: no error attribute')
+    t.match(res.headers['retry-after'], /^\d+$/, 'Retry-After, like every 503')
     const body = res.json() as { type: string, title: string, detail: string }
     t.equal(body.type, 'auth_tenant_check_error')
     t.equal(body.title, 'Tenant check failed')
