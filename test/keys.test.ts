@@ -8,11 +8,19 @@ import Fastify, { type FastifyInstance } from 'fastify'
 import t, { type Test } from 'tap'
 import { MockAgent } from 'undici'
 import entraAuth, { createEntraVerifier, EntraAuthError, type EntraAuthOptions, type EntraVerifier, type EntraVerifierOptions } from '../src/index.js'
+import { kKeyStoreClock } from '../src/internal.js'
 import { FakeEntra, MockJwk, MockJwtClient, type FakeEntraMode } from '../src/testing/index.js'
 
 const API_ID = 'a0b1c2d3-0000-4000-8000-00000000a11e'
 
 const sleep = (ms: number): Promise<void> => new Promise(resolve => setTimeout(resolve, ms))
+
+/**
+ * The key store's clock (the internal `kKeyStoreClock` option): tests move it past a ttl or a
+ * cooldown instead of sleeping. It only ever moves forward, so every fixture may share it.
+ */
+const clock = { now: 1_000_000 }
+const keyStoreClock = { [kKeyStoreClock]: () => clock.now }
 
 /** Polls `predicate` with small sleeps (at most ~`limit` ms); the caller asserts the state after. */
 async function waitFor (predicate: () => boolean, limit = 5000): Promise<boolean> {
@@ -52,7 +60,7 @@ async function fixture (t: Test, options: Partial<EntraAuthOptions> = {}, setup:
   setup(entra)
   const logs: Fixture['logs'] = []
   const app = Fastify({ logger: { level: 'warn', stream: { write: (line: string) => { logs.push(JSON.parse(line)) } } } })
-  await app.register(entraAuth, { clientId: API_ID, ...entra.pluginOptions(), ...options } as EntraAuthOptions)
+  await app.register(entraAuth, { clientId: API_ID, ...entra.pluginOptions(), ...options, ...keyStoreClock } as EntraAuthOptions)
   app.get('/me', { onRequest: app.entraAuth() }, async () => ({ ok: true }))
   t.teardown(() => app.close())
   return {
@@ -69,7 +77,7 @@ async function fixture (t: Test, options: Partial<EntraAuthOptions> = {}, setup:
 }
 
 function standalone (t: Test, entra: FakeEntra, options: Partial<EntraAuthOptions> = {}): EntraVerifier {
-  const verifier = createEntraVerifier({ clientId: API_ID, ...entra.pluginOptions(), ...options } as EntraVerifierOptions)
+  const verifier = createEntraVerifier({ clientId: API_ID, ...entra.pluginOptions(), ...options, ...keyStoreClock } as EntraVerifierOptions)
   t.teardown(() => verifier.close())
   return verifier
 }
@@ -161,7 +169,7 @@ t.test('unknown-kid floods', async t => {
     const start = entra.requests.jwks
     t.same([...new Set(await flood('a'))], ['auth_token_key_error'])
     t.equal(entra.requests.jwks, start, 'inside the cooldown after start-up: no fetch')
-    await sleep(1100)
+    clock.now += 1100
     t.same([...new Set(await flood('b'))], ['auth_token_key_error'])
     t.equal(entra.requests.jwks, start + 1, 'cooldown over: exactly one fetch')
     t.same([...new Set(await flood('c'))], ['auth_token_key_error'])
@@ -183,7 +191,7 @@ t.test('rotation', async t => {
     const token = fx.entra.client(API_ID, 'v2', key).generate()
     const early = await fx.get(token)
     t.ok(early.status === 200 || early.type === 'auth_token_key_error', `before the cooldown: ${early.status} ${early.type}`)
-    await sleep(600)
+    clock.now += 600
     t.equal((await fx.get(token)).status, 200, 'accepted once a cooldown has passed')
     t.ok(fx.app.entraAuth.state().keys.kids.includes(key.kid))
     t.ok(fx.entra.requests.jwks <= 3, `JWKS fetched ${fx.entra.requests.jwks} times`)
@@ -208,7 +216,7 @@ t.test('rotation', async t => {
     t.equal((await fx.get(cached)).status, 200)
     fx.entra.keys = [newKey]
     const fetches = fx.entra.requests.jwks
-    await sleep(350)
+    clock.now += 350
     const during = await fx.get(fx.client.generate())
     t.ok(during.status === 200 || during.type === 'auth_token_key_error', `while the refresh runs: ${during.status}`)
     t.ok(await waitFor(() => !fx.app.entraAuth.state().keys.kids.includes(oldKey.kid)), 'the set was refreshed')
@@ -232,7 +240,7 @@ t.test('outage after keys were loaded: the last good keys keep serving', async t
       fx.entra.mode = mode
       const before = { ...fx.entra.requests }
       const failuresBefore = fx.app.entraAuth.state().keys.failures
-      await sleep(250)
+      clock.now += 250
       const statuses: number[] = []
       statuses.push((await fx.get(fx.client.generate())).status)
       // Wait until the provider was asked again and (where the key set itself failed) the failure was seen.
@@ -254,7 +262,8 @@ t.test('outage after keys were loaded: the last good keys keep serving', async t
       for (let i = 0; i < 100 && !recovered; i++) {
         t.equal((await fx.get(fx.client.generate())).status, 200)
         recovered = fx.entra.requests.jwks > okBefore && fx.app.entraAuth.state().keys.lastError === undefined
-        if (!recovered) await sleep(20)
+        // The failure back-off (at most the cooldown) must pass on the key store's clock.
+        if (!recovered) { clock.now += 20; await sleep(5) }
       }
       t.ok(recovered, 'keys refreshed again once the provider answers')
       t.equal((await fx.get(fx.client.generate())).status, 200)
@@ -448,15 +457,15 @@ t.test('start-up while the provider is down', async t => {
       t.ok(fx.logs.some(line => line.level === 40 && /not reachable/.test(line.msg)), 'a warning was logged')
       const token = fx.client.generate()
       t.same(await fx.get(token), { status: 503, type: 'auth_oidc_error', challenge: 'Bearer' })
-      await sleep(60)
+      clock.now += 60
       t.same(await fx.get(token), { status: 503, type: 'auth_oidc_error', challenge: 'Bearer' }, 'still down')
       t.equal(fx.app.entraAuth.state().keys.ready, false)
       fx.entra.mode = 'ok'
-      await sleep(60)
+      clock.now += 60
       let status = 0
       for (let i = 0; i < 200 && status !== 200; i++) {
         status = (await fx.get(token)).status
-        if (status !== 200) await sleep(20)
+        if (status !== 200) { clock.now += 20; await sleep(5) }
       }
       t.equal(status, 200, 'answers once the provider does')
       t.equal(fx.app.entraAuth.state().keys.ready, true)

@@ -8,6 +8,7 @@
 import Fastify, { type FastifyInstance } from 'fastify'
 import t, { type Test } from 'tap'
 import entraAuth, { type EntraAuthOptions, type EntraToken } from '../src/index.js'
+import { kKeyStoreClock } from '../src/internal.js'
 import { FakeEntra, type MockJwk, type MockJwtClient } from '../src/testing/index.js'
 
 const API_ID = 'a0b1c2d3-0000-4000-8000-00000000a11e'
@@ -37,7 +38,8 @@ async function fixture (t: Test, options: Partial<EntraAuthOptions> = {}): Promi
   entra.keys = [baseKey]
   const clock = { now: Date.now() }
   const app = Fastify({ logger: false })
-  await app.register(entraAuth, { clientId: API_ID, ...entra.pluginOptions(), now: () => clock.now, ...options } as EntraAuthOptions)
+  // One clock for token times and the key store (internal option): tests move it instead of sleeping.
+  await app.register(entraAuth, { clientId: API_ID, ...entra.pluginOptions(), now: () => clock.now, ...options, [kKeyStoreClock]: () => clock.now } as unknown as EntraAuthOptions)
   /** `request.entraToken` when each response was sent, by the test's `x-probe` header. */
   const seen = new Map<string, EntraToken | null>()
   let probes = 0
@@ -187,7 +189,7 @@ t.test('a cached entry is dropped when its key leaves the set', async t => {
   t.equal(first.status, 200)
   t.equal(fx.size(), 1)
   entra.keys = [newKey]
-  await sleep(250)
+  fx.clock.now += 250
   // Past ttl: the hit itself starts a background refresh; wait until the set was replaced.
   await fx.get('/me', token)
   for (let i = 0; i < 500 && fx.app.entraAuth.state().keys.kids.includes(baseKey.kid); i++) await sleep(10)
