@@ -11,3 +11,9 @@ export function keyStoreClockOf (options: unknown): (() => number) | undefined {
   const clock = (options as { [kKeyStoreClock]?: unknown } | null)?.[kKeyStoreClock]
   return typeof clock === 'function' ? clock as () => number : undefined
 }
+
+/**
+ * A verifier's synchronous cache lookup (`(raw) => EntraToken | undefined`, throws for an expired
+ * cached token): the plugin's route hook answers cache hits through it without awaiting.
+ */
+export const kFromCache: unique symbol = Symbol('fastify-entra-auth.internal.fromCache')

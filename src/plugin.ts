@@ -1,6 +1,6 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest, onRequestAsyncHookHandler } from 'fastify'
 import fp from 'fastify-plugin'
-import { keyStoreClockOf } from './internal.js'
+import { kFromCache, keyStoreClockOf } from './internal.js'
 import { compileRequirement, type CompiledRequirement, type ScopeRequirement } from './entra/scopes.js'
 import { endpointsFromDiscoveryUrl, findHook, markRoute, tagHook, wrapSwagger, type OpenApiContribution } from './openapi.js'
 import { resolveOptions, type EntraAuthOptions } from './options.js'
@@ -155,6 +155,7 @@ function rejectionLog (problem: EntraAuthError): { problem: string, status: numb
 async function entraAuthPlugin (fastify: FastifyInstance, opts: EntraAuthOptions): Promise<void> {
   const options = resolveOptions(opts)
   const verifier = buildVerifier(options, { logger: fastify.log, clock: keyStoreClockOf(opts) })
+  const fromCache = verifier[kFromCache]
   const level = options.rejectionLogLevel
 
   /** Any failure becomes a problem: client-caused ones never surface as 5xx. */
@@ -174,7 +175,8 @@ async function entraAuthPlugin (fastify: FastifyInstance, opts: EntraAuthOptions
         if (optional) return null
         throw new EntraAuthError('auth_header_missing')
       }
-      token = await verifier.verify(raw)
+      // A cache hit is decided synchronously: no promise on the path most requests take.
+      token = fromCache(raw) ?? await verifier.verify(raw)
       if (!required.isSatisfiedBy(token)) {
         throw new EntraAuthError('auth_token_insufficient_scopes', `This route needs ${required.description}. Request a token with them and try again.`, { requiredScope: required.scopeAttribute })
       }

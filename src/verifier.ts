@@ -1,5 +1,5 @@
 import { createAdmission, type AdmissionLogger } from './admission.js'
-import { keyStoreClockOf } from './internal.js'
+import { kFromCache, keyStoreClockOf } from './internal.js'
 import { checkClaims, checkTime, graphTokenDetail, isGraphToken, type ClaimRules } from './entra/claims.js'
 import { checkJoseHeader, precheckJws, type JoseHeader } from './jws.js'
 import { KeyStore, type KeyStoreLogger, type KeyStoreState } from './keys.js'
@@ -37,6 +37,11 @@ export interface EntraVerifier {
   readonly options: ResolvedOptions
 }
 
+/** What the plugin sees of its verifier: the public one plus the synchronous cache lookup. */
+export interface InternalVerifier extends EntraVerifier {
+  readonly [kFromCache]: (raw: string) => EntraToken | undefined
+}
+
 export interface VerifierInternals {
   logger?: KeyStoreLogger & AdmissionLogger
   /** Monotonic milliseconds for the key store (tests move it instead of sleeping). */
@@ -44,7 +49,7 @@ export interface VerifierInternals {
 }
 
 /** Builds a verifier from already resolved options (the plugin resolves them first). */
-export function buildVerifier (options: ResolvedOptions, internals: VerifierInternals = {}): EntraVerifier {
+export function buildVerifier (options: ResolvedOptions, internals: VerifierInternals = {}): InternalVerifier {
   const keys = new KeyStore({ discoveryUrl: options.discoveryUrl, timings: options.jwks, dispatcher: options.dispatcher, logger: internals.logger, clock: internals.clock })
   const cache = new TokenCache({ max: options.tokenCacheMax, maxBytes: options.tokenCacheMaxBytes })
   const rules: ClaimRules = options
@@ -55,25 +60,34 @@ export function buildVerifier (options: ResolvedOptions, internals: VerifierInte
     (header, payload) => isGraphToken(header, payload) ? graphTokenDetail() : undefined
   )
 
+  /**
+   * The cached token of exactly `raw`, judged again for time and key-set usability, synchronously
+   * (the plugin's hook answers cache hits without awaiting anything); undefined on a miss.
+   */
+  function fromCache (raw: string): EntraToken | undefined {
+    const hit = cache.get(raw)
+    if (hit === undefined) return undefined
+    // Admitted only while its key is in the current key set and that set is usable.
+    if (!keys.isCurrent(hit.key)) {
+      // Its key left the key set (or the set is past ttl + maxStale): judge the token afresh.
+      cache.delete(raw)
+      return undefined
+    }
+    // Cached tokens must not keep an outdated key set alive: refresh it in the background.
+    keys.revalidate()
+    try {
+      checkTime(hit.token.claims.nbf, hit.token.claims.exp, rules)
+    } catch (err) {
+      cache.delete(raw)
+      throw err
+    }
+    return hit.token
+  }
+
   async function verify (raw: string): Promise<EntraToken> {
     if (typeof raw !== 'string' || raw === '') throw new EntraAuthError('auth_token_invalid')
-    const hit = cache.get(raw)
-    if (hit !== undefined) {
-      // Admitted only while its key is in the current key set and that set is usable.
-      if (keys.isCurrent(hit.key)) {
-        // Cached tokens must not keep an outdated key set alive: refresh it in the background.
-        keys.revalidate()
-        try {
-          checkTime(hit.token.claims.nbf, hit.token.claims.exp, rules)
-          return hit.token
-        } catch (err) {
-          cache.delete(raw)
-          throw err
-        }
-      }
-      // Its key left the key set: judge the token afresh.
-      cache.delete(raw)
-    }
+    const cached = fromCache(raw)
+    if (cached !== undefined) return cached
 
     precheckJws(raw)
     const { header, payload, key } = await verifySignature(raw)
@@ -107,6 +121,7 @@ export function buildVerifier (options: ResolvedOptions, internals: VerifierInte
   }
 
   return Object.freeze({
+    [kFromCache]: fromCache,
     verify,
     introspect,
     warm,
