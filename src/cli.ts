@@ -1,11 +1,17 @@
 #!/usr/bin/env node
 /**
  * `fastify-entra-auth inspect <token>`: the token debugger. Only argv and I/O live here; the
- * work is done by inspect.ts. Exit codes: 0 valid (or decoded), 1 invalid, 2 usage error.
+ * work is done by inspect.ts. Exit codes: 0 valid (or decoded), 1 invalid, 2 usage error,
+ * 3 identity provider unreachable. Everything printed is escaped: tokens are attacker-chosen.
  */
 import { readFileSync } from 'node:fs'
+import { createRequire } from 'node:module'
 import { parseArgs } from 'node:util'
 import type { InspectOptions } from './inspect.js'
+import { escapeLines } from './terminal.js'
+
+/** Exit code of a usage error (inspect.ts's EXIT.usage, without loading it for --help). */
+const USAGE_ERROR = 2
 
 const USAGE = `Usage: fastify-entra-auth inspect <token | -> [options]
 
@@ -24,12 +30,17 @@ Options:
   --allowed-tenant <tid>    allowed tenant ID (repeatable)
   --scope <'A B'>           also check a route requirement: one alternative per
                             --scope, words in it all required (repeatable)
-  --clock-tolerance <s>     leeway for exp/nbf, in seconds
+  --clock-tolerance <ms>    leeway for exp/nbf, in milliseconds (like the plugin's
+                            clockTolerance option)
   --at <unix seconds>       judge the token as of this time (for old tokens)
   --json                    print the report as JSON
+  -v, --version             print the version
   -h, --help                show this help
 
-Exit codes: 0 valid (or decoded when not validating), 1 invalid, 2 usage error.
+Control characters in the token are printed escaped (as \\u001b and so on).
+
+Exit codes: 0 valid (or decoded when not validating), 1 invalid, 2 usage error,
+3 identity provider unreachable (no verdict).
 `
 
 class UsageError extends Error {}
@@ -41,7 +52,9 @@ function number (value: string | undefined, name: string): number | undefined {
   return parsed
 }
 
-function parse (argv: string[]): { token: string, options: InspectOptions | undefined, json: boolean, help: boolean } {
+interface Args { token: string, options: InspectOptions | undefined, json: boolean, help: boolean, version: boolean }
+
+function parse (argv: string[]): Args {
   let parsed
   try {
     parsed = parseArgs({
@@ -60,6 +73,7 @@ function parse (argv: string[]): { token: string, options: InspectOptions | unde
         'clock-tolerance': { type: 'string' },
         at: { type: 'string' },
         json: { type: 'boolean' },
+        version: { type: 'boolean', short: 'v' },
         help: { type: 'boolean', short: 'h' }
       }
     })
@@ -67,7 +81,7 @@ function parse (argv: string[]): { token: string, options: InspectOptions | unde
     throw new UsageError((err as Error).message)
   }
   const { values, positionals } = parsed
-  if (values.help === true) return { token: '', options: undefined, json: false, help: true }
+  if (values.help === true || values.version === true) return { token: '', options: undefined, json: false, help: values.help === true, version: values.version === true }
   const [command, token, ...rest] = positionals
   if (command !== 'inspect') throw new UsageError(command === undefined ? 'missing command' : `unknown command '${command}'`)
   if (token === undefined) throw new UsageError('missing token')
@@ -93,11 +107,11 @@ function parse (argv: string[]): { token: string, options: InspectOptions | unde
       ...(values['token-version'] === undefined ? {} : { tokenVersions: values['token-version'] as Array<'1.0' | '2.0'> }),
       ...(values['allowed-tenant'] === undefined ? {} : { allowedTenants: values['allowed-tenant'] }),
       ...(values.scope === undefined ? {} : { requirement: values.scope }),
-      ...(tolerance === undefined ? {} : { clockTolerance: tolerance * 1000 }),
+      ...(tolerance === undefined ? {} : { clockTolerance: tolerance }),
       ...(values.at === undefined ? {} : { at: number(values.at, 'at') })
     } as InspectOptions
   }
-  return { token, options, json: values.json === true, help: false }
+  return { token, options, json: values.json === true, help: false, version: false }
 }
 
 async function main (argv: string[]): Promise<number> {
@@ -106,30 +120,36 @@ async function main (argv: string[]): Promise<number> {
     args = parse(argv)
   } catch (err) {
     if (!(err instanceof UsageError)) throw err
-    process.stderr.write(`fastify-entra-auth: ${err.message}\n\n${USAGE}`)
-    return 2
+    process.stderr.write(`fastify-entra-auth: ${escapeLines(err.message)}\n\n${USAGE}`)
+    return USAGE_ERROR
   }
   if (args.help) {
     process.stdout.write(USAGE)
     return 0
   }
+  if (args.version) {
+    // dist/cli.js → the package's own package.json, which every install ships.
+    process.stdout.write(`${(createRequire(import.meta.url)('../package.json') as { version: string }).version}\n`)
+    return 0
+  }
   const token = args.token === '-' ? readFileSync(0, 'utf8') : args.token
-  // Loaded only now, so usage errors and --help answer at once.
-  const { exitCodeOf, formatReport, inspectToken } = await import('./inspect.js')
+  // Loaded only now, so usage errors, --help and --version answer at once.
+  const { exitCodeOf, formatReport, inspectToken, EXIT } = await import('./inspect.js')
   let report
   try {
     report = await inspectToken(token, args.options)
   } catch (err) {
     // Bad options (resolveOptions' TypeError) are usage errors.
     if (!(err instanceof TypeError)) throw err
-    process.stderr.write(`${err.message}\n`)
-    return 2
+    process.stderr.write(`${escapeLines(err.message)}\n`)
+    return EXIT.usage
   }
-  process.stdout.write(args.json ? JSON.stringify(report, null, 2) + '\n' : formatReport(report))
+  // JSON.stringify escapes line feeds inside strings: its own are the only ones.
+  process.stdout.write(args.json ? escapeLines(JSON.stringify(report, null, 2)) + '\n' : formatReport(report))
   return exitCodeOf(report)
 }
 
 main(process.argv.slice(2)).then(code => { process.exitCode = code }, (err: unknown) => {
-  process.stderr.write(`fastify-entra-auth: ${(err as Error).stack ?? String(err)}\n`)
-  process.exitCode = 2
+  process.stderr.write(`fastify-entra-auth: ${escapeLines((err as Error).stack ?? String(err))}\n`)
+  process.exitCode = USAGE_ERROR
 })

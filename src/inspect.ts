@@ -11,6 +11,7 @@ import { decodeJws, parseJsonObject, type DecodedJws, type JoseHeader } from './
 import { KeyStore, type SigningKey } from './keys.js'
 import { resolveOptions, type EntraVerifierOptions, type ResolvedOptions } from './options.js'
 import { EntraAuthError, type ProblemType } from './problems.js'
+import { escapeControls } from './terminal.js'
 import { EntraToken, type EntraClaims } from './token.js'
 import { buildVerifier } from './verifier.js'
 import { createSignatureVerifier } from './signature.js'
@@ -499,10 +500,25 @@ export async function inspectToken (token: string, options?: InspectOptions): Pr
   }
 }
 
-/** 0 when the token is valid (or, decoding only, decodable); 1 otherwise. */
-export function exitCodeOf (report: InspectReport): 0 | 1 {
-  if (report.validation !== null) return report.validation.valid ? 0 : 1
-  return report.token === null ? 1 : 0
+/** Exit codes of `fastify-entra-auth inspect`. */
+export const EXIT = Object.freeze({
+  /** The token is valid (or, decoding only, decodable). */
+  valid: 0,
+  /** The token is invalid (or not decodable). */
+  invalid: 1,
+  /** Bad arguments or options. */
+  usage: 2,
+  /** The identity provider's discovery document or keys could not be had: no verdict. */
+  unreachable: 3
+} as const)
+
+/** The exit code for a report: see {@link EXIT}. */
+export function exitCodeOf (report: InspectReport): 0 | 1 | 3 {
+  if (report.validation !== null) {
+    if (report.validation.valid) return EXIT.valid
+    return report.validation.problem?.type === 'auth_oidc_error' ? EXIT.unreachable : EXIT.invalid
+  }
+  return report.token === null ? EXIT.invalid : EXIT.valid
 }
 
 function indent (text: string, by = '  '): string {
@@ -511,15 +527,19 @@ function indent (text: string, by = '  '): string {
 
 const MARK: Readonly<Record<InspectStep['status'], string>> = { pass: 'pass', fail: 'FAIL', skip: 'skip' }
 
-/** The report as text for a terminal. */
+/**
+ * The report as text for a terminal. Every line is escaped (control characters as `\uXXXX`): a
+ * value can neither drive the terminal nor start a line of its own.
+ */
 export function formatReport (report: InspectReport): string {
   const out: string[] = []
   const { token, decodeError, validation } = report
   if (token === null) {
     out.push(`Not a decodable JWT: ${decodeError?.detail ?? 'unknown error'}`)
   } else {
-    out.push('Header', indent(JSON.stringify(token.header, null, 2)), '')
-    out.push('Claims', indent(JSON.stringify(token.claims, null, 2)), '')
+    // JSON.stringify escapes line breaks inside strings, so its own newlines are the only ones.
+    out.push('Header', ...indent(JSON.stringify(token.header, null, 2)).split('\n'), '')
+    out.push('Claims', ...indent(JSON.stringify(token.claims, null, 2)).split('\n'), '')
     out.push(token.summary)
     const id = token.identity
     const who: Array<[string, string | undefined]> = [
@@ -538,7 +558,7 @@ export function formatReport (report: InspectReport): string {
   }
   if (validation === null) {
     if (token !== null) out.push('', 'Decoded only, not validated: pass --client-id with --tenant or --oidc-endpoint to validate.')
-    return out.join('\n') + '\n'
+    return out.map(escapeControls).join('\n') + '\n'
   }
   out.push('', `Validation for client ID ${validation.clientId} at ${iso(validation.at / 1000) ?? validation.at}`, `  discovery ${validation.discoveryUrl}`)
   const width = Math.max(...validation.steps.map(step => step.name.length))
@@ -555,5 +575,5 @@ export function formatReport (report: InspectReport): string {
     const p = validation.problem
     out.push(`INVALID: ${p.type} (${p.status} ${p.title})`, `  ${p.detail}`)
   }
-  return out.join('\n') + '\n'
+  return out.map(escapeControls).join('\n') + '\n'
 }

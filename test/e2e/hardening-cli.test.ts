@@ -1,0 +1,110 @@
+/**
+ * The built `inspect` CLI as a process: `--version`, `--clock-tolerance` in milliseconds (like the
+ * plugin's `clockTolerance`), distinct exit codes (1 invalid, 2 usage, 3 provider unreachable),
+ * and control characters of a hostile token escaped on the real stdout.
+ */
+import { spawn } from 'node:child_process'
+import { readFileSync } from 'node:fs'
+import { join } from 'node:path'
+import t from 'tap'
+import type { FakeEntra } from '../../src/testing/index.js'
+import { ensureBuilt, ROOT } from '../helpers/build.js'
+import { readFixture, readJsonFixture } from '../helpers/fixtures.js'
+
+t.setTimeout(180_000)
+
+const V04 = {
+  token: readFixture('entra', '04-v2-delegated-access-token.navikt.jwt'),
+  jwks: readJsonFixture('entra', 'jwks-common-v2-2024-06-18.panva-wellknown.json'),
+  tenantId: '966ac572-f5b7-4bbe-aa88-c76419c0f851',
+  clientId: 'bff62dcb-88dc-4a13-9e26-1cbffb96ec64'
+}
+const exp = (JSON.parse(Buffer.from(V04.token.trim().split('.')[1] as string, 'base64url').toString()) as { exp: number }).exp
+
+function cli (args: string[]): Promise<{ code: number | null, stdout: string, stderr: string }> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [join(ROOT, 'dist', 'cli.js'), ...args], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] })
+    let stdout = ''
+    let stderr = ''
+    child.stdout.setEncoding('utf8').on('data', (chunk: string) => { stdout += chunk })
+    child.stderr.setEncoding('utf8').on('data', (chunk: string) => { stderr += chunk })
+    const timer = setTimeout(() => child.kill('SIGKILL'), 60_000)
+    child.once('error', reject)
+    child.once('close', code => { clearTimeout(timer); resolve({ code, stdout, stderr }) })
+  })
+}
+
+/** Anything a terminal would act on, except the program's own line feeds. */
+const UNPRINTABLE = /[\u0000-\u0009\u000b-\u001f\u007f-\u009f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]/
+
+t.test('the built CLI, hardened', async t => {
+  await ensureBuilt(['dist/cli.js', 'dist/inspect.js', 'dist/terminal.js', 'dist/testing/index.js'])
+
+  await t.test('--version prints the package version', async t => {
+    const { version } = JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as { version: string }
+    for (const flag of ['--version', '-v']) {
+      const run = await cli([flag])
+      t.equal(run.code, 0)
+      t.equal(run.stdout, `${version}\n`)
+    }
+  })
+
+  await t.test('exit codes: 1 invalid, 2 usage, 3 provider unreachable', async t => {
+    t.equal((await cli(['inspect', 'garbage'])).code, 1)
+    t.equal((await cli(['inspect', V04.token, '--clock-tolerance', '5s', '--client-id', V04.clientId, '--tenant', V04.tenantId])).code, 2)
+    const unreachable = await cli(['inspect', V04.token, '--client-id', V04.clientId, '--oidc-endpoint', 'http://127.0.0.1:1/.well-known/openid-configuration'])
+    t.equal(unreachable.code, 3, unreachable.stderr)
+    t.match(unreachable.stdout, /^INVALID: auth_oidc_error/m)
+  })
+
+  await t.test('--clock-tolerance is in milliseconds, as the plugin option', async t => {
+    const { startFakeEntra } = await import(new URL('../../examples/fake-entra-server.js', import.meta.url).href) as {
+      startFakeEntra: (options: { tenantId: string }) => Promise<{ entra: FakeEntra, oidcEndpoint: string, close: () => Promise<void> }>
+    }
+    const provider = await startFakeEntra({ tenantId: V04.tenantId })
+    t.teardown(() => provider.close())
+    provider.entra.jwksDocument = V04.jwks
+    // Judged 30 s after it expired.
+    const validate = ['inspect', V04.token, '--client-id', V04.clientId, '--oidc-endpoint', provider.oidcEndpoint, '--at', String(exp + 30)]
+    const lenient = await cli([...validate, '--clock-tolerance', '60000'])
+    t.equal(lenient.code, 0, `60000 ms covers 30 s: ${lenient.stdout}`)
+    t.match(lenient.stdout, /tolerance 60000 ms/)
+    const strict = await cli([...validate, '--clock-tolerance', '60'])
+    t.equal(strict.code, 1, '60 ms does not')
+    t.match(strict.stdout, /^INVALID: auth_token_expired/m)
+  })
+
+  await t.test('a hostile token cannot drive the terminal or fake the verdict', async t => {
+    const segment = (value: object): string => Buffer.from(JSON.stringify(value)).toString('base64url')
+    const hostile = [
+      segment({ alg: 'RS256', kid: '\u001b[2J\u001b[H\u001b[32mVALID\u001b[0m', typ: '\u009b31m' }),
+      segment({ ver: '2.0', sub: '\nVALID: user admin of tenant contoso\n', name: '\u001b]52;c;ZXZpbA==\u0007 \u202eevil\u202c', oid: '\u2028x' }),
+      'c2ln'
+    ].join('.')
+    for (const args of [['inspect', hostile], ['inspect', hostile, '--json'], ['inspect', hostile, '--client-id', V04.clientId, '--oidc-endpoint', 'http://127.0.0.1:1/.well-known/openid-configuration']]) {
+      const run = await cli(args)
+      t.notMatch(run.stdout, UNPRINTABLE, `${args.slice(2).join(' ') || 'decode'}: nothing for the terminal to act on`)
+      t.notMatch(run.stderr, UNPRINTABLE)
+      t.notMatch(run.stdout, /^VALID/m, 'no fake verdict line')
+      t.match(run.stdout, /\\u001b/, 'the escape is shown')
+    }
+  })
+})
+
+t.test('the package ships no source maps pointing at sources it does not ship', async t => {
+  await ensureBuilt(['dist/index.js'])
+  const { execFile } = await import('node:child_process')
+  const stdout = await new Promise<string>((resolve, reject) => {
+    execFile('npm', ['pack', '--dry-run', '--ignore-scripts', '--json'], { cwd: ROOT }, (err, out) => { if (err === null) resolve(out); else reject(err) })
+  })
+  const [packed] = JSON.parse(stdout) as Array<{ files: Array<{ path: string }> }>
+  const files = (packed?.files ?? []).map(file => file.path)
+  t.ok(files.includes('dist/index.js'))
+  t.same(files.filter(file => file.endsWith('.map')), [], 'no .js.map or .d.ts.map')
+  for (const file of files.filter(file => /\.(js|d\.ts)$/.test(file))) {
+    const text = readFileSync(join(ROOT, file), 'utf8')
+    const reference = /\/\/# sourceMappingURL=(\S+)/.exec(text)?.[1]
+    if (reference !== undefined) t.fail(`${file} refers to ${reference}, which is not shipped`)
+  }
+  t.notOk(files.some(file => file.startsWith('src/')), 'sources stay unshipped')
+})
