@@ -9,6 +9,7 @@
  * DEL, C1 controls (8-bit CSI/OSC), line separators, and the Unicode bidirectional controls that
  * reorder text (CVE-2021-42574).
  */
+// eslint-disable-next-line no-control-regex -- matching control characters is the point
 const UNPRINTABLE = /[\u0000-\u001f\u007f-\u009f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]/g
 
 /**

@@ -15,6 +15,7 @@ t.teardown(() => entra.close())
 const segment = (value: object): string => Buffer.from(JSON.stringify(value)).toString('base64url')
 
 /** Anything a terminal would act on, except line feeds. */
+// eslint-disable-next-line no-control-regex -- matching control characters is the point
 const UNPRINTABLE = /[\u0000-\u0009\u000b-\u001f\u007f-\u009f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]/
 
 const hostileHeader = { alg: 'RS256', kid: '\u001b[2J\u001b[H\u001b[32mVALID\u001b[0m', x5t: '\u009b2J\u007f' }

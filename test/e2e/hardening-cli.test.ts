@@ -35,6 +35,7 @@ function cli (args: string[]): Promise<{ code: number | null, stdout: string, st
 }
 
 /** Anything a terminal would act on, except the program's own line feeds. */
+// eslint-disable-next-line no-control-regex -- matching control characters is the point
 const UNPRINTABLE = /[\u0000-\u0009\u000b-\u001f\u007f-\u009f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]/
 
 t.test('the built CLI, hardened', async t => {
