@@ -3,12 +3,9 @@
  * Entra token (test/fixtures/entra, vector 04), against a loopback identity provider serving that
  * token's real JWKS. The same checks in-process are in test/inspect.test.ts.
  */
-import { spawn } from 'node:child_process'
-import { join } from 'node:path'
 import t from 'tap'
 import type { InspectReport } from '../../src/inspect.js'
-import type { FakeEntra } from '../../src/testing/index.js'
-import { ensureBuilt, ROOT } from '../helpers/build.js'
+import { ensureBuilt, loopbackEntra, runCli } from '../helpers/build.js'
 import { readFixture, readJsonFixture } from '../helpers/fixtures.js'
 
 // Generous: spawns processes and may build dist/ first (see helpers/build.ts).
@@ -25,19 +22,7 @@ const V04 = {
 t.test('the built CLI as a process', async t => {
   await ensureBuilt(['dist/cli.js', 'dist/inspect.js', 'dist/testing/index.js'])
 
-  function cli (args: string[], input?: string): Promise<{ code: number | null, stdout: string, stderr: string }> {
-    return new Promise((resolve, reject) => {
-      const child = spawn(process.execPath, [join(ROOT, 'dist', 'cli.js'), ...args], { cwd: ROOT, stdio: ['pipe', 'pipe', 'pipe'] })
-      let stdout = ''
-      let stderr = ''
-      child.stdout.setEncoding('utf8').on('data', (chunk: string) => { stdout += chunk })
-      child.stderr.setEncoding('utf8').on('data', (chunk: string) => { stderr += chunk })
-      const timer = setTimeout(() => child.kill('SIGKILL'), 60_000)
-      child.once('error', reject)
-      child.once('close', code => { clearTimeout(timer); resolve({ code, stdout, stderr }) })
-      child.stdin.end(input ?? '')
-    })
-  }
+  const cli = runCli
 
   await t.test('decoding only', async t => {
     const decoded = await cli(['inspect', V04.token])
@@ -63,13 +48,8 @@ t.test('the built CLI as a process', async t => {
   })
 
   await t.test('validating against a loopback identity provider', async t => {
-    const { startFakeEntra } = await import(new URL('../../examples/fake-entra-server.js', import.meta.url).href) as {
-      startFakeEntra: (options: { tenantId: string }) => Promise<{ entra: FakeEntra, oidcEndpoint: string, close: () => Promise<void> }>
-    }
-    const provider = await startFakeEntra({ tenantId: V04.tenantId })
-    t.teardown(() => provider.close())
-    provider.entra.jwksDocument = V04.jwks
-    const validate = ['inspect', V04.token, '--client-id', V04.clientId, '--oidc-endpoint', provider.oidcEndpoint]
+    const oidcEndpoint = await loopbackEntra(t, V04.tenantId, V04.jwks)
+    const validate = ['inspect', V04.token, '--client-id', V04.clientId, '--oidc-endpoint', oidcEndpoint]
 
     const valid = await cli([...validate, '--at', String(V04.at)])
     t.equal(valid.code, 0, valid.stderr)

@@ -3,12 +3,10 @@
  * plugin's `clockTolerance`), distinct exit codes (1 invalid, 2 usage, 3 provider unreachable),
  * and control characters of a hostile token escaped on the real stdout.
  */
-import { spawn } from 'node:child_process'
 import { readFileSync } from 'node:fs'
 import { join } from 'node:path'
 import t from 'tap'
-import type { FakeEntra } from '../../src/testing/index.js'
-import { ensureBuilt, ROOT } from '../helpers/build.js'
+import { ensureBuilt, loopbackEntra, ROOT, runCli } from '../helpers/build.js'
 import { readFixture, readJsonFixture } from '../helpers/fixtures.js'
 
 t.setTimeout(180_000)
@@ -21,18 +19,7 @@ const V04 = {
 }
 const exp = (JSON.parse(Buffer.from(V04.token.trim().split('.')[1] as string, 'base64url').toString()) as { exp: number }).exp
 
-function cli (args: string[]): Promise<{ code: number | null, stdout: string, stderr: string }> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [join(ROOT, 'dist', 'cli.js'), ...args], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] })
-    let stdout = ''
-    let stderr = ''
-    child.stdout.setEncoding('utf8').on('data', (chunk: string) => { stdout += chunk })
-    child.stderr.setEncoding('utf8').on('data', (chunk: string) => { stderr += chunk })
-    const timer = setTimeout(() => child.kill('SIGKILL'), 60_000)
-    child.once('error', reject)
-    child.once('close', code => { clearTimeout(timer); resolve({ code, stdout, stderr }) })
-  })
-}
+const cli = runCli
 
 /** Anything a terminal would act on, except the program's own line feeds. */
 // eslint-disable-next-line no-control-regex -- matching control characters is the point
@@ -59,14 +46,9 @@ t.test('the built CLI, hardened', async t => {
   })
 
   await t.test('--clock-tolerance is in milliseconds, as the plugin option', async t => {
-    const { startFakeEntra } = await import(new URL('../../examples/fake-entra-server.js', import.meta.url).href) as {
-      startFakeEntra: (options: { tenantId: string }) => Promise<{ entra: FakeEntra, oidcEndpoint: string, close: () => Promise<void> }>
-    }
-    const provider = await startFakeEntra({ tenantId: V04.tenantId })
-    t.teardown(() => provider.close())
-    provider.entra.jwksDocument = V04.jwks
+    const oidcEndpoint = await loopbackEntra(t, V04.tenantId, V04.jwks)
     // Judged 30 s after it expired.
-    const validate = ['inspect', V04.token, '--client-id', V04.clientId, '--oidc-endpoint', provider.oidcEndpoint, '--at', String(exp + 30)]
+    const validate = ['inspect', V04.token, '--client-id', V04.clientId, '--oidc-endpoint', oidcEndpoint, '--at', String(exp + 30)]
     const lenient = await cli([...validate, '--clock-tolerance', '60000'])
     t.equal(lenient.code, 0, `60000 ms covers 30 s: ${lenient.stdout}`)
     t.match(lenient.stdout, /tolerance 60000 ms/)

@@ -5,7 +5,7 @@
  * Test files run in parallel, so builds are serialised with a lock directory, and a test never
  * reads dist/ while another one is rebuilding it.
  */
-import { execFile } from 'node:child_process'
+import { execFile, spawn } from 'node:child_process'
 import { mkdirSync, readdirSync, rmSync, statSync } from 'node:fs'
 import { dirname, join } from 'node:path'
 import { promisify } from 'node:util'
@@ -54,4 +54,36 @@ export async function ensureBuilt (files: string[] = ['dist/index.js', 'dist/tes
   } finally {
     rmSync(LOCK, { recursive: true, force: true })
   }
+}
+
+/** What a run of the built CLI gave. */
+export interface CliRun { code: number | null, stdout: string, stderr: string }
+
+/** Runs the built CLI (`node dist/cli.js …`) as a process, with `input` on its stdin. */
+export function runCli (args: string[], input?: string): Promise<CliRun> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [join(ROOT, 'dist', 'cli.js'), ...args], { cwd: ROOT, stdio: ['pipe', 'pipe', 'pipe'] })
+    let stdout = ''
+    let stderr = ''
+    child.stdout.setEncoding('utf8').on('data', (chunk: string) => { stdout += chunk })
+    child.stderr.setEncoding('utf8').on('data', (chunk: string) => { stderr += chunk })
+    const timer = setTimeout(() => child.kill('SIGKILL'), 60_000)
+    child.once('error', reject)
+    child.once('close', code => { clearTimeout(timer); resolve({ code, stdout, stderr }) })
+    child.stdin.end(input ?? '')
+  })
+}
+
+/**
+ * The example's loopback identity provider (examples/fake-entra-server.js) for `tenantId`, serving
+ * `jwks` as its key set, closed when `t` ends. Returns its discovery URL.
+ */
+export async function loopbackEntra (t: { teardown: (fn: () => unknown) => void }, tenantId: string, jwks: unknown): Promise<string> {
+  const { startFakeEntra } = await import(new URL('../../examples/fake-entra-server.js', import.meta.url).href) as {
+    startFakeEntra: (options: { tenantId: string }) => Promise<{ entra: { jwksDocument: unknown }, oidcEndpoint: string, close: () => Promise<void> }>
+  }
+  const provider = await startFakeEntra({ tenantId })
+  t.teardown(() => provider.close())
+  provider.entra.jwksDocument = jwks
+  return provider.oidcEndpoint
 }
