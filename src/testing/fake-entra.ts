@@ -1,8 +1,12 @@
 import { randomUUID } from 'node:crypto'
-import { Dispatcher, MockAgent } from 'undici'
+import { Dispatcher, MockAgent, request as undiciRequest } from 'undici'
 import { isTenantId } from '../entra/issuers.js'
+import { authorizeEndpoint, RESPONSE_MODES } from './authorize.js'
+import { GrantStore, type AuthorizationContext } from './grants.js'
 import { MockJwk } from './mock-jwks.js'
 import { MockClaims, MockJwtClient, type ClaimOverrides } from './mock-jwt.js'
+import { OIDC_SCOPES, type FakeAuthorizationOptions, type FakeHttpRequest, type FakeHttpResponse } from './oauth.js'
+import { AUTH_METHODS, GRANT_TYPES, tokenEndpoint } from './token-endpoint.js'
 
 /** How the fake identity provider answers. */
 export type FakeEntraMode =
@@ -16,7 +20,7 @@ export type FakeEntraMode =
   /** Accepts the request and never answers (until the client's timeout aborts it). */
   | 'hang'
 
-export interface FakeEntraOptions {
+export interface FakeEntraOptions extends FakeAuthorizationOptions {
   /** Tenant GUID of single-tenant tokens. Default: `tenant` when that is a GUID, else a fixed test GUID. */
   tenantId?: string
   /**
@@ -30,12 +34,46 @@ export interface FakeEntraOptions {
   issuer?: string
   /** Publish each key with this JWK `issuer` member (Entra does; default the discovery issuer). Set `null` to omit. */
   keyIssuer?: string | null
+  /** Clock of the token and authorize endpoints (token times, code and refresh-token expiry), in milliseconds. Default `Date.now`. */
+  now?: () => number
 }
 
 /** Fixed tenant ID used by the fake (a GUID, as Entra's are). */
 export const FAKE_TENANT_ID = '72f988bf-0000-4000-8000-00000000f00d'
 
 interface Counts { discovery: number, jwks: number }
+
+/** Options of {@link FakeEntra.clientCredentials}. */
+export interface ClientCredentialsRequest {
+  clientId: string
+  /** Default `'fake-secret'` (any secret is accepted unless `clients` registers one). */
+  secret?: string
+  /** Default `api://{api}/.default` for the only configured API. */
+  scope?: string
+}
+
+/** Collects a request body of any form undici hands a dispatcher (string, bytes, or an iterable of chunks). */
+async function bodyText (body: Dispatcher.DispatchOptions['body']): Promise<string> {
+  if (body === undefined || body === null) return ''
+  if (typeof body === 'string') return body
+  if (body instanceof Uint8Array) return Buffer.from(body).toString('utf8')
+  const chunks: Buffer[] = []
+  for await (const chunk of body as AsyncIterable<string | Uint8Array>) chunks.push(typeof chunk === 'string' ? Buffer.from(chunk) : Buffer.from(chunk))
+  return Buffer.concat(chunks).toString('utf8')
+}
+
+/** Request headers as undici hands them (object, flat array of pairs, or iterable), with lower-case names. */
+function headerRecord (headers: Dispatcher.DispatchOptions['headers']): Record<string, string | undefined> {
+  const record: Record<string, string | undefined> = {}
+  if (headers === undefined || headers === null) return record
+  if (Array.isArray(headers)) {
+    for (let i = 0; i + 1 < headers.length; i += 2) record[String(headers[i]).toLowerCase()] = String(headers[i + 1])
+    return record
+  }
+  const entries = Symbol.iterator in (headers as object) ? [...(headers as Iterable<[string, string]>)] : Object.entries(headers)
+  for (const [name, value] of entries) if (value !== undefined) record[name.toLowerCase()] = Array.isArray(value) ? value.join(', ') : String(value)
+  return record
+}
 
 /**
  * A fake Microsoft Entra ID: discovery document and JWKS served to the plugin through an undici
@@ -69,8 +107,21 @@ export class FakeEntra {
   /** Keys published in the JWKS; the first signs by default. Replace or push to rotate. */
   keys: MockJwk[]
   mode: FakeEntraMode = 'ok'
-  /** Requests received so far. */
+  /** Discovery and JWKS requests received so far. */
   readonly requests: Counts = { discovery: 0, jwks: 0 }
+  /** Token and authorize requests received so far. */
+  readonly oauthRequests = { token: 0, authorize: 0 }
+  /** The authorization server's registrations: APIs, clients, the signed-in user, token lifetime. */
+  readonly authorization: FakeAuthorizationOptions
+  /** Issued authorization codes and refresh tokens. */
+  readonly grants = new GrantStore()
+  /** The token endpoint, `{origin}/{tenant}/oauth2/v2.0/token`. */
+  readonly tokenEndpoint: string
+  /** The authorize endpoint, `{origin}/{tenant}/oauth2/v2.0/authorize`. */
+  readonly authorizationEndpoint: string
+  /** The authority to configure clients with (MSAL's `authority`): `{origin}/{tenant}`. */
+  readonly authority: string
+  readonly now: () => number
   /** Replaces the discovery document when set. */
   discoveryDocument: unknown = undefined
   /** Replaces the JWKS document when set. */
@@ -79,6 +130,7 @@ export class FakeEntra {
   readonly dispatcher: Dispatcher
   readonly #keyIssuer: string | null
   readonly #agents: MockAgent[]
+  readonly #tenant: string
 
   constructor (options: FakeEntraOptions = {}) {
     // A GUID authority segment is the tenant: its tokens must carry it as `tid`, not the default.
@@ -91,22 +143,36 @@ export class FakeEntra {
     this.jwksUri = `${this.origin}/${tenant}/discovery/v2.0/keys`
     this.#keyIssuer = options.keyIssuer === undefined ? this.issuer : options.keyIssuer
     this.keys = [this.newKey()]
+    this.#tenant = tenant
+    this.authority = `${this.origin}/${tenant}`
+    this.tokenEndpoint = `${this.authority}/oauth2/v2.0/token`
+    this.authorizationEndpoint = `${this.authority}/oauth2/v2.0/authorize`
+    this.now = options.now ?? Date.now
+    const { apis, clients, user, tokenLifetime } = options
+    this.authorization = { ...(apis === undefined ? {} : { apis }), ...(clients === undefined ? {} : { clients }), ...(user === undefined ? {} : { user }), ...(tokenLifetime === undefined ? {} : { tokenLifetime }) }
 
     const answering = new MockAgent({ connections: 1 })
     answering.disableNetConnect()
-    answering.get(this.origin).intercept({ path: () => true, method: 'GET' }).reply(opts => this.#answer(opts.path)).persist()
+    answering.get(this.origin).intercept({ path: () => true, method: () => true }).reply(opts => {
+      const answer = this.handle({ method: opts.method, url: opts.path, headers: headerRecord(opts.headers), body: typeof opts.body === 'string' ? opts.body : '' })
+      return { statusCode: answer.status, data: answer.body, responseOptions: { headers: answer.headers } }
+    }).persist()
     const hanging = new MockAgent({ connections: 1 })
     hanging.disableNetConnect()
-    hanging.get(this.origin).intercept({ path: () => true, method: 'GET' }).reply(200, '{}').delay(60 * 60 * 1000).persist()
+    hanging.get(this.origin).intercept({ path: () => true, method: () => true }).reply(200, '{}').delay(60 * 60 * 1000).persist()
     this.#agents = [answering, hanging]
 
     const fake = this
     this.dispatcher = new (class FakeEntraDispatcher extends Dispatcher {
       override dispatch (opts: Dispatcher.DispatchOptions, handler: Dispatcher.DispatchHandler): boolean {
-        const path = opts.path ?? ''
-        if (path.startsWith(new URL(fake.oidcEndpoint).pathname)) fake.requests.discovery++
-        else fake.requests.jwks++
-        return (fake.mode === 'hang' ? hanging : answering).dispatch(opts, handler)
+        const agent = fake.mode === 'hang' ? hanging : answering
+        if (opts.body === undefined || opts.body === null || typeof opts.body === 'string') return agent.dispatch(opts, handler)
+        // The mock agent needs the body as text to hand it to the token endpoint: read it first.
+        bodyText(opts.body).then(
+          body => agent.dispatch({ ...opts, body }, handler),
+          (err: Error) => { (handler as { onError?: (err: Error) => void }).onError?.(err) }
+        )
+        return true
       }
 
       override async close (): Promise<void> {
@@ -122,6 +188,71 @@ export class FakeEntra {
   /** A new key carrying this fake's key issuer; not published until you add it to `keys`. */
   newKey (kid?: string): MockJwk {
     return new MockJwk({ ...(kid === undefined ? {} : { kid }), ...(this.#keyIssuer === null ? {} : { issuer: this.#keyIssuer }) })
+  }
+
+  /**
+   * Gets an app-only access token with the client-credentials grant, through {@link dispatcher}
+   * (no socket), as a daemon would from Entra's token endpoint.
+   *
+   * @example
+   * ```ts
+   * const entra = new FakeEntra({ apis: [{ clientId: API, appRoles: ['Reports.Read.All'] }] })
+   * const token = await entra.clientCredentials({ clientId: 'my-daemon' })
+   * await app.inject({ url: '/reports', headers: { authorization: `Bearer ${token}` } })
+   * ```
+   */
+  async clientCredentials (request: ClientCredentialsRequest): Promise<string> {
+    const apis = this.authorization.apis
+    const scope = request.scope ?? (apis?.length === 1 ? `api://${(apis[0] as { clientId: string }).clientId}/.default` : undefined)
+    if (scope === undefined) throw new TypeError('FakeEntra.clientCredentials: pass `scope` (api://{client id of the API}/.default) unless exactly one API is configured in `apis`')
+    const response = await undiciRequest(this.tokenEndpoint, {
+      method: 'POST',
+      dispatcher: this.dispatcher,
+      headers: { 'content-type': 'application/x-www-form-urlencoded' },
+      body: new URLSearchParams({ grant_type: 'client_credentials', client_id: request.clientId, client_secret: request.secret ?? 'fake-secret', scope }).toString()
+    })
+    const body = await response.body.json() as { access_token?: string, error?: string, error_description?: string }
+    if (response.statusCode !== 200 || typeof body.access_token !== 'string') throw new Error(`fake Entra token request failed: ${body.error ?? response.statusCode} ${body.error_description ?? ''}`.trim())
+    return body.access_token
+  }
+
+  /**
+   * Answers one HTTP request: discovery, JWKS, token and authorize endpoints. Both the in-process
+   * {@link dispatcher} and the loopback HTTP server (`startFakeEntraServer`) call it.
+   */
+  handle (request: FakeHttpRequest): FakeHttpResponse {
+    const path = new URL(request.url, this.origin).pathname
+    const endpoint = /^\/([^/]+)\/oauth2\/v2\.0\/(token|authorize)$/.exec(path)
+    // Browsers (MSAL Browser in a SPA) call the token endpoint and discovery across origins.
+    const cors = { 'access-control-allow-origin': '*' }
+    if (request.method === 'OPTIONS') {
+      return { status: 204, headers: { ...cors, 'access-control-allow-methods': 'GET, POST, OPTIONS', 'access-control-allow-headers': request.headers['access-control-request-headers'] ?? '*', 'access-control-max-age': '600' }, body: '' }
+    }
+    let answer: FakeHttpResponse
+    if (endpoint !== null && (endpoint[1] === this.#tenant || endpoint[1] === this.tenantId)) {
+      this.oauthRequests[endpoint[2] as 'token' | 'authorize']++
+      answer = endpoint[2] === 'token' ? tokenEndpoint(this.#context, request) : authorizeEndpoint(this.#context, request)
+    } else if (endpoint !== null) {
+      answer = { status: 400, headers: { 'content-type': 'application/json; charset=utf-8' }, body: JSON.stringify({ error: 'invalid_request', error_description: `AADSTS90002: Tenant '${endpoint[1] ?? ''}' not found. This fake Entra serves '${this.#tenant}'.`, error_codes: [90002] }) }
+    } else if (request.method !== 'GET') {
+      answer = { status: 405, headers: { 'content-type': 'text/plain', allow: 'GET' }, body: 'Method Not Allowed' }
+    } else {
+      const { statusCode, data } = this.#answer(path)
+      answer = { status: statusCode, headers: { 'content-type': statusCode === 200 && data.startsWith('{') ? 'application/json; charset=utf-8' : 'text/plain' }, body: data }
+    }
+    return { ...answer, headers: { ...answer.headers, ...cors } }
+  }
+
+  /** What the endpoints see of this fake; a getter, so that replacing `keys` rotates the signing key. */
+  get #context (): AuthorizationContext {
+    return {
+      tenantId: this.tenantId,
+      signingKey: this.keys[0] as MockJwk,
+      issuerFor: (tenantId, version) => this.issuerFor(tenantId, version),
+      now: this.now,
+      authorization: this.authorization,
+      grants: this.grants
+    }
   }
 
   /**
@@ -159,7 +290,10 @@ export class FakeEntra {
   }
 
   #answer (path: string): { statusCode: number, data: string } {
-    const isDiscovery = path.startsWith(new URL(this.oidcEndpoint).pathname)
+    const isDiscovery = path === new URL(this.oidcEndpoint).pathname
+    // Any other GET is a key-set request: tests point a replaced discovery document's `jwks_uri` anywhere on the origin.
+    if (isDiscovery) this.requests.discovery++
+    else this.requests.jwks++
     const failure = isDiscovery ? this.mode.startsWith('discovery-') : this.mode.startsWith('jwks-')
     if (failure) {
       if (this.mode.endsWith('-404')) return { statusCode: 404, data: 'Not Found' }
@@ -167,12 +301,22 @@ export class FakeEntra {
       return { statusCode: 200, data: '{}' }
     }
     if (isDiscovery) {
+      // Advertises exactly what the endpoints support (RFC 8414 §2, OpenID Connect Discovery §3).
       const document = this.discoveryDocument ?? {
         issuer: this.issuer,
         jwks_uri: this.jwksUri,
-        authorization_endpoint: this.oidcEndpoint.replace('v2.0/.well-known/openid-configuration', 'oauth2/v2.0/authorize'),
-        token_endpoint: this.oidcEndpoint.replace('v2.0/.well-known/openid-configuration', 'oauth2/v2.0/token'),
-        id_token_signing_alg_values_supported: ['RS256']
+        authorization_endpoint: this.authorizationEndpoint,
+        token_endpoint: this.tokenEndpoint,
+        response_types_supported: ['code'],
+        response_modes_supported: [...RESPONSE_MODES],
+        grant_types_supported: [...GRANT_TYPES],
+        code_challenge_methods_supported: ['S256'],
+        token_endpoint_auth_methods_supported: [...AUTH_METHODS],
+        scopes_supported: [...OIDC_SCOPES],
+        subject_types_supported: ['pairwise'],
+        id_token_signing_alg_values_supported: ['RS256'],
+        claims_supported: ['sub', 'iss', 'aud', 'exp', 'iat', 'nbf', 'name', 'nonce', 'oid', 'preferred_username', 'tid', 'ver'],
+        cloud_instance_name: 'microsoftonline.com'
       }
       return { statusCode: 200, data: JSON.stringify(document) }
     }

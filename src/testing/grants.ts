@@ -1,0 +1,235 @@
+import { randomBytes } from 'node:crypto'
+import type { MockJwk } from './mock-jwks.js'
+import { MockClaims, MockJwtClient } from './mock-jwt.js'
+import {
+  FAKE_USER_ID, GRAPH_APP_ID, OAuthError, opaque, stableGuid,
+  type FakeAuthorizationOptions, type FakeEntraApi, type FakeEntraClient, type ParsedScopes
+} from './oauth.js'
+
+/** What the token and authorize endpoints need from the fake Entra that serves them. */
+export interface AuthorizationContext {
+  readonly tenantId: string
+  /** The signing key (the first published one). */
+  readonly signingKey: MockJwk
+  issuerFor: (tenantId?: string, version?: '1.0' | '2.0') => string
+  /** Milliseconds since the epoch. */
+  now: () => number
+  readonly authorization: FakeAuthorizationOptions
+  readonly grants: GrantStore
+}
+
+/** An API as tokens are issued for it. */
+export interface ResolvedApi {
+  clientId: string
+  /** How the client named it (`api://{id}` or `{id}`): the `aud` of its v1.0 tokens. */
+  uri: string
+  version: '1.0' | '2.0'
+  appRoles: string[]
+  scopes: string[] | undefined
+}
+
+/** A signed-in user's consent to a client for an API: what codes and refresh tokens stand for. */
+export interface UserGrant {
+  clientId: string
+  /** The client authenticated with a secret (`azpacr`/`appidacr` `1`), or is public (`0`). */
+  confidential: boolean
+  resource: ParsedScopes['resource']
+  /** Scope names granted on the API (never `.default`). */
+  scopes: string[]
+  /** OpenID Connect scopes asked for (`openid`, `offline_access`, …). */
+  oidc: string[]
+  nonce?: string
+}
+
+/** An authorization code (RFC 6749 §4.1.2), bound to its client, redirect URI and PKCE challenge. */
+export interface CodeGrant extends UserGrant {
+  redirectUri: string
+  codeChallenge: string
+  expiresAt: number
+}
+
+/** Entra's authorization codes live about 10 minutes (Microsoft identity platform, auth code flow). */
+export const CODE_LIFETIME_MS = 10 * 60 * 1000
+/** Refresh tokens: Entra's last 24 hours for SPAs and 90 days otherwise; a fake needs one day. */
+export const REFRESH_LIFETIME_MS = 24 * 60 * 60 * 1000
+
+/** Issued authorization codes and refresh tokens, kept in memory. */
+export class GrantStore {
+  readonly codes = new Map<string, CodeGrant>()
+  /** Codes already exchanged, until they would have expired: a second use is AADSTS54005. */
+  readonly redeemed = new Map<string, number>()
+  readonly refreshTokens = new Map<string, UserGrant & { expiresAt: number }>()
+
+  issueCode (grant: Omit<CodeGrant, 'expiresAt'>, now: number): string {
+    this.#sweep(now)
+    const code = opaque()
+    this.codes.set(code, { ...grant, expiresAt: now + CODE_LIFETIME_MS })
+    return code
+  }
+
+  /** Takes a code out: whatever happens next, it cannot be used again (RFC 6749 §4.1.2). */
+  takeCode (code: string, now: number): CodeGrant {
+    const grant = this.codes.get(code)
+    if (grant === undefined) {
+      if (this.redeemed.has(code)) throw new OAuthError('invalid_grant', 54005, 'OAuth2 Authorization code was already redeemed, please retry with a new valid code or use an existing refresh token.')
+      throw new OAuthError('invalid_grant', 9002313, "Invalid request. The provided value for the 'code' parameter is not valid.")
+    }
+    this.codes.delete(code)
+    this.redeemed.set(code, grant.expiresAt)
+    if (now >= grant.expiresAt) throw new OAuthError('invalid_grant', 70008, 'The provided authorization code or refresh token has expired due to inactivity. Send a new interactive authorization request for this user and resource.')
+    return grant
+  }
+
+  issueRefreshToken (grant: UserGrant, now: number): string {
+    this.#sweep(now)
+    const token = opaque()
+    this.refreshTokens.set(token, { ...grant, expiresAt: now + REFRESH_LIFETIME_MS })
+    return token
+  }
+
+  /** Takes a refresh token out: each one is used once and replaced by a new one (rotation, RFC 9700 §4.14.2). */
+  takeRefreshToken (token: string, now: number): UserGrant {
+    const grant = this.refreshTokens.get(token)
+    if (grant === undefined) throw new OAuthError('invalid_grant', 9002313, "Invalid request. The provided value for the 'refresh_token' parameter is not valid.")
+    this.refreshTokens.delete(token)
+    if (now >= grant.expiresAt) throw new OAuthError('invalid_grant', 70008, 'The provided authorization code or refresh token has expired due to inactivity. Send a new interactive authorization request for this user and resource.')
+    const { expiresAt, ...rest } = grant
+    return rest
+  }
+
+  #sweep (now: number): void {
+    for (const [code, grant] of this.codes) if (now >= grant.expiresAt) this.codes.delete(code)
+    for (const [code, expiresAt] of this.redeemed) if (now >= expiresAt) this.redeemed.delete(code)
+    for (const [token, grant] of this.refreshTokens) if (now >= grant.expiresAt) this.refreshTokens.delete(token)
+  }
+}
+
+/** The registered client, or any client when none are configured. */
+export function resolveClient (ctx: AuthorizationContext, clientId: string): FakeEntraClient & { known: boolean } {
+  const clients = ctx.authorization.clients
+  if (clients === undefined) return { clientId, known: false }
+  const client = clients.find(candidate => candidate.clientId === clientId)
+  if (client === undefined) throw new OAuthError('unauthorized_client', 700016, `Application with identifier '${clientId}' was not found in the directory '${ctx.tenantId}'. This can happen if the application has not been installed by the administrator of the tenant or consented to by any user in the tenant.`)
+  return { ...client, known: true }
+}
+
+/** The API named by a request's scopes, or any API when none are configured. */
+export function resolveApi (ctx: AuthorizationContext, resource: ParsedScopes['resource']): ResolvedApi {
+  if (resource.clientId === GRAPH_APP_ID) return { clientId: GRAPH_APP_ID, uri: 'https://graph.microsoft.com', version: '1.0', appRoles: [], scopes: undefined }
+  const apis = ctx.authorization.apis
+  const api: FakeEntraApi | undefined = apis === undefined ? { clientId: resource.clientId } : apis.find(candidate => candidate.clientId === resource.clientId)
+  if (api === undefined) throw new OAuthError('invalid_resource', 500011, `The resource principal named ${resource.uri} was not found in the tenant named ${ctx.tenantId}. This can happen if the application has not been installed by the administrator of the tenant or consented to by any user in the tenant.`)
+  return { clientId: api.clientId, uri: resource.uri, version: api.tokenVersion ?? '2.0', appRoles: api.appRoles ?? [], scopes: api.scopes }
+}
+
+function lifetime (ctx: AuthorizationContext): number {
+  return ctx.authorization.tokenLifetime ?? 3599
+}
+
+/** Entra's opaque claims (`aio`, `rh`, `uti`): random, as in real tokens; nothing should read them. */
+function opaqueClaims (): Record<string, string> {
+  return { aio: randomBytes(48).toString('base64url'), rh: `0.${randomBytes(40).toString('base64url')}.`, uti: randomBytes(16).toString('base64url') }
+}
+
+function sign (ctx: AuthorizationContext, version: '1.0' | '2.0', claims: Record<string, unknown>): string {
+  const key = ctx.signingKey
+  const signer = new MockJwtClient({ key, claims: new MockClaims({ selfAppId: '' }) })
+  // Entra's v1.0 tokens also carry the key's thumbprint as `x5t` (the same value as `kid`).
+  const header = version === '1.0' ? { typ: 'JWT', alg: 'RS256', x5t: key.kid, kid: key.kid } : { typ: 'JWT', alg: 'RS256', kid: key.kid }
+  return signer.sign(header, claims)
+}
+
+function times (ctx: AuthorizationContext): { iat: number, nbf: number, exp: number } {
+  const now = Math.floor(ctx.now() / 1000)
+  return { iat: now, nbf: now, exp: now + lifetime(ctx) }
+}
+
+/** The common part of access tokens: issuer, audience and client claims of the API's version. */
+function accessBase (ctx: AuthorizationContext, api: ResolvedApi, clientId: string, acr: '0' | '1'): Record<string, unknown> {
+  if (api.version === '1.0') {
+    return { aud: api.uri, iss: ctx.issuerFor(ctx.tenantId, '1.0'), ...times(ctx), appid: clientId, appidacr: acr }
+  }
+  return { aud: api.clientId, iss: ctx.issuerFor(ctx.tenantId, '2.0'), ...times(ctx), azp: clientId, azpacr: acr }
+}
+
+/** The service principal's object ID of a client app: stable per tenant and client. */
+export function servicePrincipalId (ctx: AuthorizationContext, clientId: string): string {
+  return stableGuid(`sp:${ctx.tenantId}:${clientId}`)
+}
+
+/** An app-only access token (client credentials): `roles`, `idtyp: app`, `oid == sub`, no `scp`. */
+export function appOnlyToken (ctx: AuthorizationContext, api: ResolvedApi, client: FakeEntraClient): string {
+  const oid = servicePrincipalId(ctx, client.clientId)
+  const roles = client.appRoles ?? api.appRoles
+  return sign(ctx, api.version, {
+    ...accessBase(ctx, api, client.clientId, '1'),
+    ...opaqueClaims(),
+    ...(api.version === '1.0' ? { idp: ctx.issuerFor(ctx.tenantId, '1.0') } : {}),
+    idtyp: 'app',
+    oid,
+    // Entra leaves `roles` out when no app permission is granted.
+    ...(roles.length > 0 ? { roles: [...roles] } : {}),
+    sub: oid,
+    tid: ctx.tenantId,
+    ver: api.version
+  })
+}
+
+/** The signed-in user with defaults filled in. */
+export function signedInUser (ctx: AuthorizationContext): { oid: string, name: string, username: string, roles: string[] } {
+  const user = ctx.authorization.user ?? {}
+  return { oid: user.oid ?? FAKE_USER_ID, name: user.name ?? 'Test User', username: user.username ?? 'test.user@contoso.example', roles: user.roles ?? [] }
+}
+
+/** Entra's `sub` is pairwise: the same user has a different subject for each application. */
+function pairwiseSubject (userId: string, appId: string): string {
+  return stableGuid(`sub:${userId}:${appId}`).replaceAll('-', '').slice(0, 32)
+}
+
+/** A delegated (user) access token: `scp` from the grant, the user's `oid`, `name`, `preferred_username`. */
+export function delegatedToken (ctx: AuthorizationContext, api: ResolvedApi, grant: UserGrant): string {
+  const user = signedInUser(ctx)
+  const names = api.version === '1.0'
+    ? { amr: ['pwd'], name: user.name, unique_name: user.username, upn: user.username }
+    : { name: user.name, preferred_username: user.username }
+  return sign(ctx, api.version, {
+    ...accessBase(ctx, api, grant.clientId, grant.confidential ? '1' : '0'),
+    ...opaqueClaims(),
+    ...names,
+    oid: user.oid,
+    ...(user.roles.length > 0 ? { roles: [...user.roles] } : {}),
+    scp: grant.scopes.join(' '),
+    sub: pairwiseSubject(user.oid, api.clientId),
+    tid: ctx.tenantId,
+    ver: api.version
+  })
+}
+
+/** The ID token (OpenID Connect Core §2) for the client: v2.0, `aud` = the client, `nonce` echoed. */
+export function idToken (ctx: AuthorizationContext, grant: UserGrant): string {
+  const user = signedInUser(ctx)
+  return sign(ctx, '2.0', {
+    aud: grant.clientId,
+    iss: ctx.issuerFor(ctx.tenantId, '2.0'),
+    ...times(ctx),
+    name: user.name,
+    ...(grant.nonce === undefined ? {} : { nonce: grant.nonce }),
+    oid: user.oid,
+    preferred_username: user.username,
+    rh: opaqueClaims().rh,
+    sub: pairwiseSubject(user.oid, grant.clientId),
+    tid: ctx.tenantId,
+    uti: opaqueClaims().uti,
+    ver: '2.0'
+  })
+}
+
+/** MSAL's `client_info`: base64url JSON `{ uid, utid }`, the account's home object and tenant IDs. */
+export function clientInfo (ctx: AuthorizationContext): string {
+  return Buffer.from(JSON.stringify({ uid: signedInUser(ctx).oid, utid: ctx.tenantId })).toString('base64url')
+}
+
+/** The token lifetime in seconds, for `expires_in`. */
+export function tokenLifetime (ctx: AuthorizationContext): number {
+  return lifetime(ctx)
+}
