@@ -3,6 +3,7 @@
  * `fastify-entra-auth inspect <token>`: the token debugger. Only argv and I/O live here; the
  * work is done by inspect.ts. Exit codes: 0 valid (or decoded), 1 invalid, 2 usage error,
  * 3 identity provider unreachable. Everything printed is escaped: tokens are attacker-chosen.
+ * `fastify-entra-auth fake-entra` is fake-entra-cli.ts.
  */
 import { readFileSync } from 'node:fs'
 import { createRequire } from 'node:module'
@@ -14,6 +15,7 @@ import { escapeLines } from './terminal.js'
 const USAGE_ERROR = 2
 
 const USAGE = `Usage: fastify-entra-auth inspect <token | -> [options]
+       fastify-entra-auth fake-entra [options]   (a fake Entra ID on loopback; see fake-entra --help)
 
 Decodes a Microsoft Entra token and says what it is (v1.0/v2.0; delegated, app-only,
 ID token, Graph token). With --client-id and --tenant or --oidc-endpoint it also
@@ -115,6 +117,8 @@ function parse (argv: string[]): Args {
 }
 
 async function main (argv: string[]): Promise<number> {
+  // `fake-entra` lives in its own module, loaded only for that command.
+  if (argv[0] === 'fake-entra') return await (await import('./fake-entra-cli.js')).runFakeEntra(argv.slice(1))
   let args
   try {
     args = parse(argv)

@@ -1,0 +1,164 @@
+/**
+ * `fastify-entra-auth fake-entra`: runs the test kit's fake Entra ID as a loopback server until
+ * Ctrl-C, and prints its authority, discovery URL and a curl command that gets a token.
+ * Only argv and I/O live here; the server is testing/fake-entra-server.ts.
+ */
+import { parseArgs } from 'node:util'
+import type { FakeEntraApi, FakeEntraClient, FakeEntraServerOptions } from './testing/index.js'
+
+const USAGE = `Usage: fastify-entra-auth fake-entra [options]
+
+Runs a fake Microsoft Entra ID on 127.0.0.1 for development and tests: discovery, keys,
+and a token endpoint (client credentials, authorization code with PKCE, refresh token)
+whose tokens look like Entra's. Point your API's oidcEndpoint at the printed discovery
+URL and your clients at the printed authority. Ctrl-C stops it.
+
+Options:
+  --port <n>                 port to listen on (default 0: any free port)
+  --api <client id>          the protected API's Application (client) ID (default: any API)
+  --app-roles <A,B>          with --api: app roles granted to client apps (app-only tokens)
+  --scopes <A,B>             with --api: delegated scopes the API exposes (default: any)
+  --token-version <1.0|2.0>  with --api: its access-token version (default 2.0)
+  --client <id[:secret]>     accept only these clients (repeatable); without a secret, a
+                             public client (SPA, native). Default: any client ID and secret
+  --user <name@domain>       the test user the authorize endpoint signs in
+                             (default test.user@contoso.example)
+  --user-roles <A,B>         app roles assigned to the test user
+  --tenant-id <guid>         the tenant ID (default 72f988bf-0000-4000-8000-00000000f00d)
+  --host <address>           address to listen on (default 127.0.0.1)
+  --allow-non-loopback       listen on a --host that is not loopback anyway (it accepts anyone!)
+  -h, --help                 show this help
+
+Exit codes: 0 stopped by Ctrl-C or SIGTERM, 1 could not start, 2 usage error.
+`
+
+/** The API ID of the printed curl command when no --api is given (any API is accepted then). */
+const EXAMPLE_API = '00000000-0000-0000-0000-000000000001'
+
+class UsageError extends Error {}
+
+function list (value: string | undefined): string[] | undefined {
+  return value?.split(',').map(item => item.trim()).filter(item => item !== '')
+}
+
+function parse (argv: string[]): (FakeEntraServerOptions & { help?: false }) | { help: true } {
+  let parsed
+  try {
+    parsed = parseArgs({
+      args: argv,
+      strict: true,
+      allowPositionals: false,
+      options: {
+        port: { type: 'string' },
+        api: { type: 'string' },
+        'app-roles': { type: 'string' },
+        scopes: { type: 'string' },
+        'token-version': { type: 'string' },
+        client: { type: 'string', multiple: true },
+        user: { type: 'string' },
+        'user-roles': { type: 'string' },
+        'tenant-id': { type: 'string' },
+        host: { type: 'string' },
+        'allow-non-loopback': { type: 'boolean' },
+        help: { type: 'boolean', short: 'h' }
+      }
+    })
+  } catch (err) {
+    throw new UsageError((err as Error).message)
+  }
+  const { values } = parsed
+  if (values.help === true) return { help: true }
+  const port = Number(values.port ?? '0')
+  if (!/^\d+$/.test(values.port ?? '0') || port > 65535) throw new UsageError(`--port must be a port number (0 to 65535), got '${values.port ?? ''}'`)
+  const version = values['token-version']
+  if (version !== undefined && version !== '1.0' && version !== '2.0') throw new UsageError(`--token-version must be 1.0 or 2.0, got '${version}'`)
+  const apiOnly = (['app-roles', 'scopes', 'token-version'] as const).filter(name => values[name] !== undefined)
+  if (values.api === undefined && apiOnly.length > 0) throw new UsageError(`--${apiOnly[0] as string} describes the API: give its client ID with --api`)
+  const tenantId = values['tenant-id']
+  if (tenantId !== undefined && !/^[\da-f]{8}-[\da-f]{4}-[\da-f]{4}-[\da-f]{4}-[\da-f]{12}$/i.test(tenantId)) throw new UsageError(`--tenant-id must be a GUID, got '${tenantId}'`)
+
+  const options: FakeEntraServerOptions = { port, allowNonLoopback: values['allow-non-loopback'] === true }
+  if (values.host !== undefined) options.host = values.host
+  if (tenantId !== undefined) options.tenantId = tenantId.toLowerCase()
+  if (values.api !== undefined) {
+    const api: FakeEntraApi = { clientId: values.api }
+    const appRoles = list(values['app-roles'])
+    const scopes = list(values.scopes)
+    if (appRoles !== undefined) api.appRoles = appRoles
+    if (scopes !== undefined) api.scopes = scopes
+    if (version !== undefined) api.tokenVersion = version
+    options.apis = [api]
+  }
+  if (values.client !== undefined) {
+    options.clients = values.client.map((value): FakeEntraClient => {
+      const colon = value.indexOf(':')
+      const clientId = colon < 0 ? value : value.slice(0, colon)
+      if (clientId === '') throw new UsageError(`--client needs a client ID, got '${value}'`)
+      return colon < 0 ? { clientId } : { clientId, secret: value.slice(colon + 1) }
+    })
+  }
+  const roles = list(values['user-roles'])
+  if (values.user !== undefined || roles !== undefined) {
+    const username = values.user ?? 'test.user@contoso.example'
+    options.user = { username, name: username.split('@')[0] as string, ...(roles === undefined ? {} : { roles }) }
+  }
+  return options
+}
+
+/** A POSIX-shell single-quoted word. */
+function quote (value: string): string {
+  return /^[\w@%+=:,./-]+$/.test(value) ? value : `'${value.replaceAll("'", "'\\''")}'`
+}
+
+/** Runs the command; resolves with the exit code once the server has stopped. */
+export async function runFakeEntra (argv: string[]): Promise<number> {
+  let options
+  try {
+    options = parse(argv)
+  } catch (err) {
+    if (!(err instanceof UsageError)) throw err
+    process.stderr.write(`fastify-entra-auth fake-entra: ${err.message}\n\n${USAGE}`)
+    return 2
+  }
+  if (options.help === true) {
+    process.stdout.write(USAGE)
+    return 0
+  }
+  const { startFakeEntraServer } = await import('./testing/fake-entra-server.js')
+  let server
+  try {
+    server = await startFakeEntraServer({ ...options, log: line => { process.stdout.write(`${line}\n`) } })
+  } catch (err) {
+    // A TypeError is a refused option (a non-loopback --host); anything else failed to listen.
+    const hint = err instanceof TypeError ? ' (on the command line: --allow-non-loopback)' : ''
+    process.stderr.write(`fastify-entra-auth fake-entra: ${(err as Error).message}${hint}\n`)
+    return err instanceof TypeError ? 2 : 1
+  }
+  const api = options.apis?.[0]?.clientId ?? EXAMPLE_API
+  const client = options.clients?.find(candidate => candidate.secret !== undefined)
+  const form = [
+    'grant_type=client_credentials',
+    `client_id=${client?.clientId ?? 'my-daemon'}`,
+    `client_secret=${client?.secret ?? 'any-secret'}`,
+    `scope=api://${api}/.default`
+  ]
+  const out = [
+    `authority: ${server.authority}`,
+    `discovery: ${server.oidcEndpoint}`,
+    `token endpoint: ${server.tokenEndpoint}`,
+    `issuer: ${server.entra.issuer}`,
+    '',
+    `An app-only token for API ${api}${options.clients === undefined ? ' (any client ID and secret work)' : ''}:`,
+    `curl -s ${form.map(field => `--data-urlencode ${quote(field)}`).join(' ')} ${server.tokenEndpoint}`,
+    '',
+    'Ctrl-C stops it.'
+  ]
+  process.stdout.write(out.join('\n') + '\n')
+  await new Promise<void>(resolve => {
+    const stop = (): void => { resolve() }
+    process.once('SIGINT', stop)
+    process.once('SIGTERM', stop)
+  })
+  await server.close()
+  return 0
+}

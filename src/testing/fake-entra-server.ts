@@ -1,0 +1,119 @@
+import { createServer, type IncomingMessage } from 'node:http'
+import { isIP, type AddressInfo } from 'node:net'
+import { FakeEntra, FAKE_TENANT_ID, type FakeEntraOptions } from './fake-entra.js'
+
+/** Options of {@link startFakeEntraServer}. */
+export interface FakeEntraServerOptions extends Omit<FakeEntraOptions, 'origin' | 'issuer' | 'tenant'> {
+  /** Port to listen on. Default 0: any free port. */
+  port?: number
+  /** Address to listen on. Default `127.0.0.1`. */
+  host?: string
+  /**
+   * Listen on an address other than loopback. The fake signs in anyone and accepts any secret:
+   * never expose it to a network without meaning to. Default `false`.
+   */
+  allowNonLoopback?: boolean
+  /**
+   * The `issuer` of discovery and tokens. Default Entra's v2.0 issuer for the tenant on
+   * `https://login.microsoftonline.com`, as real tokens carry it (the endpoints stay on loopback).
+   */
+  issuer?: string
+  /** Where the start-up notice goes. Default standard error; `null` for none. */
+  log?: ((line: string) => void) | null
+}
+
+/** A running fake Entra on loopback. */
+export interface FakeEntraServer {
+  /** The fake behind the server: keys, registrations, counters, token presets. */
+  readonly entra: FakeEntra
+  /** `http://127.0.0.1:{port}` */
+  readonly origin: string
+  /** `{origin}/{tenant id}`: the authority of OAuth clients. */
+  readonly authority: string
+  /** The OpenID configuration document's URL: the plugin's `oidcEndpoint`. */
+  readonly oidcEndpoint: string
+  readonly tokenEndpoint: string
+  close: () => Promise<void>
+}
+
+/** Loopback addresses (RFC 6890: 127.0.0.0/8 and ::1) and `localhost`. */
+function isLoopback (host: string): boolean {
+  if (host === 'localhost') return true
+  if (isIP(host) === 4) return host.startsWith('127.')
+  return host === '::1' || host === '[::1]'
+}
+
+async function readBody (request: IncomingMessage): Promise<string> {
+  const chunks: Buffer[] = []
+  let size = 0
+  for await (const chunk of request as AsyncIterable<Buffer>) {
+    size += chunk.length
+    // Token requests are a few hundred bytes; anything near this is not one.
+    if (size > 64 * 1024) throw new RangeError('request body too large')
+    chunks.push(chunk)
+  }
+  return Buffer.concat(chunks).toString('utf8')
+}
+
+/**
+ * Starts a fake Microsoft Entra ID on loopback HTTP, for development and tests only: discovery,
+ * keys, and the token and authorize endpoints of {@link FakeEntra}, so that real clients
+ * (MSAL Node, MSAL Browser, curl) get tokens that the plugin accepts, with no tenant and no
+ * network. It refuses a non-loopback `host` unless `allowNonLoopback` is set, and says on start
+ * that it is a fake.
+ *
+ * @example
+ * ```ts
+ * const server = await startFakeEntraServer({ apis: [{ clientId: API, appRoles: ['Reports.Read.All'] }] })
+ * await app.register(entraAuth, { clientId: API, oidcEndpoint: server.oidcEndpoint })
+ * // a daemon: POST server.tokenEndpoint grant_type=client_credentials&scope=api://{API}/.default …
+ * await server.close()
+ * ```
+ */
+export async function startFakeEntraServer (options: FakeEntraServerOptions = {}): Promise<FakeEntraServer> {
+  const { port = 0, host = '127.0.0.1', allowNonLoopback = false, issuer, log, ...entraOptions } = options
+  if (!isLoopback(host) && !allowNonLoopback) {
+    throw new TypeError(`startFakeEntraServer: host '${host}' is not a loopback address. The fake Entra signs anyone in and accepts any secret; set allowNonLoopback: true to listen there anyway.`)
+  }
+  const server = createServer()
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject)
+    server.listen(port, host, () => { server.off('error', reject); resolve() })
+  })
+  const address = server.address() as AddressInfo
+  const hostPart = address.family === 'IPv6' ? `[${address.address}]` : address.address
+  const tenantId = entraOptions.tenantId ?? FAKE_TENANT_ID
+  const entra = new FakeEntra({
+    ...entraOptions,
+    tenantId,
+    origin: `http://${hostPart}:${address.port}`,
+    issuer: issuer ?? `https://login.microsoftonline.com/${tenantId}/v2.0`
+  })
+
+  server.on('request', (request, response) => {
+    readBody(request).then(body => {
+      const headers: Record<string, string | undefined> = {}
+      for (const [name, value] of Object.entries(request.headers)) headers[name] = Array.isArray(value) ? value.join(', ') : value
+      const answer = entra.handle({ method: request.method ?? 'GET', url: request.url ?? '/', headers, body })
+      response.writeHead(answer.status, answer.headers).end(answer.body)
+    }, () => {
+      response.writeHead(413, { 'content-type': 'text/plain', connection: 'close' }).end('Payload Too Large')
+    })
+  })
+
+  const notice = log === undefined ? (line: string) => { process.stderr.write(`${line}\n`) } : log
+  notice?.(`fake Entra ID on ${entra.origin}: for development and tests only. It signs in a test user without a password and accepts ${entraOptions.clients === undefined ? 'any client ID and secret' : 'the configured clients'}; its tokens are trusted only by APIs configured with its discovery URL.`)
+
+  return {
+    entra,
+    origin: entra.origin,
+    authority: entra.authority,
+    oidcEndpoint: entra.oidcEndpoint,
+    tokenEndpoint: entra.tokenEndpoint,
+    async close () {
+      server.closeAllConnections()
+      await new Promise(resolve => server.close(() => resolve(undefined)))
+      await entra.close()
+    }
+  }
+}
