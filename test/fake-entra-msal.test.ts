@@ -1,0 +1,89 @@
+/**
+ * MSAL Node against the in-process fake Entra: MSAL's documented `system.networkClient` sends
+ * its requests through the fake's undici dispatcher, so a test needs no socket. Client
+ * credentials, then a web app's sign-in (authorization code with PKCE, ID token, client_info
+ * account) and a silent refresh, each token accepted by the plugin through `app.inject`.
+ */
+import { createHash, randomBytes } from 'node:crypto'
+import { ConfidentialClientApplication, type INetworkModule, type NetworkRequestOptions, type NetworkResponse } from '@azure/msal-node'
+import t from 'tap'
+import { request } from 'undici'
+import { FakeEntra } from '../src/testing/index.js'
+import { bearerHeader, entraApp } from './helpers.js'
+
+const API = '00000000-0000-4000-8000-0000000000a1'
+const WEB = '00000000-0000-4000-8000-0000000000b2'
+const REDIRECT = 'http://localhost:3000/auth/callback'
+
+/** MSAL's network interface on the fake's dispatcher. */
+function networkClient (entra: FakeEntra): INetworkModule {
+  async function send<T> (url: string, method: 'GET' | 'POST', options?: NetworkRequestOptions): Promise<NetworkResponse<T>> {
+    const response = await request(url, { method, dispatcher: entra.dispatcher, headers: options?.headers ?? {}, ...(method === 'POST' ? { body: options?.body ?? '' } : {}) })
+    const headers: Record<string, string> = {}
+    for (const [name, value] of Object.entries(response.headers)) if (value !== undefined) headers[name] = String(value)
+    return { status: response.statusCode, headers, body: await response.body.json() as T }
+  }
+  return {
+    sendGetRequestAsync: async <T>(url: string, options?: NetworkRequestOptions) => await send<T>(url, 'GET', options),
+    sendPostRequestAsync: async <T>(url: string, options?: NetworkRequestOptions) => await send<T>(url, 'POST', options)
+  }
+}
+
+function msal (entra: FakeEntra, clientId: string, clientSecret: string): ConfidentialClientApplication {
+  return new ConfidentialClientApplication({
+    // The fake's default origin is Entra's own, so the authority is the real one: nothing leaves the process.
+    auth: { clientId, clientSecret, authority: entra.authority },
+    system: { networkClient: networkClient(entra) }
+  })
+}
+
+t.test('client credentials with MSAL Node, in process', async t => {
+  const entra = new FakeEntra({ apis: [{ clientId: API, appRoles: ['Reports.Read.All'] }] })
+  const app = await entraApp({ clientId: API, ...entra.pluginOptions() })
+  app.get('/reports', { onRequest: app.entraAuth({ roles: ['Reports.Read.All'] }) }, async () => ({ ok: true }))
+  t.teardown(async () => { await app.close(); await entra.close() })
+  const result = await msal(entra, 'daemon', 'secret').acquireTokenByClientCredential({ scopes: [`api://${API}/.default`] })
+  t.equal((await app.inject({ url: '/reports', headers: bearerHeader(result?.accessToken ?? '') })).statusCode, 200)
+  t.equal(entra.oauthRequests.token, 1)
+})
+
+t.test('a web app signs the user in with MSAL Node (auth code + PKCE), then refreshes silently', async t => {
+  const entra = new FakeEntra({
+    apis: [{ clientId: API, scopes: ['Files.Read'] }],
+    clients: [{ clientId: WEB, secret: 'web-secret', redirectUris: [REDIRECT] }],
+    user: { name: 'Ada Lovelace', username: 'ada@contoso.example' }
+  })
+  const app = await entraApp({ clientId: API, ...entra.pluginOptions() })
+  app.get('/files', { onRequest: app.entraAuth({ scopes: ['Files.Read'] }) }, async request => ({ user: request.entraToken?.claims.name }))
+  t.teardown(async () => { await app.close(); await entra.close() })
+
+  const web = msal(entra, WEB, 'web-secret')
+  const verifier = randomBytes(32).toString('base64url')
+  const scopes = [`api://${API}/Files.Read`]
+  const url = new URL(await web.getAuthCodeUrl({
+    scopes,
+    redirectUri: REDIRECT,
+    codeChallenge: createHash('sha256').update(verifier).digest('base64url'),
+    codeChallengeMethod: 'S256',
+    state: 'state-1',
+    nonce: 'nonce-1'
+  }))
+  t.equal(`${url.origin}${url.pathname}`, entra.authorizationEndpoint)
+  // The browser's part: follow the authorize URL; the fake signs the test user in and redirects back.
+  const signIn = entra.handle({ method: 'GET', url: url.pathname + url.search, headers: {}, body: '' })
+  t.equal(signIn.status, 302)
+  const callback = new URL(signIn.headers.location as string)
+  t.equal(callback.searchParams.get('state'), 'state-1')
+
+  const result = await web.acquireTokenByCode({ code: callback.searchParams.get('code') as string, scopes, redirectUri: REDIRECT, codeVerifier: verifier, state: 'state-1', nonce: 'nonce-1' })
+  t.match(result.account, { username: 'ada@contoso.example', name: 'Ada Lovelace', tenantId: entra.tenantId, homeAccountId: `${result.account?.localAccountId ?? ''}.${entra.tenantId}` }, "MSAL's account comes from client_info and the ID token")
+  t.equal(result.idTokenClaims.nonce, 'nonce-1')
+  const files = await app.inject({ url: '/files', headers: bearerHeader(result.accessToken) })
+  t.equal(files.statusCode, 200)
+  t.same(files.json(), { user: 'Ada Lovelace' })
+
+  const refreshed = await web.acquireTokenSilent({ account: result.account!, scopes, forceRefresh: true })
+  t.not(refreshed.accessToken, result.accessToken, 'a new access token from the refresh token')
+  t.equal((await app.inject({ url: '/files', headers: bearerHeader(refreshed.accessToken) })).statusCode, 200)
+  t.equal(entra.oauthRequests.token, 2, 'one code redemption, one refresh')
+})
