@@ -41,8 +41,8 @@ async function token (entra: FakeEntra, form: Record<string, string>): Promise<R
   return { status: response.statusCode, headers: response.headers, body: await response.body.json() as Record<string, unknown> }
 }
 
-function isInvalidGrant (t: Test, reply: Reply, aadsts: number): void {
-  t.equal(reply.status, 400)
+function isInvalidGrant (t: Test, reply: Reply, aadsts: number, message = `invalid_grant AADSTS${aadsts}`): void {
+  t.equal(reply.status, 400, message)
   t.equal(reply.body.error, 'invalid_grant')
   t.same(reply.body.error_codes, [aadsts])
 }
@@ -97,7 +97,7 @@ t.test('code → tokens: delegated access token, ID token, refresh token, client
   const verified = await verifierOfApi.verify(reply.body.access_token as string)
   t.match(verified, { version: '2.0', isAppOnly: false, clientId: SPA, objectId: access.oid })
   t.same(verified.scopes, ['Files.Read', 'Admin'])
-  await t.rejects(verifierOfApi.verify(reply.body.id_token as string), { type: 'auth_token_claim_missing', detail: /ID token/ }, 'the plugin knows the ID token for one')
+  t.match(await verifierOfApi.verify(reply.body.id_token as string).catch((err: unknown) => err), { type: 'auth_token_claim_missing', detail: /ID token/ }, 'the plugin knows the ID token for one')
 })
 
 t.test('without openid / offline_access: no ID token, no refresh token; .default grants the API\'s scopes', async t => {
@@ -124,7 +124,7 @@ t.test('sign-in scopes only: a Microsoft Graph token that the API refuses', asyn
   t.ok(reply.body.id_token)
   const apiVerifier = createEntraVerifier({ clientId: API, ...entra.pluginOptions() })
   t.teardown(() => apiVerifier.close())
-  await t.rejects(apiVerifier.verify(reply.body.access_token as string), { type: 'auth_token_audience_invalid' })
+  t.match(await apiVerifier.verify(reply.body.access_token as string).catch((err: unknown) => err), { type: 'auth_token_audience_invalid' })
 })
 
 t.test('codes are single use, short-lived, and bound to client, redirect URI and challenge', async t => {

@@ -77,7 +77,7 @@ t.test('a web app signs the user in with MSAL Node (auth code + PKCE), then refr
 
   const result = await web.acquireTokenByCode({ code: callback.searchParams.get('code') as string, scopes, redirectUri: REDIRECT, codeVerifier: verifier, state: 'state-1', nonce: 'nonce-1' })
   t.match(result.account, { username: 'ada@contoso.example', name: 'Ada Lovelace', tenantId: entra.tenantId, homeAccountId: `${result.account?.localAccountId ?? ''}.${entra.tenantId}` }, "MSAL's account comes from client_info and the ID token")
-  t.equal(result.idTokenClaims.nonce, 'nonce-1')
+  t.equal((result.idTokenClaims as { nonce?: string }).nonce, 'nonce-1', 'the nonce of the authorization request is in the ID token')
   const files = await app.inject({ url: '/files', headers: bearerHeader(result.accessToken) })
   t.equal(files.statusCode, 200)
   t.same(files.json(), { user: 'Ada Lovelace' })
