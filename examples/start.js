@@ -1,8 +1,9 @@
 /**
  * `npm start`: runs the example API (app.js) on 127.0.0.1 and prints curl commands for it.
  *
- * - No ENTRA_* variables: an embedded fake Entra ID (fake-entra-server.js) serves discovery and
- *   keys on loopback, and every printed command carries a token it signed. Works offline.
+ * - No ENTRA_* variables: an embedded fake Entra ID (fake-entra-server.js) serves discovery, keys
+ *   and a token endpoint on loopback, and every printed command carries a token it signed; the
+ *   last ones get a token from its token endpoint with curl. Works offline.
  * - ENTRA_CLIENT_ID with ENTRA_TENANT (or ENTRA_OIDC_ENDPOINT; ENTRA_AUTHORITY_HOST for other
  *   clouds): the same API is protected by your real tenant.
  *
@@ -92,6 +93,18 @@ function mintTokens (entra, clientId) {
   }
 }
 
+/** The fake's token endpoint, used as a daemon would (client credentials), ready to paste. */
+function printTokenRequest (base, entra, clientId) {
+  const form = ['grant_type=client_credentials', 'client_id=my-daemon', 'client_secret=any-secret', `scope=api://${clientId}/.default`]
+  const request = `curl -s ${form.map(field => `--data-urlencode ${field}`).join(' ')} ${entra.tokenEndpoint}`
+  console.log('Get a token from the fake Entra yourself, as a daemon would (client credentials; any client ID and')
+  console.log("secret work), then call the API with it. MSAL and other clients: authority and setup in the README's")
+  console.log('"Run your clients against the fake Entra".')
+  console.log(`  authority ${entra.authority}`)
+  console.log(`  TOKEN=$(${request} | node -p 'JSON.parse(require("fs").readFileSync(0, "utf8")).access_token')`)
+  console.log(`  curl -i -H "Authorization: Bearer $TOKEN" ${base}/reports`)
+}
+
 function printFake (base, entra, clientId) {
   const tokens = mintTokens(entra, clientId)
   const until = new Date(Date.now() + 3600 * 1000).toISOString().slice(11, 16)
@@ -123,6 +136,8 @@ function printFake (base, entra, clientId) {
   console.log('')
   console.log('Debug a token step by step (while this runs):')
   console.log(`  ${inspectCommand()} '${tokens.expired}' --client-id ${clientId} --oidc-endpoint ${entra.oidcEndpoint}`)
+  console.log('')
+  printTokenRequest(base, entra, clientId)
 }
 
 function printReal (base, options) {
@@ -142,7 +157,10 @@ function printReal (base, options) {
 
 const real = realEntraOptions()
 const port = portOf(env.PORT)
-const fake = real === undefined ? await startFakeEntra() : undefined
+// The fake's token endpoint grants app-only tokens for this API the app role that /reports needs.
+const fake = real === undefined
+  ? await startFakeEntra({ apis: [{ clientId: FAKE_CLIENT_ID, appRoles: ['Reports.Read.All'], scopes: ['Files.Read'] }] })
+  : undefined
 const auth = real ?? { clientId: FAKE_CLIENT_ID, oidcEndpoint: fake.oidcEndpoint }
 const app = await buildApp(auth, { logger: { level: env.LOG_LEVEL ?? 'warn' } })
 

@@ -3,7 +3,8 @@
  * process on loopback; @azure/msal-node's ConfidentialClientApplication gets an app-only token
  * from it over http with acquireTokenByClientCredential, configured offline as the README's
  * "Run your clients against the fake Entra" says; the example API (examples/app.js) takes it.
- * Also: the command's output, curl-equivalent request, usage errors and the loopback refusal.
+ * Also: the command's output, curl-equivalent request, usage errors and the loopback refusal, and
+ * the token request that `npm start` prints.
  */
 import { spawn, type ChildProcess } from 'node:child_process'
 import { join } from 'node:path'
@@ -147,4 +148,28 @@ t.test('usage errors exit 2; a non-loopback host is refused unless allowed', asy
   t.match(refused.output(), /not a loopback address.*--allow-non-loopback/s)
   t.equal(await help.exited, 0)
   t.match(help.output(), /--allow-non-loopback/)
+})
+
+t.test('npm start prints a token request for its fake Entra that works', async t => {
+  const clean = Object.fromEntries(Object.entries(process.env).filter(([name]) => !name.startsWith('ENTRA_')))
+  const child = spawn(process.execPath, ['examples/start.js'], { cwd: ROOT, env: { ...clean, PORT: '0' }, stdio: ['ignore', 'pipe', 'pipe'] })
+  t.teardown(() => { if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL') })
+  let output = ''
+  child.stdout.setEncoding('utf8').on('data', (chunk: string) => { output += chunk })
+  const deadline = Date.now() + STARTUP_TIMEOUT
+  while (!output.includes('Press Ctrl-C')) {
+    if (child.exitCode !== null || Date.now() > deadline) throw new Error(`start.js did not start:\n${output}`)
+    await new Promise(resolve => setTimeout(resolve, 50))
+  }
+  const tokenLine = (/^ {2}TOKEN=\$\(curl -s (.+) \| node -p .+\)$/m.exec(output) as RegExpExecArray)[1] as string
+  const fields = [...tokenLine.matchAll(/--data-urlencode (\S+)/g)].map(match => (match[1] as string).split('=', 2) as [string, string])
+  const tokenEndpoint = (/(http:\/\/127\.0\.0\.1:\d+\/\S+\/oauth2\/v2\.0\/token)$/.exec(tokenLine) as RegExpExecArray)[1] as string
+  const reports = (/^ {2}curl -i -H "Authorization: Bearer \$TOKEN" (http:\/\/\S+\/reports)$/m.exec(output) as RegExpExecArray)[1] as string
+  const reply = await fetch(tokenEndpoint, { method: 'POST', body: new URLSearchParams(fields) })
+  t.equal(reply.status, 200)
+  const { access_token: token } = await reply.json() as { access_token: string }
+  const response = await fetch(reports, { headers: { authorization: `Bearer ${token}` } })
+  t.equal(response.status, 200, 'the token from the printed request opens /reports')
+  t.match(await response.json(), { reports: ['usage-2025-q1.csv'] })
+  child.kill('SIGINT')
 })
