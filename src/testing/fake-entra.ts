@@ -166,6 +166,8 @@ export class FakeEntra {
     this.dispatcher = new (class FakeEntraDispatcher extends Dispatcher {
       override dispatch (opts: Dispatcher.DispatchOptions, handler: Dispatcher.DispatchHandler): boolean {
         const agent = fake.mode === 'hang' ? hanging : answering
+        // A hanging fake never reaches handle(): count the attempt here.
+        if (fake.mode === 'hang' && opts.method === 'GET') fake.#countFetch(new URL(opts.path ?? '/', fake.origin).pathname)
         if (opts.body === undefined || opts.body === null || typeof opts.body === 'string') return agent.dispatch(opts, handler)
         // The mock agent needs the body as text to hand it to the token endpoint: read it first.
         bodyText(opts.body).then(
@@ -289,11 +291,19 @@ export class FakeEntra {
     await this.dispatcher.close()
   }
 
-  #answer (path: string): { statusCode: number, data: string } {
+  /**
+   * Counts a discovery or key-set request; true for discovery. Any other GET is a key-set request:
+   * tests point a replaced discovery document's `jwks_uri` anywhere on the origin.
+   */
+  #countFetch (path: string): boolean {
     const isDiscovery = path === new URL(this.oidcEndpoint).pathname
-    // Any other GET is a key-set request: tests point a replaced discovery document's `jwks_uri` anywhere on the origin.
     if (isDiscovery) this.requests.discovery++
     else this.requests.jwks++
+    return isDiscovery
+  }
+
+  #answer (path: string): { statusCode: number, data: string } {
+    const isDiscovery = this.#countFetch(path)
     const failure = isDiscovery ? this.mode.startsWith('discovery-') : this.mode.startsWith('jwks-')
     if (failure) {
       if (this.mode.endsWith('-404')) return { statusCode: 404, data: 'Not Found' }
