@@ -61,40 +61,41 @@ export class GrantStore {
   readonly refreshTokens = new Map<string, UserGrant & { expiresAt: number }>()
 
   issueCode (grant: Omit<CodeGrant, 'expiresAt'>, now: number): string {
-    this.#sweep(now)
-    const code = opaque()
-    this.codes.set(code, { ...grant, expiresAt: now + CODE_LIFETIME_MS })
-    return code
+    return this.#issue(this.codes, grant, CODE_LIFETIME_MS, now)
   }
 
   /** Takes a code out: whatever happens next, it cannot be used again (RFC 6749 §4.1.2). */
   takeCode (code: string, now: number): CodeGrant {
-    const grant = this.codes.get(code)
-    if (grant === undefined) {
-      if (this.redeemed.has(code)) throw new OAuthError('invalid_grant', 54005, 'OAuth2 Authorization code was already redeemed, please retry with a new valid code or use an existing refresh token.')
-      throw new OAuthError('invalid_grant', 9002313, "Invalid request. The provided value for the 'code' parameter is not valid.")
-    }
-    this.codes.delete(code)
+    if (!this.codes.has(code) && this.redeemed.has(code)) throw new OAuthError('invalid_grant', 54005, 'OAuth2 Authorization code was already redeemed, please retry with a new valid code or use an existing refresh token.')
+    const grant = this.#take(this.codes, code, 'code')
     this.redeemed.set(code, grant.expiresAt)
-    if (now >= grant.expiresAt) throw new OAuthError('invalid_grant', 70008, 'The provided authorization code or refresh token has expired due to inactivity. Send a new interactive authorization request for this user and resource.')
-    return grant
+    return unexpired(grant, now)
   }
 
   issueRefreshToken (grant: UserGrant, now: number): string {
-    this.#sweep(now)
-    const token = opaque()
-    this.refreshTokens.set(token, { ...grant, expiresAt: now + REFRESH_LIFETIME_MS })
-    return token
+    return this.#issue(this.refreshTokens, grant, REFRESH_LIFETIME_MS, now)
   }
 
   /** Takes a refresh token out: each one is used once and replaced by a new one (rotation, RFC 9700 §4.14.2). */
   takeRefreshToken (token: string, now: number): UserGrant {
-    const grant = this.refreshTokens.get(token)
-    if (grant === undefined) throw new OAuthError('invalid_grant', 9002313, "Invalid request. The provided value for the 'refresh_token' parameter is not valid.")
-    this.refreshTokens.delete(token)
-    if (now >= grant.expiresAt) throw new OAuthError('invalid_grant', 70008, 'The provided authorization code or refresh token has expired due to inactivity. Send a new interactive authorization request for this user and resource.')
-    const { expiresAt, ...rest } = grant
+    const { expiresAt, ...rest } = unexpired(this.#take(this.refreshTokens, token, 'refresh_token'), now)
     return rest
+  }
+
+  /** Stores `grant` under a new random value, valid for `lifetime` ms. */
+  #issue<T> (store: Map<string, T & { expiresAt: number }>, grant: T, lifetime: number, now: number): string {
+    this.#sweep(now)
+    const value = opaque()
+    store.set(value, { ...grant, expiresAt: now + lifetime })
+    return value
+  }
+
+  /** Removes and returns the grant stored under `value` (the request's `parameter`). */
+  #take<T> (store: Map<string, T>, value: string, parameter: 'code' | 'refresh_token'): T {
+    const grant = store.get(value)
+    if (grant === undefined) throw new OAuthError('invalid_grant', 9002313, `Invalid request. The provided value for the '${parameter}' parameter is not valid.`)
+    store.delete(value)
+    return grant
   }
 
   #sweep (now: number): void {
@@ -102,6 +103,11 @@ export class GrantStore {
     for (const [code, expiresAt] of this.redeemed) if (now >= expiresAt) this.redeemed.delete(code)
     for (const [token, grant] of this.refreshTokens) if (now >= grant.expiresAt) this.refreshTokens.delete(token)
   }
+}
+
+function unexpired<T extends { expiresAt: number }> (grant: T, now: number): T {
+  if (now >= grant.expiresAt) throw new OAuthError('invalid_grant', 70008, 'The provided authorization code or refresh token has expired due to inactivity. Send a new interactive authorization request for this user and resource.')
+  return grant
 }
 
 /** The registered client, or any client when none are configured. */
