@@ -64,9 +64,21 @@ async function readBody (request: IncomingMessage): Promise<string> {
  *
  * @example
  * ```ts
- * const server = await startFakeEntraServer({ apis: [{ clientId: API, appRoles: ['Reports.Read.All'] }] })
- * await app.register(entraAuth, { clientId: API, oidcEndpoint: server.oidcEndpoint })
- * // a daemon: POST server.tokenEndpoint grant_type=client_credentials&scope=api://{API}/.default …
+ * import Fastify from 'fastify'
+ * import entraAuth from 'fastify-entra-auth'
+ * import { startFakeEntraServer } from 'fastify-entra-auth/testing'
+ *
+ * const api = '00000000-0000-0000-0000-000000000001'
+ * const server = await startFakeEntraServer({ apis: [{ clientId: api, appRoles: ['Reports.Read.All'] }] })
+ * const app = Fastify()
+ * await app.register(entraAuth, { clientId: api, oidcEndpoint: server.oidcEndpoint })
+ * // A daemon gets a token as from Entra:
+ * const reply = await fetch(server.tokenEndpoint, {
+ *   method: 'POST',
+ *   body: new URLSearchParams({ grant_type: 'client_credentials', client_id: 'my-daemon', client_secret: 'any', scope: `api://${api}/.default` })
+ * })
+ * const { access_token: token } = await reply.json() as { access_token: string }
+ * await app.inject({ url: '/', headers: { authorization: `Bearer ${token}` } })
  * await server.close()
  * ```
  */

@@ -198,7 +198,15 @@ export class FakeEntra {
    *
    * @example
    * ```ts
-   * const entra = new FakeEntra({ apis: [{ clientId: API, appRoles: ['Reports.Read.All'] }] })
+   * import Fastify from 'fastify'
+   * import entraAuth from 'fastify-entra-auth'
+   * import { FakeEntra } from 'fastify-entra-auth/testing'
+   *
+   * const api = '00000000-0000-0000-0000-000000000001'
+   * const entra = new FakeEntra({ apis: [{ clientId: api, appRoles: ['Reports.Read.All'] }] })
+   * const app = Fastify()
+   * await app.register(entraAuth, { clientId: api, ...entra.pluginOptions() })
+   * app.get('/reports', { onRequest: app.entraAuth({ roles: ['Reports.Read.All'] }) }, async () => 'ok')
    * const token = await entra.clientCredentials({ clientId: 'my-daemon' })
    * await app.inject({ url: '/reports', headers: { authorization: `Bearer ${token}` } })
    * ```
