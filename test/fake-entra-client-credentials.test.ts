@@ -7,7 +7,7 @@ import t, { type Test } from 'tap'
 import { fetch, request } from 'undici'
 import { createEntraVerifier } from '../src/index.js'
 import { FakeEntra } from '../src/testing/index.js'
-import { entraApp, bearerHeader } from './helpers.js'
+import { bearer, entraApp } from './helpers/index.js'
 
 const API = '00000000-0000-4000-8000-0000000000a1'
 const DAEMON = '00000000-0000-4000-8000-0000000000c1'
@@ -69,11 +69,11 @@ t.test('the token passes the plugin: 200 on an app-role route, 403 on another ro
   app.get('/admin', { onRequest: app.entraAuth({ roles: ['Admin'] }) }, async () => ({ ok: true }))
   t.teardown(async () => { await app.close(); await entra.close() })
   const access = await entra.clientCredentials({ clientId: DAEMON })
-  const me = await app.inject({ url: '/me', headers: bearerHeader(access) })
+  const me = await app.inject({ url: '/me', headers: bearer(access) })
   t.equal(me.statusCode, 200)
   t.match(me.json(), { version: '2.0', isAppOnly: true, clientId: DAEMON, tenantId: entra.tenantId, scopes: ['Reports.Read.All'] })
-  t.equal((await app.inject({ url: '/reports', headers: bearerHeader(access) })).statusCode, 200)
-  const admin = await app.inject({ url: '/admin', headers: bearerHeader(access) })
+  t.equal((await app.inject({ url: '/reports', headers: bearer(access) })).statusCode, 200)
+  const admin = await app.inject({ url: '/admin', headers: bearer(access) })
   t.equal(admin.statusCode, 403)
   t.equal(admin.json().type, 'auth_token_insufficient_scopes')
   t.match(admin.headers['www-authenticate'], /error="insufficient_scope"/)

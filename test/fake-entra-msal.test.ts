@@ -9,7 +9,7 @@ import { ConfidentialClientApplication, type INetworkModule, type NetworkRequest
 import t from 'tap'
 import { request } from 'undici'
 import { FakeEntra } from '../src/testing/index.js'
-import { bearerHeader, entraApp } from './helpers.js'
+import { bearer, entraApp } from './helpers/index.js'
 
 const API = '00000000-0000-4000-8000-0000000000a1'
 const WEB = '00000000-0000-4000-8000-0000000000b2'
@@ -43,7 +43,7 @@ t.test('client credentials with MSAL Node, in process', async t => {
   app.get('/reports', { onRequest: app.entraAuth({ roles: ['Reports.Read.All'] }) }, async () => ({ ok: true }))
   t.teardown(async () => { await app.close(); await entra.close() })
   const result = await msal(entra, 'daemon', 'secret').acquireTokenByClientCredential({ scopes: [`api://${API}/.default`] })
-  t.equal((await app.inject({ url: '/reports', headers: bearerHeader(result?.accessToken ?? '') })).statusCode, 200)
+  t.equal((await app.inject({ url: '/reports', headers: bearer(result?.accessToken ?? '') })).statusCode, 200)
   t.equal(entra.oauthRequests.token, 1)
 })
 
@@ -78,12 +78,12 @@ t.test('a web app signs the user in with MSAL Node (auth code + PKCE), then refr
   const result = await web.acquireTokenByCode({ code: callback.searchParams.get('code') as string, scopes, redirectUri: REDIRECT, codeVerifier: verifier, state: 'state-1', nonce: 'nonce-1' })
   t.match(result.account, { username: 'ada@contoso.example', name: 'Ada Lovelace', tenantId: entra.tenantId, homeAccountId: `${result.account?.localAccountId ?? ''}.${entra.tenantId}` }, "MSAL's account comes from client_info and the ID token")
   t.equal((result.idTokenClaims as { nonce?: string }).nonce, 'nonce-1', 'the nonce of the authorization request is in the ID token')
-  const files = await app.inject({ url: '/files', headers: bearerHeader(result.accessToken) })
+  const files = await app.inject({ url: '/files', headers: bearer(result.accessToken) })
   t.equal(files.statusCode, 200)
   t.same(files.json(), { user: 'Ada Lovelace' })
 
   const refreshed = await web.acquireTokenSilent({ account: result.account!, scopes, forceRefresh: true })
   t.not(refreshed.accessToken, result.accessToken, 'a new access token from the refresh token')
-  t.equal((await app.inject({ url: '/files', headers: bearerHeader(refreshed.accessToken) })).statusCode, 200)
+  t.equal((await app.inject({ url: '/files', headers: bearer(refreshed.accessToken) })).statusCode, 200)
   t.equal(entra.oauthRequests.token, 2, 'one code redemption, one refresh')
 })

@@ -5,7 +5,7 @@
 import t from 'tap'
 import { request } from 'undici'
 import { FAKE_TENANT_ID, startFakeEntraServer } from '../src/testing/index.js'
-import { bearerHeader, entraApp } from './helpers.js'
+import { bearer, entraApp } from './helpers/index.js'
 
 const API = '00000000-0000-4000-8000-0000000000a1'
 
@@ -30,7 +30,7 @@ t.test('serves discovery, keys and tokens on 127.0.0.1; the plugin trusts its to
   const { access_token: token } = await reply.json() as { access_token: string }
   const app = await entraApp({ clientId: API, oidcEndpoint: server.oidcEndpoint })
   t.teardown(() => app.close())
-  const me = await app.inject({ url: '/me', headers: bearerHeader(token) })
+  const me = await app.inject({ url: '/me', headers: bearer(token) })
   t.equal(me.statusCode, 200)
   t.match(me.json(), { isAppOnly: true, scopes: ['Reports.Read.All'] })
 
