@@ -7,6 +7,7 @@
 import { checkPermissions, requiresPermissions } from './entra/permissions.js'
 import { clientClaimOf, issuerWarnings } from './entra/issuers.js'
 import { checkTenant } from './entra/tenants.js'
+import type { StepRecorder } from './entra/steps.js'
 import type { JoseHeader } from './jws.js'
 import type { ResolvedOptions } from './options.js'
 import { EntraToken, type EntraClaims } from './token.js'
@@ -21,7 +22,7 @@ export interface Admission {
   /** Call with the discovery issuer whenever it is at hand; logs configuration warnings once. */
   discovered: (discoveryIssuer: string) => void
   /** Builds the token and runs the tenant predicate and the permission rule; rejects with `EntraAuthError`. */
-  admit: (raw: string, header: JoseHeader, claims: EntraClaims, discoveryIssuer: string) => Promise<EntraToken>
+  admit: (raw: string, header: JoseHeader, claims: EntraClaims, discoveryIssuer: string, record?: StepRecorder) => Promise<EntraToken>
 }
 
 export function createAdmission (options: ResolvedOptions, logger: AdmissionLogger | undefined): Admission {
@@ -36,13 +37,15 @@ export function createAdmission (options: ResolvedOptions, logger: AdmissionLogg
     }
   }
 
-  async function admit (raw: string, header: JoseHeader, claims: EntraClaims, discoveryIssuer: string): Promise<EntraToken> {
+  async function admit (raw: string, header: JoseHeader, claims: EntraClaims, discoveryIssuer: string, record?: StepRecorder): Promise<EntraToken> {
     discovered(discoveryIssuer)
     const token = new EntraToken(raw, header, claims, clientClaimOf(claims, discoveryIssuer, host))
     if (options.tenantPredicate !== null) {
       try {
         await checkTenant(options.tenantPredicate, token)
+        record?.('tenant', true, { tid: token.claims.tid })
       } catch (err) {
+        record?.('tenant', false, { tid: token.claims.tid })
         const cause = (err as { cause?: unknown }).cause
         if (cause !== undefined && logger !== undefined) {
           const message = 'fastify-entra-auth: the allowedTenants predicate failed; the request was refused with 503'
@@ -52,7 +55,10 @@ export function createAdmission (options: ResolvedOptions, logger: AdmissionLogg
         throw err
       }
     }
-    if (requiresPermissions(options.requirePermissions, discoveryIssuer)) checkPermissions(token)
+    if (requiresPermissions(options.requirePermissions, discoveryIssuer)) {
+      if (record !== undefined) record('permissions', token.all.size > 0, { scp: [...token.delegated], roles: [...token.roles] })
+      checkPermissions(token)
+    }
     return token
   }
 

@@ -6,8 +6,10 @@ import { entraAuth } from './plugin.js'
 
 export default entraAuth
 export { entraAuth, type EntraAuthDecorator, type EntraAuthHookOptions } from './plugin.js'
-export { EntraAuthError, problems, type ProblemType, type ProblemBody } from './problems.js'
-export { createEntraVerifier, type EntraVerifier, type EntraVerifierState } from './verifier.js'
+export { EntraAuthError, problems, type ProblemType, type ProblemBody, type ValidationStep, type EntraAuthErrorOptions } from './problems.js'
+export { createEntraVerifier, type EntraVerifier, type EntraVerifierState, type Explanation, type ExplainedProblem } from './verifier.js'
+export type { ExplainedStep, StepFacts } from './entra/steps.js'
+export { CHANNELS, type VerifyTraceContext, type KeyFetchMessage, type KeyRefreshMessage, type TokenCacheMessage } from './tracing.js'
 export { EntraToken, EntraClaimsSchema, type EntraClaims, type CustomEntraClaims, type Rfc7662Introspection } from './token.js'
 export { EntraAuthOptionsSchema, EntraAuthOptionsError, type EntraAuthOptions, type EntraVerifierOptions, type EntraCommonOptions, type EntraEndpointOptions, type EntraPluginOnlyOptions, type EntraTenantPredicate, type EntraTokenSource, type EntraOpenApiOptions } from './options.js'
 export type { ScopeRequirement } from './entra/scopes.js'

@@ -149,7 +149,7 @@ export function checkJoseHeader (header: Record<string, unknown>): JoseHeader {
   }
   const kid = own(header, 'kid')
   if (kid === undefined) {
-    throw new EntraAuthError('auth_token_key_error', "The token has no 'kid' header, so its signing key can't be found. Send an access token issued by Microsoft Entra ID.")
+    throw new EntraAuthError('auth_token_key_error', "The token has no 'kid' header, so its signing key can't be found. Send an access token issued by Microsoft Entra ID.", { step: 'structure' })
   }
   if (typeof kid !== 'string' || kid === '' || kid.length > MAX_KID_LENGTH || !kid.isWellFormed()) {
     throw new EntraAuthError('auth_token_invalid', "The token 'kid' header is not a valid key ID.")

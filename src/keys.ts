@@ -5,6 +5,7 @@ import { createAgent, failureReason, fetchJson, FetchFailure, guardDispatcher } 
 import { JwksSource } from './jwks.js'
 import type { KeyTimings } from './options.js'
 import { EntraAuthError } from './problems.js'
+import { keysFetchChannel, keysRefreshChannel } from './tracing.js'
 
 /** A JWKS that parses but holds no key we can use: a failed fetch that never replaces a good set. */
 export class NoUsableKeys extends FetchFailure {
@@ -260,19 +261,36 @@ export class KeyStore {
       const last = this.#keySet
       return last !== null && this.#usable(last.fetchedAt) ? Promise.resolve(last) : Promise.reject(this.#lastFailure)
     }
+    if (keysRefreshChannel.hasSubscribers) keysRefreshChannel.publish({ event: 'start', discoveryUrl: this.#discoveryUrl.href })
     this.#inFlight = this.#load().finally(() => { this.#inFlight = null })
     return this.#inFlight
+  }
+
+  /** Runs one document fetch, telling `fastify-entra-auth:keys:fetch` subscribers about it. */
+  async #traced<T> (document: 'discovery' | 'jwks', url: URL, fetch: () => Promise<T>): Promise<T> {
+    if (!keysFetchChannel.hasSubscribers) return await fetch()
+    const started = this.#clock()
+    keysFetchChannel.publish({ event: 'start', document, url: url.href })
+    try {
+      const value = await fetch()
+      keysFetchChannel.publish({ event: 'end', document, url: url.href, durationMs: this.#clock() - started })
+      return value
+    } catch (err) {
+      keysFetchChannel.publish({ event: 'failure', document, url: url.href, durationMs: this.#clock() - started, reason: failureReason(err, this.#timings.timeout) })
+      throw err
+    }
   }
 
   async #load (): Promise<KeySet> {
     const { timeout } = this.#timings
     let discoveryFailed = false
+    let step: 'discovery' | 'keys' = 'discovery'
     try {
       let discovery = this.#discovery
       if (discovery === null || this.#clock() - discovery.fetchedAt >= this.#timings.ttl) {
         this.#discoveryFetches++
         try {
-          discovery = { value: parseDiscovery(await fetchJson(this.#discoveryUrl, this.#dispatcher, timeout, 'discovery document'), this.#discoveryUrl), fetchedAt: this.#clock() }
+          discovery = { value: parseDiscovery(await this.#traced('discovery', this.#discoveryUrl, () => fetchJson(this.#discoveryUrl, this.#dispatcher, timeout, 'discovery document')), this.#discoveryUrl), fetchedAt: this.#clock() }
           this.#discovery = discovery
         } catch (err) {
           if (discovery === null || !this.#usable(discovery.fetchedAt)) throw err
@@ -283,13 +301,16 @@ export class KeyStore {
           this.#warn(err, 'discovery')
         }
       }
+      step = 'keys'
       this.#jwksFetches++
       const jwksUri = discovery.value.jwksUri
       if (this.#jwks?.jwksUri.href !== jwksUri.href) this.#jwks = new JwksSource({ jwksUri, dispatcher: this.#dispatcher, timeout })
-      const keys = parseKeySet(await this.#jwks.fetch(), this.#keySet?.keys)
+      const source = this.#jwks
+      const keys = parseKeySet(await this.#traced('jwks', jwksUri, () => source.fetch()), this.#keySet?.keys)
       this.#keySet = { keys, fetchedAt: this.#clock() }
       if (!discoveryFailed) this.#lastError = undefined
       this.#lastFailure = null
+      if (keysRefreshChannel.hasSubscribers) keysRefreshChannel.publish({ event: 'end', discoveryUrl: this.#discoveryUrl.href, kids: [...keys.keys()] })
       return this.#keySet
     } catch (err) {
       this.#failures++
@@ -298,11 +319,15 @@ export class KeyStore {
       // (401 key error, as for `{"keys":[]}`); anything else means the provider is failing (503).
       this.#lastFailure = err instanceof NoUsableKeys
         ? new EntraAuthError('auth_token_key_error', "The identity provider publishes no key this API can use (RS256, at least 2048 bits), so the token's signing key is unknown.", { cause: err })
-        : new EntraAuthError('auth_oidc_error', undefined, { cause: err })
+        : new EntraAuthError('auth_oidc_error', undefined, { cause: err, step })
       this.#retryAt = this.#clock() + Math.min(this.#timings.cooldown, FAILURE_BACKOFF)
       this.#warn(err, 'keys')
       const last = this.#keySet
-      if (last !== null && this.#usable(last.fetchedAt)) return last
+      const servingStale = last !== null && this.#usable(last.fetchedAt)
+      if (keysRefreshChannel.hasSubscribers) {
+        keysRefreshChannel.publish({ event: 'failure', discoveryUrl: this.#discoveryUrl.href, reason: this.#lastError, problem: this.#lastFailure.type, servingStale })
+      }
+      if (servingStale) return last
       throw this.#lastFailure
     }
   }

@@ -1,7 +1,8 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest, onRequestAsyncHookHandler } from 'fastify'
 import fp from 'fastify-plugin'
 import { kFromCache, keyStoreClockOf } from './internal.js'
-import { compileRequirement, type CompiledRequirement, type ScopeRequirement } from './entra/scopes.js'
+import { checkRequirement, compileRequirement, type CompiledRequirement, type ScopeRequirement } from './entra/scopes.js'
+import { verifyTracing } from './tracing.js'
 import { endpointsFromDiscoveryUrl, findHook, markRoute, tagHook, wrapSwagger, type OpenApiContribution } from './openapi.js'
 import { resolveOptions, type EntraAuthOptions } from './options.js'
 import { EntraAuthError } from './problems.js'
@@ -38,6 +39,12 @@ export interface EntraAuthDecorator {
   sendProblem: (reply: FastifyReply, error: EntraAuthError) => FastifyReply
   /** Validates a token with the plugin's verifier (caches are shared). */
   verify: (token: string) => Promise<EntraToken>
+  /**
+   * Says step by step why the plugin's verifier admits or refuses a token (and, given a route
+   * requirement, whether the route would), with the same key store and caches. Never rejects for a
+   * bad token.
+   */
+  explain: EntraVerifier['explain']
   /** RFC 7662 introspection with the plugin's verifier. */
   introspect: (token: string) => Promise<Rfc7662Introspection>
   /** Key-store and token-cache state, for health checks. */
@@ -175,11 +182,10 @@ async function entraAuthPlugin (fastify: FastifyInstance, opts: EntraAuthOptions
         if (optional) return null
         throw new EntraAuthError('auth_header_missing')
       }
-      // A cache hit is decided synchronously: no promise on the path most requests take.
-      token = fromCache(raw) ?? await verifier.verify(raw)
-      if (!required.isSatisfiedBy(token)) {
-        throw new EntraAuthError('auth_token_insufficient_scopes', `This route needs ${required.description}. Request a token with them and try again.`, { requiredScope: required.scopeAttribute })
-      }
+      // A cache hit is decided synchronously: no promise on the path most requests take. While
+      // the verify tracing channel has subscribers, every check goes through (traced) verify.
+      token = (verifyTracing.hasSubscribers ? undefined : fromCache(raw)) ?? await verifier.verify(raw)
+      checkRequirement(required, token)
     } catch (err) {
       const problem = asProblem(request, err)
       notify(options.onAuthFailure, request, problem)
@@ -223,6 +229,7 @@ async function entraAuthPlugin (fastify: FastifyInstance, opts: EntraAuthOptions
     strategy,
     sendProblem: (reply: FastifyReply, error: EntraAuthError) => sendProblem(reply, error, options.contact),
     verify: verifier.verify,
+    explain: verifier.explain,
     introspect: verifier.introspect,
     state: verifier.state,
     verifier

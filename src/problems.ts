@@ -152,6 +152,50 @@ export function problemHeaders (status: number, challenge: string): Record<strin
 }
 
 /**
+ * The steps of a validation, in the order they run: the JOSE header and token shape, the
+ * provider's discovery document, its signing keys, the token's key, the signature, then the claim
+ * rules (required claims → `nbf` → `exp` → `ver` → `iss` → `aud` → `sub` → client), the
+ * `allowedTenants` predicate (`tenant`), `requirePermissions` (`permissions`) and a route's scopes. `request` is the `Authorization` header itself, before any token is read.
+ */
+export type ValidationStep =
+  | 'request' | 'structure' | 'discovery' | 'keys' | 'key' | 'signature'
+  | 'claims' | 'nbf' | 'exp' | 'ver' | 'iss' | 'aud' | 'sub' | 'client' | 'tenant' | 'permissions' | 'scopes'
+
+/** The step each problem type is raised at, unless the thrower names another. */
+const STEP_OF: Readonly<Record<ProblemType, ValidationStep>> = Object.freeze({
+  auth_header_missing: 'request',
+  auth_header_invalid: 'request',
+  auth_oidc_error: 'keys',
+  auth_token_key_error: 'key',
+  auth_token_invalid: 'structure',
+  auth_token_signature_untrusted: 'signature',
+  auth_token_claim_missing: 'claims',
+  auth_token_issuer_untrusted: 'iss',
+  auth_token_audience_invalid: 'aud',
+  auth_token_expired: 'exp',
+  auth_token_immature: 'nbf',
+  auth_token_ver_not_supported: 'ver',
+  auth_token_subject_not_trusted: 'sub',
+  auth_token_azp_not_trusted: 'client',
+  auth_token_insufficient_scopes: 'scopes',
+  auth_tenant_check_error: 'tenant'
+})
+
+/** The claim each claim step judges, unless the thrower names another (`tid`, `appid`, …). */
+const CLAIM_OF: Partial<Record<ValidationStep, string>> = { nbf: 'nbf', exp: 'exp', ver: 'ver', iss: 'iss', aud: 'aud', sub: 'sub' }
+
+/** What an `EntraAuthError` may be told besides its type and detail. */
+export interface EntraAuthErrorOptions {
+  requiredScope?: string
+  cause?: unknown
+  challengeError?: ChallengeError
+  /** The validation step that failed, when not the type's usual one. */
+  step?: ValidationStep
+  /** The claim that failed the step, when not the step's usual one. */
+  claim?: string
+}
+
+/**
  * The error every token failure is reported with. `verify()` rejects with it; the route hook turns
  * it into an `application/problem+json` reply.
  *
@@ -179,8 +223,18 @@ export class EntraAuthError extends Error {
    * that sent credentials of another scheme (e.g. `Basic`): it sent no bearer token to judge.
    */
   readonly challengeError: ChallengeError
+  /**
+   * The validation step the failure came from (e.g. `exp`, `signature`), as `explain()` reports
+   * it; `request` for a missing or malformed `Authorization` header.
+   */
+  readonly step: ValidationStep
+  /**
+   * The claim that failed (e.g. `exp`, `aud`, `tid`, `azp`), for failures of a claim rule, the way
+   * jose's `JWTClaimValidationFailed` carries `claim`; undefined for other failures.
+   */
+  readonly claim: string | undefined
 
-  constructor (type: ProblemType, detail?: string, options?: { requiredScope?: string, cause?: unknown, challengeError?: ChallengeError }) {
+  constructor (type: ProblemType, detail?: string, options?: EntraAuthErrorOptions) {
     const def = problems[type]
     super(`${type}: ${detail ?? def.detail}`, options?.cause === undefined ? undefined : { cause: options.cause })
     this.name = 'EntraAuthError'
@@ -191,6 +245,8 @@ export class EntraAuthError extends Error {
     this.detail = detail ?? def.detail
     this.requiredScope = options?.requiredScope
     this.challengeError = options?.challengeError !== undefined ? options.challengeError : def.challenge
+    this.step = options?.step ?? STEP_OF[type]
+    this.claim = options?.claim ?? CLAIM_OF[this.step]
   }
 
   /**

@@ -1,14 +1,43 @@
 import { createAdmission, type AdmissionLogger } from './admission.js'
 import { kFromCache, keyStoreClockOf } from './internal.js'
 import { checkClaims, checkTime, graphTokenDetail, isGraphToken, type ClaimRules } from './entra/claims.js'
-import { checkJoseHeader, precheckJws, type JoseHeader } from './jws.js'
-import { KeyStore, type KeyStoreLogger, type KeyStoreState } from './keys.js'
+import { checkRequirement, compileRequirement, type ScopeRequirement } from './entra/scopes.js'
+import { STEP_TITLES, type ExplainedStep, type StepFacts, type StepRecorder } from './entra/steps.js'
+import { checkJoseHeader, decodeJws, precheckJws, type DecodedJws, type JoseHeader } from './jws.js'
+import { KeyStore, type KeyStoreLogger, type KeyStoreState, type SigningKey } from './keys.js'
 import { resolveOptions, type EntraVerifierOptions, type ResolvedOptions } from './options.js'
-import { EntraAuthError } from './problems.js'
+import { EntraAuthError, type ProblemType, type ValidationStep } from './problems.js'
 import { createSignatureVerifier } from './signature.js'
 import type { EntraToken, Rfc7662Introspection } from './token.js'
 import { TokenCache } from './token-cache.js'
+import { tokenCacheChannel, verifyTracing, type VerifyTraceContext } from './tracing.js'
 import type { Discovery } from './discovery.js'
+
+/** The failure of an explained validation, as `verify` would have rejected. */
+export interface ExplainedProblem {
+  type: ProblemType
+  status: number
+  title: string
+  detail: string
+  /** The step that failed. */
+  step: ValidationStep
+  /** The claim that failed, for a claim rule. */
+  claim: string | undefined
+}
+
+/** What `explain()` resolves with: the steps validation ran, in order, and the verdict. */
+export interface Explanation {
+  /** The verdict: `verify` admits the token (and it meets the requirement, if one was given). */
+  valid: boolean
+  /** The first failure, as `verify` rejects with it; null when valid. */
+  problem: ExplainedProblem | null
+  /** The steps that ran, in order; validation stops at the first failed one. */
+  steps: ExplainedStep[]
+  /** The validated token; null when refused. */
+  token: EntraToken | null
+  /** The clock the token was judged at, in milliseconds since the epoch. */
+  at: number
+}
 
 /** Health-check view of a verifier. */
 export interface EntraVerifierState {
@@ -21,6 +50,19 @@ export interface EntraVerifierState {
 export interface EntraVerifier {
   /** Resolves with the validated token; rejects with `EntraAuthError`. */
   verify: (token: string) => Promise<EntraToken>
+  /**
+   * Says why a token is admitted or refused: runs the validation `verify` runs (same key store,
+   * same caches: no extra fetch once keys are loaded), recording each step with what it compared,
+   * and, given a route requirement, the scopes check. Never rejects for a bad token, nor for an
+   * identity provider outage (that is a failed `discovery` or `keys` step); throws a `TypeError`
+   * for a malformed requirement. It neither reads nor fills the verified-token cache, so every
+   * step runs.
+   */
+  explain: (token: string, requirement?: ScopeRequirement) => Promise<Explanation>
+  /**
+   * RFC 7662 introspection: `{ active: false }` for any bad token; rejects only with
+   * `auth_oidc_error` when keys can't be had.
+   */
   /**
    * RFC 7662 introspection: `{ active: false }` for any bad token; rejects only with
    * `auth_oidc_error` when keys can't be had.
@@ -63,9 +105,11 @@ export function buildVerifier (options: ResolvedOptions, internals: VerifierInte
   /**
    * The cached token of exactly `raw`, judged again for time and key-set usability, synchronously
    * (the plugin's hook answers cache hits without awaiting anything); undefined on a miss.
+   * `record` and `trace`: see `run`.
    */
-  function fromCache (raw: string): EntraToken | undefined {
+  function fromCache (raw: string, record?: StepRecorder, trace?: VerifyTraceContext): EntraToken | undefined {
     const hit = cache.get(raw)
+    if (tokenCacheChannel.hasSubscribers) tokenCacheChannel.publish(hit === undefined ? { event: 'miss' } : { event: 'hit', kid: hit.key.kid })
     if (hit === undefined) return undefined
     // Admitted only while its key is in the current key set and that set is usable.
     if (!keys.isCurrent(hit.key)) {
@@ -73,10 +117,11 @@ export function buildVerifier (options: ResolvedOptions, internals: VerifierInte
       cache.delete(raw)
       return undefined
     }
+    if (trace !== undefined) trace.cached = true
     // Cached tokens must not keep an outdated key set alive: refresh it in the background.
     keys.revalidate()
     try {
-      checkTime(hit.token.claims.nbf, hit.token.claims.exp, rules)
+      checkTime(hit.token.claims.nbf, hit.token.claims.exp, rules, record)
     } catch (err) {
       cache.delete(raw)
       throw err
@@ -84,18 +129,139 @@ export function buildVerifier (options: ResolvedOptions, internals: VerifierInte
     return hit.token
   }
 
-  async function verify (raw: string): Promise<EntraToken> {
+  /**
+   * The one validation pipeline. `record` is undefined on the request path (no step records, no
+   * closures); `explain` and traced validations pass one. `useCache`: read and fill the
+   * verified-token cache (`verify`), or run every step (`explain`). `trace`: the tracing context.
+   */
+  async function run (raw: string, record: StepRecorder | undefined, useCache: boolean, trace: VerifyTraceContext | undefined): Promise<EntraToken> {
     if (typeof raw !== 'string' || raw === '') throw new EntraAuthError('auth_token_invalid')
-    const cached = fromCache(raw)
-    if (cached !== undefined) return cached
+    if (useCache) {
+      const cached = fromCache(raw, record, trace)
+      if (cached !== undefined) return cached
+    }
 
     precheckJws(raw)
     const { header, payload, key } = await verifySignature(raw)
     const discovery = keys.peekDiscovery() ?? await keys.discovery()
-    const claims = checkClaims(payload, rules, discovery.issuer, key.issuer)
-    const token = await admission.admit(raw, header as JoseHeader, claims, discovery.issuer)
-    cache.set(raw, token, key, claims.exp * 1000 - now() + clockTolerance)
+    if (record !== undefined) recordKeyed(record, header, key)
+    const claims = checkClaims(payload, rules, discovery.issuer, key.issuer, record)
+    const token = await admission.admit(raw, header as JoseHeader, claims, discovery.issuer, record)
+    if (useCache) cache.set(raw, token, key, claims.exp * 1000 - now() + clockTolerance)
     return token
+  }
+
+  /** What the steps up to the signature found, once they all passed. */
+  function recordKeyed (record: StepRecorder, header: Record<string, unknown>, key: SigningKey): void {
+    for (const step of PRE_CLAIM_STEPS) record(step, true, preClaimFacts(step, header, key))
+  }
+
+  function preClaimFacts (step: typeof PRE_CLAIM_STEPS[number], header: Record<string, unknown> | undefined, key: SigningKey | undefined): StepFacts {
+    const state = keys.state()
+    switch (step) {
+      case 'structure':
+        return header === undefined ? {} : { alg: header.alg, kid: header.kid, typ: header.typ }
+      case 'discovery':
+        return { discoveryUrl: options.discoveryUrl.href, issuer: state.issuer, jwksUri: state.jwksUri, ...(state.lastError === undefined ? {} : { lastError: state.lastError }) }
+      case 'keys':
+        return { jwksUri: state.jwksUri, kids: state.kids, ...(state.lastError === undefined ? {} : { lastError: state.lastError }) }
+      case 'key':
+        return key === undefined ? { kid: header?.kid, kids: state.kids } : { kid: key.kid, keyIssuer: key.issuer }
+      case 'signature':
+        return { alg: 'RS256', kid: header?.kid }
+    }
+  }
+
+  /**
+   * Completes the steps of a refused validation: the rules record their own failure; a failure
+   * before the claims (which `run` records only once the signature verified) is filled in here.
+   */
+  function completeSteps (raw: string, error: EntraAuthError, steps: ExplainedStep[]): DecodedJws | undefined {
+    let decoded: DecodedJws | undefined
+    try {
+      decoded = decodeJws(raw)
+    } catch {}
+    const failed = steps.findLast(step => !step.ok)
+    if (failed !== undefined) {
+      failed.problem = error.type
+      failed.detail = error.detail
+      return decoded
+    }
+    const at = (PRE_CLAIM_STEPS as readonly ValidationStep[]).includes(error.step) ? error.step : 'structure'
+    if (steps.length === 0) {
+      for (const step of PRE_CLAIM_STEPS) {
+        if (step === at) break
+        steps.push({ step, ok: true, detail: STEP_TITLES[step], facts: preClaimFacts(step, decoded?.header, undefined) })
+      }
+    }
+    let key: SigningKey | undefined
+    if (at === 'signature' && decoded !== undefined) {
+      // The signature step failed, so the key store has this kid at hand: no fetch.
+      const found = keys.keyFor(decoded.header.kid)
+      if (found instanceof Promise) found.catch(() => {})
+      else key = found
+    }
+    const facts = at === 'signature' ? { alg: 'RS256', kid: decoded?.header.kid, keyIssuer: key?.issuer } : preClaimFacts(at as typeof PRE_CLAIM_STEPS[number], decoded?.header, undefined)
+    steps.push({ step: at, ok: false, problem: error.type, detail: error.detail, facts })
+    return decoded
+  }
+
+  /**
+   * Runs a validation inside the `fastify-entra-auth:verify` tracing channel (start, end, then
+   * error, asyncStart, asyncEnd once settled), with its steps recorded into the context.
+   */
+  function traced (operation: VerifyTraceContext['operation'], raw: string, steps: ExplainedStep[], useCache: boolean, after?: (token: EntraToken, record: StepRecorder) => void): Promise<EntraToken> {
+    const context: VerifyTraceContext = { operation, steps, cached: false }
+    const record = recorderInto(steps)
+    const channels = verifyTracing
+    channels.start.publish(context)
+    const promise = run(raw, record, useCache, context).then(token => {
+      after?.(token, record)
+      return token
+    })
+    channels.end.publish(context)
+    return promise.then(token => {
+      Object.assign(context, { verdict: 'valid', kid: token.header.kid, version: token.version, tenantId: token.tenantId, clientId: token.clientId })
+      channels.asyncStart.publish(context)
+      channels.asyncEnd.publish(context)
+      return token
+    }, (err: unknown) => {
+      const error = asAuthError(err)
+      const decoded = completeSteps(raw, error, steps)
+      Object.assign(context, { verdict: 'invalid', problem: error.type, step: error.step, claim: error.claim, error }, identityFacts(decoded))
+      channels.error.publish(context)
+      channels.asyncStart.publish(context)
+      channels.asyncEnd.publish(context)
+      throw error
+    })
+  }
+
+  function verify (raw: string): Promise<EntraToken> {
+    if (verifyTracing.hasSubscribers) return traced('verify', raw, [], true)
+    return run(raw, undefined, true, undefined)
+  }
+
+  async function explain (raw: string, requirement?: ScopeRequirement): Promise<Explanation> {
+    const required = requirement === undefined ? undefined : compileRequirement(requirement)
+    const at = now()
+    const steps: ExplainedStep[] = []
+    const check = required === undefined ? undefined : (token: EntraToken, record: StepRecorder) => checkRequirement(required, token, record)
+    try {
+      let token: EntraToken
+      if (verifyTracing.hasSubscribers) {
+        token = await traced('explain', raw, steps, false, check)
+      } else {
+        const record = recorderInto(steps)
+        token = await run(raw, record, false, undefined)
+        check?.(token, record)
+      }
+      return { valid: true, problem: null, steps, token, at }
+    } catch (err) {
+      const error = asAuthError(err)
+      // Idempotent: a traced validation has completed its steps already.
+      completeSteps(raw, error, steps)
+      return { valid: false, problem: { type: error.type, status: error.status, title: error.title, detail: error.detail, step: error.step, claim: error.claim }, steps, token: null, at }
+    }
   }
 
   async function introspect (raw: string): Promise<Rfc7662Introspection> {
@@ -123,6 +289,7 @@ export function buildVerifier (options: ResolvedOptions, internals: VerifierInte
   return Object.freeze({
     [kFromCache]: fromCache,
     verify,
+    explain,
     introspect,
     warm,
     discovery: () => keys.peekDiscovery(),
@@ -130,6 +297,33 @@ export function buildVerifier (options: ResolvedOptions, internals: VerifierInte
     close: () => keys.close(),
     options
   })
+}
+
+/** The steps before the claim rules, in order. */
+const PRE_CLAIM_STEPS = ['structure', 'discovery', 'keys', 'key', 'signature'] as const
+
+/** A recorder that appends to `steps` (what passed says what it checked; failures get the error's detail). */
+function recorderInto (steps: ExplainedStep[]): StepRecorder {
+  return (step, ok, facts) => { steps.push({ step, ok, detail: ok ? STEP_TITLES[step] : '', facts }) }
+}
+
+/** Anything but an `EntraAuthError` is refused as `auth_token_invalid`, as the plugin does. */
+function asAuthError (err: unknown): EntraAuthError {
+  return err instanceof EntraAuthError ? err : new EntraAuthError('auth_token_invalid', undefined, { cause: err })
+}
+
+/** Who a (maybe refused) token names, for the tracing context: never the token itself. */
+function identityFacts (decoded: DecodedJws | undefined): Partial<VerifyTraceContext> {
+  if (decoded === undefined) return {}
+  const { header, payload } = decoded
+  const ver = payload.ver
+  const client = ver === '1.0' ? payload.appid : payload.azp
+  return {
+    kid: header.kid,
+    ...(typeof ver === 'string' ? { version: ver } : {}),
+    ...(typeof payload.tid === 'string' ? { tenantId: payload.tid } : {}),
+    ...(typeof client === 'string' ? { clientId: client } : {})
+  }
 }
 
 /**

@@ -24,5 +24,5 @@ export function requiresPermissions (option: boolean | undefined, discoveryIssue
  * which checks for scope or role claims, sees none in them).
  */
 export function checkPermissions (token: TokenPermissions): void {
-  if (token.all.size === 0) throw new EntraAuthError('auth_token_insufficient_scopes', NO_PERMISSION)
+  if (token.all.size === 0) throw new EntraAuthError('auth_token_insufficient_scopes', NO_PERMISSION, { step: 'permissions' })
 }

@@ -2,6 +2,8 @@
  * Route requirements: a list of alternatives (OR), each a space-separated set of words (AND).
  * Pure, no Fastify.
  */
+import { EntraAuthError } from '../problems.js'
+import type { StepRecorder } from './steps.js'
 
 /**
  * What a route needs. Either the form of the Python flask-entra-auth — a string or a list of alternatives
@@ -94,4 +96,17 @@ export function compileRequirement (requirement: ScopeRequirement | undefined | 
       return false
     }
   })
+}
+
+/**
+ * Admits a verified token's permissions for a route, or throws `auth_token_insufficient_scopes`
+ * naming what the route needs (RFC 6750 §3.1 `scope` attribute). The plugin's hooks and
+ * `explain()` both call it.
+ */
+export function checkRequirement (required: CompiledRequirement, permissions: TokenPermissions, record?: StepRecorder): void {
+  const ok = required.isSatisfiedBy(permissions)
+  record?.('scopes', ok, { granted: [...permissions.all], needs: required.empty ? null : required.description })
+  if (!ok) {
+    throw new EntraAuthError('auth_token_insufficient_scopes', `This route needs ${required.description}. Request a token with them and try again.`, { requiredScope: required.scopeAttribute })
+  }
 }

@@ -22,12 +22,12 @@ export async function checkTenant (predicate: TenantPredicate, token: EntraToken
   const tid = token.claims.tid
   // Entra's `tid` is always a GUID (and was bound into or matched against the issuer): the
   // predicate never sees anything else, so a lookup keyed on it needs no escaping.
-  if (!isTenantId(tid)) throw new EntraAuthError('auth_token_issuer_untrusted', TENANT_NOT_ALLOWED)
+  if (!isTenantId(tid)) throw new EntraAuthError('auth_token_issuer_untrusted', TENANT_NOT_ALLOWED, { step: 'tenant', claim: 'tid' })
   let allowed: unknown
   try {
     allowed = await predicate(tid, token)
   } catch (err) {
-    throw new EntraAuthError('auth_tenant_check_error', CHECK_FAILED, { cause: err })
+    throw new EntraAuthError('auth_tenant_check_error', CHECK_FAILED, { cause: err, claim: 'tid' })
   }
-  if (allowed !== true) throw new EntraAuthError('auth_token_issuer_untrusted', TENANT_NOT_ALLOWED)
+  if (allowed !== true) throw new EntraAuthError('auth_token_issuer_untrusted', TENANT_NOT_ALLOWED, { step: 'tenant', claim: 'tid' })
 }

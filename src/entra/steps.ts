@@ -1,0 +1,50 @@
+/**
+ * What a validation reports about each of its steps, for `explain()`, the tracing channels and the
+ * token debugger. The rules call a recorder only when one is given: validating a request passes
+ * none, so it builds no step record.
+ */
+import type { ProblemType, ValidationStep } from '../problems.js'
+
+/** What a step compared: expected and actual values, times relative to now, … (never the token). */
+export type StepFacts = Readonly<Record<string, unknown>>
+
+/** One step of a validation, as `explain()` reports it. */
+export interface ExplainedStep {
+  step: ValidationStep
+  /** Whether the token passed this step. */
+  ok: boolean
+  /** The problem type of a failed step. */
+  problem?: ProblemType
+  /** What the step checked (passed) or what went wrong and what to do (failed). */
+  detail: string
+  facts: StepFacts
+}
+
+/** Told each step's outcome by the rules; `undefined` (nothing recorded) on the request path. */
+export type StepRecorder = (step: ValidationStep, ok: boolean, facts: StepFacts) => void
+
+/** What each step checks, in the order they run. */
+export const STEP_TITLES: Readonly<Record<ValidationStep, string>> = Object.freeze({
+  request: "an 'Authorization: Bearer <token>' header",
+  structure: 'three base64url JSON parts, alg RS256, no crit, kid',
+  discovery: 'OpenID configuration document',
+  keys: 'signing keys (JWKS)',
+  key: "a key with the token's kid",
+  signature: 'RS256 signature',
+  claims: 'required claims present and well-typed',
+  nbf: 'not before (nbf)',
+  exp: 'expiry (exp)',
+  ver: 'token version (ver)',
+  iss: 'issuer (iss), tenant and key issuer',
+  aud: 'audience (aud)',
+  sub: 'subject (sub) allowed',
+  client: 'client application (azp / appid) allowed',
+  tenant: 'tenant admitted by the allowedTenants predicate',
+  permissions: 'some delegated scope or app role (requirePermissions)',
+  scopes: 'route requirement (scp / roles)'
+})
+
+/** The steps a token goes through, in order (`tenant`, `permissions` and `scopes` only where configured or asked). */
+export const TOKEN_STEPS: readonly ValidationStep[] = Object.freeze([
+  'structure', 'discovery', 'keys', 'key', 'signature', 'claims', 'nbf', 'exp', 'ver', 'iss', 'aud', 'sub', 'client', 'tenant', 'permissions', 'scopes'
+] as const)
