@@ -51,7 +51,7 @@ t.test('a valid token: every step passes, in order, with its facts', async t => 
   t.match(facts.discovery, { issuer: `https://login.microsoftonline.com/${entra.tenantId}/v2.0` })
   t.match(facts.keys, { kids: [kid] })
   t.match(facts.key, { kid })
-  t.match(facts.iss, { iss: `https://login.microsoftonline.com/${entra.tenantId}/v2.0`, expected: `https://login.microsoftonline.com/${entra.tenantId}/v2.0`, tid: entra.tenantId })
+  t.match(facts.iss, { iss: `https://login.microsoftonline.com/${entra.tenantId}/v2.0`, expected: [`https://login.microsoftonline.com/${entra.tenantId}/v2.0`], tid: entra.tenantId })
   t.same(facts.aud, { aud: CLIENT_ID, accepted: [CLIENT_ID, `api://${CLIENT_ID}`] })
   t.match(facts.exp, { clockTolerance: 0 })
   t.ok((facts.exp as { inSeconds: number }).inSeconds > 3000, 'exp relative to now, in seconds')
@@ -78,7 +78,7 @@ t.test('each failure: explain names the step, the problem and what was compared;
     { name: 'not yet valid', token: user.generate({ nbf: now + 600 }), step: 'nbf', type: 'auth_token_immature', claim: 'nbf' },
     { name: 'expired', token: user.generate({ exp: now - 60 }), step: 'exp', type: 'auth_token_expired', claim: 'exp', facts: { exp: now - 60 } },
     { name: 'v2 token, v1 only', token: user.generate(), step: 'ver', type: 'auth_token_ver_not_supported', claim: 'ver', options: { tokenVersions: ['1.0'] }, facts: { ver: '2.0', accepted: ['1.0'] } },
-    { name: 'other issuer', token: user.generate({ iss: `https://login.microsoftonline.com/${OTHER_TENANT}/v2.0` }), step: 'iss', type: 'auth_token_issuer_untrusted', claim: 'iss', facts: { expected: `https://login.microsoftonline.com/${entra.tenantId}/v2.0` } },
+    { name: 'other issuer', token: user.generate({ iss: `https://login.microsoftonline.com/${OTHER_TENANT}/v2.0` }), step: 'iss', type: 'auth_token_issuer_untrusted', claim: 'iss', facts: { expected: [`https://login.microsoftonline.com/${entra.tenantId}/v2.0`] } },
     { name: 'tenant not allowed', token: user.generate(), step: 'iss', type: 'auth_token_issuer_untrusted', claim: 'tid', options: { allowedTenants: [OTHER_TENANT] }, facts: { allowedTenants: [OTHER_TENANT] } },
     { name: 'other audience', token: user.generate({ aud: 'another-api' }), step: 'aud', type: 'auth_token_audience_invalid', claim: 'aud', facts: { aud: 'another-api' } },
     { name: 'subject not allowed', token: user.generate(), step: 'sub', type: 'auth_token_subject_not_trusted', claim: 'sub', options: { allowedSubjects: ['someone'] } },
@@ -161,4 +161,23 @@ t.test('errors outside token validation carry their step too', async t => {
   t.equal(new EntraAuthError('auth_header_missing').claim, undefined)
   t.equal(new EntraAuthError('auth_token_expired').claim, 'exp')
   t.match(new EntraAuthError('auth_token_invalid', undefined, { step: 'claims', claim: 'iat' }), { step: 'claims', claim: 'iat' })
+})
+
+t.test('the allowedTenants predicate and requirePermissions are steps too', async t => {
+  const allowed = verifierWith({ allowedTenants: async (tid: string) => tid === entra.tenantId, requirePermissions: true })
+  const ok = await allowed.explain(user.generate())
+  t.same(ok.steps.slice(-2).map(step => `${step.step}:${step.ok}`), ['tenant:true', 'permissions:true'])
+
+  const refused = await verifierWith({ allowedTenants: () => false }).explain(user.generate())
+  t.match(refused.problem, { type: 'auth_token_issuer_untrusted', step: 'tenant', claim: 'tid' })
+  t.match(refused.steps.at(-1), { step: 'tenant', ok: false, facts: { tid: entra.tenantId } })
+
+  const failing = verifierWith({ allowedTenants: () => { throw new Error('database down') } })
+  const broken = await failing.explain(user.generate())
+  t.match(broken.problem, { type: 'auth_tenant_check_error', step: 'tenant' })
+  t.match(await rejection(failing.verify(user.generate())), { type: 'auth_tenant_check_error', step: 'tenant', claim: 'tid' })
+
+  const noPermission = await verifierWith({ requirePermissions: true }).explain(user.generate({ scp: false, roles: false }))
+  t.match(noPermission.problem, { type: 'auth_token_insufficient_scopes', step: 'permissions' })
+  t.match(noPermission.steps.at(-1), { step: 'permissions', ok: false, facts: { scp: [], roles: [] } })
 })
