@@ -80,7 +80,12 @@ export function parseJsonObject (text: string): Record<string, unknown> | undefi
   return Object.setPrototypeOf(value, null) as Record<string, unknown>
 }
 
-function decodeSegment (segment: string, what: 'header' | 'payload'): Record<string, unknown> {
+/**
+ * Decodes one segment of a compact JWS (`header` or `payload`): canonical base64url, strict
+ * UTF-8, a JSON object with a null prototype. Throws `auth_token_invalid` saying which rule failed.
+ * Judges nothing else, so a token debugger can show a token the verifier refuses.
+ */
+export function decodeSegment (segment: string, what: 'header' | 'payload'): Record<string, unknown> {
   if (!isCanonicalBase64url(segment)) {
     throw new EntraAuthError('auth_token_invalid', `The token ${what} is not canonical base64url.`)
   }

@@ -1,6 +1,7 @@
 import { createAdmission, type AdmissionLogger } from './admission.js'
 import { kFromCache, keyStoreClockOf } from './internal.js'
-import { checkClaims, checkTime, graphTokenDetail, isGraphToken, type ClaimRules } from './entra/claims.js'
+import { checkClaims, checkTime, type ClaimRules } from './entra/claims.js'
+import { graphTokenDetail, isGraphToken } from './entra/kinds.js'
 import { checkRequirement, compileRequirement, type ScopeRequirement } from './entra/scopes.js'
 import { STEP_TITLES, type ExplainedStep, type StepFacts, type StepRecorder } from './entra/steps.js'
 import { checkJoseHeader, decodeJws, precheckJws, type DecodedJws, type JoseHeader } from './jws.js'

@@ -6,6 +6,7 @@
 import { EntraAuthError } from '../problems.js'
 import type { EntraClaims } from '../token.js'
 import { clientClaimOf, issuerRule, issuerTenant, keyMaySign } from './issuers.js'
+import { graphTokenDetail, isGraphToken, looksLikeIdToken } from './kinds.js'
 import type { StepRecorder } from './steps.js'
 
 export interface ClaimRules {
@@ -18,28 +19,6 @@ export interface ClaimRules {
   readonly now: () => number
   /** Where the discovery document comes from; its host tells the cloud of a v1.0 (STS) issuer. */
   readonly discoveryUrl?: URL
-}
-
-/** Microsoft Graph's application ID and resource URIs; Graph tokens are not for third-party APIs. */
-const GRAPH_AUDIENCES = new Set(['00000003-0000-0000-c000-000000000000', 'https://graph.microsoft.com', 'https://graph.microsoft.com/'])
-
-const GRAPH_DETAIL = 'This token was issued for Microsoft Graph, and Graph tokens cannot be validated by any API but Graph. Request a token for this API instead (scope api://<client id>/.default or one of its scopes).'
-
-/** True when the token looks like a Microsoft Graph access token. */
-export function isGraphToken (header: Record<string, unknown>, payload: Record<string, unknown>): boolean {
-  // Graph tokens carry a `nonce` JOSE header whose hash is what was signed.
-  if (header.nonce !== undefined) return true
-  const aud = payload.aud
-  return typeof aud === 'string' ? GRAPH_AUDIENCES.has(aud) : Array.isArray(aud) && aud.some(a => GRAPH_AUDIENCES.has(a))
-}
-
-export function graphTokenDetail (): string {
-  return GRAPH_DETAIL
-}
-
-/** ID tokens carry neither delegated scopes, app roles nor a client claim. */
-export function looksLikeIdToken (payload: Record<string, unknown>): boolean {
-  return payload.scp === undefined && payload.roles === undefined && payload.azp === undefined && payload.appid === undefined
 }
 
 /** Names the missing client claim, so the caller sees both what is wrong and why. */
@@ -179,7 +158,7 @@ export function checkClaims (
   const audienceOk = typeof aud === 'string' ? rules.audiences.has(aud) : aud.some(a => rules.audiences.has(a))
   record?.('aud', audienceOk, { aud, accepted: [...rules.audiences] })
   if (!audienceOk) {
-    throw new EntraAuthError('auth_token_audience_invalid', isGraphToken({}, payload) ? GRAPH_DETAIL : undefined)
+    throw new EntraAuthError('auth_token_audience_invalid', isGraphToken({}, payload) ? graphTokenDetail() : undefined)
   }
 
   if (record !== undefined) {

@@ -1,0 +1,26 @@
+/**
+ * Reading a pasted token for the debugger: a `Bearer ` prefix and whitespace go, an encrypted
+ * (five-part) token is named as such, and each segment is decoded by the verifier's own decoder
+ * (jws.ts), without judging the header, so a token the verifier refuses can still be looked at.
+ */
+import { decodeSegment } from '../jws.js'
+import { EntraAuthError } from '../problems.js'
+
+/** Accepts a pasted token with surrounding whitespace or a `Bearer ` prefix. */
+export function normalizeToken (input: string): string {
+  return input.trim().replace(/^bearer\s+/i, '').trim()
+}
+
+/**
+ * Splits and decodes a JWT without judging it. Throws `EntraAuthError` (`auth_token_invalid`).
+ */
+export function decodeToken (input: string): { header: Record<string, unknown>, claims: Record<string, unknown> } {
+  const parts = normalizeToken(input).split('.')
+  if (parts.length === 5) {
+    throw new EntraAuthError('auth_token_invalid', 'The token has five parts: it is encrypted (JWE) and only its recipient can read it.')
+  }
+  if (parts.length !== 3) {
+    throw new EntraAuthError('auth_token_invalid', `The token is not a JWT: it has ${parts.length} dot-separated part(s), not three.`)
+  }
+  return { header: decodeSegment(parts[0] as string, 'header'), claims: decodeSegment(parts[1] as string, 'payload') }
+}

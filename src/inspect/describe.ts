@@ -1,0 +1,150 @@
+/**
+ * What a token is, read from its claims without validating it: Entra version, delegated /
+ * app-only / ID token, Microsoft Graph token, who it names, its times. Pure: no I/O, no options.
+ */
+import { graphTokenDetail, isGraphToken, looksLikeIdToken } from '../entra/kinds.js'
+import type { JoseHeader } from '../jws.js'
+import { EntraToken, type EntraClaims } from '../token.js'
+import { decodeToken, normalizeToken } from './decode.js'
+
+/** The token's shape by Entra's rules. */
+export type TokenKind = 'delegated' | 'app-only' | 'id-token' | 'unknown'
+
+/** Who and what a token names; read from the claims, not a proof of anything until validated. */
+export interface TokenIdentity {
+  tenantId: string | undefined
+  objectId: string | undefined
+  subject: string | undefined
+  /** `azp` (v2.0) or `appid` (v1.0). */
+  clientId: string | undefined
+  version: '1.0' | '2.0' | undefined
+  isAppOnly: boolean
+  /** `scp` words ∪ `roles`, as routes see them. */
+  scopes: string[]
+  /** Display name or sign-in name, for humans only (never authorize on it). */
+  name: string | undefined
+}
+
+export interface TokenTime {
+  claim: 'iat' | 'nbf' | 'exp'
+  /** The claim as sent. */
+  value: unknown
+  /** ISO 8601 time, when the value is a finite number. */
+  iso: string | undefined
+  /** e.g. `in 52 min`, `2 years ago`, relative to the inspection time. */
+  relative: string | undefined
+}
+
+/** A decoded, unverified token and what it looks like. */
+export interface TokenDescription {
+  header: Record<string, unknown>
+  claims: Record<string, unknown>
+  /** Entra token version (`ver`), when it is one Entra issues. */
+  version: '1.0' | '2.0' | undefined
+  kind: TokenKind
+  /** Issued for Microsoft Graph: only Graph can validate it. */
+  graph: boolean
+  /** One line, e.g. `Entra v2.0 delegated (user) access token`. */
+  summary: string
+  identity: TokenIdentity
+  times: TokenTime[]
+  /** Things worth knowing before validating (ID token, Graph token, expired, version mismatch, …). */
+  notes: string[]
+}
+
+/** ISO 8601 time of unix seconds, when finite. */
+export function iso (seconds: unknown): string | undefined {
+  if (typeof seconds !== 'number' || !Number.isFinite(seconds)) return undefined
+  const date = new Date(seconds * 1000)
+  return Number.isNaN(date.getTime()) ? undefined : date.toISOString().replace(/\.\d{3}Z$/, 'Z')
+}
+
+/** `in 52 min` / `3 h ago`, for humans. */
+export function relativeTime (seconds: number, nowMs: number): string {
+  const diff = seconds - nowMs / 1000
+  const abs = Math.abs(diff)
+  const amount = abs < 120
+    ? `${Math.round(abs)} s`
+    : abs < 2 * 3600
+      ? `${Math.round(abs / 60)} min`
+      : abs < 2 * 86400
+        ? `${Math.round(abs / 3600)} h`
+        : abs < 2 * 365 * 86400
+          ? `${Math.round(abs / 86400)} days`
+          : `${Math.round(abs / (365.25 * 86400))} years`
+  return diff >= 0 ? `in ${amount}` : `${amount} ago`
+}
+
+function stringOf (value: unknown): string | undefined {
+  return typeof value === 'string' ? value : undefined
+}
+
+/** ID tokens carry neither delegated scopes, app roles nor a client claim (as entra/claims.ts judges). */
+export function identityOf (token: EntraToken, claims: Record<string, unknown>): TokenIdentity {
+  const ver = claims.ver
+  return {
+    tenantId: token.tenantId,
+    objectId: token.objectId,
+    subject: stringOf(claims.sub),
+    // For a token without a valid `ver`, show whichever client claim it has.
+    clientId: ver === '2.0' || ver === '1.0' ? token.clientId : stringOf(claims.azp) ?? stringOf(claims.appid),
+    version: ver === '2.0' || ver === '1.0' ? ver : undefined,
+    isAppOnly: token.isAppOnly,
+    scopes: token.scopes,
+    name: [claims.name, claims.preferred_username, claims.upn, claims.unique_name].map(stringOf).find(v => v !== undefined)
+  }
+}
+
+const KIND_WORDS: Readonly<Record<TokenKind, string>> = {
+  delegated: 'delegated (user) access token',
+  'app-only': 'app-only (client credentials) access token',
+  'id-token': 'ID token',
+  unknown: 'token of unknown shape'
+}
+
+/**
+ * Decodes `token` (not verified) and says what it is: Entra version, delegated / app-only / ID
+ * token, Graph token, who it names, and its times relative to `now` (ms). Throws `EntraAuthError`
+ * (`auth_token_invalid`) when it is not a decodable JWT.
+ */
+export function describeToken (token: string, options: { now?: number } = {}): TokenDescription {
+  const now = options.now ?? Date.now()
+  const { header, claims } = decodeToken(token)
+  const entraToken = new EntraToken(normalizeToken(token), header as JoseHeader, claims as EntraClaims)
+  const identity = identityOf(entraToken, claims)
+  const version = identity.version
+  const graph = isGraphToken(header, claims)
+  const kind: TokenKind = looksLikeIdToken(claims)
+    ? 'id-token'
+    : entraToken.isAppOnly
+      ? 'app-only'
+      : typeof claims.scp === 'string' || claims.idtyp === 'user' ? 'delegated' : 'unknown'
+
+  const notes: string[] = []
+  if (kind === 'id-token') {
+    notes.push('This is an ID token: it proves a sign-in to the client app named in aud and is not meant for APIs. Send an access token requested for the API.')
+  }
+  if (graph) notes.push(graphTokenDetail())
+  if (kind === 'unknown') notes.push("Neither delegated (no 'scp') nor app-only ('oid' differs from 'sub', no idtyp 'app') by Entra's rules.")
+  if (version === undefined) {
+    notes.push(`'ver' is ${JSON.stringify(claims.ver) ?? 'absent'}: Entra access tokens carry "1.0" or "2.0".`)
+  } else {
+    const iss = stringOf(claims.iss) ?? ''
+    if (version === '2.0' && !iss.endsWith('/v2.0')) notes.push(`'ver' is 2.0 but the issuer ${JSON.stringify(iss)} is not in the v2.0 form (…/{tenant}/v2.0).`)
+    if (version === '1.0' && iss.endsWith('/v2.0')) notes.push(`'ver' is 1.0 but the issuer ${JSON.stringify(iss)} is in the v2.0 form.`)
+    const clientClaim = version === '2.0' ? 'azp' : 'appid'
+    if (kind !== 'id-token' && claims[clientClaim] === undefined) notes.push(`A v${version} access token names its client app in '${clientClaim}', which is missing.`)
+  }
+  if (claims._claim_names !== undefined) notes.push("Group overage: the user has too many groups for the 'groups' claim; query Microsoft Graph for them.")
+
+  const times: TokenTime[] = (['iat', 'nbf', 'exp'] as const).filter(claim => claims[claim] !== undefined).map(claim => {
+    const value = claims[claim]
+    const at = iso(value)
+    return { claim, value, iso: at, relative: at === undefined ? undefined : relativeTime(value as number, now) }
+  })
+  if (typeof claims.exp === 'number' && claims.exp * 1000 <= now) notes.push(`Expired ${relativeTime(claims.exp, now)}.`)
+  if (typeof claims.nbf === 'number' && claims.nbf * 1000 > now) notes.push(`Not valid before ${iso(claims.nbf)} (${relativeTime(claims.nbf, now)}).`)
+
+  const summary = `${version === undefined ? 'Not an Entra v1.0/v2.0' : `Entra v${version}`} ${KIND_WORDS[kind]}${graph ? ' for Microsoft Graph' : ''}`
+  return { header, claims, version, kind, graph, summary, identity, times, notes }
+}
