@@ -113,7 +113,7 @@ t.test('explain and route hooks are traced too; a provider failure shows on keys
   t.teardown(() => down.close())
   const verifier = createEntraVerifier({ clientId: CLIENT_ID, ...down.pluginOptions() })
   t.teardown(() => verifier.close())
-  await t.rejects(verifier.verify(down.client(CLIENT_ID).generate()), { type: 'auth_oidc_error', step: 'keys' })
+  await t.rejects(verifier.verify(down.client(CLIENT_ID).generate()), new EntraAuthError('auth_oidc_error', undefined, { step: 'keys' }))
   t.match(seen.fetches.at(-1), { event: 'failure', document: 'jwks', reason: String })
   t.match(seen.refreshes.at(-1), { event: 'failure', problem: 'auth_oidc_error', servingStale: false, reason: String })
 })
