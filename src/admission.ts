@@ -8,9 +8,9 @@ import { checkPermissions, requiresPermissions } from './entra/permissions.js'
 import { clientClaimOf, issuerWarnings } from './entra/issuers.js'
 import { checkTenant } from './entra/tenants.js'
 import type { StepRecorder } from './entra/steps.js'
-import type { JoseHeader } from './jws.js'
+import type { JoseHeader } from './core/jws.js'
 import type { ResolvedOptions } from './options.js'
-import { EntraToken, type EntraClaims } from './token.js'
+import { EntraToken, type EntraClaims } from './entra/token.js'
 
 /** Fastify's logger, pino, or console-like. */
 export interface AdmissionLogger {

@@ -9,7 +9,7 @@ import { readFileSync } from 'node:fs'
 import { createRequire } from 'node:module'
 import { parseArgs } from 'node:util'
 import type { InspectOptions } from './inspect.js'
-import { escapeLines } from './terminal.js'
+import { escapeLines } from './inspect/terminal.js'
 
 /** Exit code of a usage error (inspect.ts's EXIT.usage, without loading it for --help). */
 const USAGE_ERROR = 2

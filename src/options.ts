@@ -2,8 +2,8 @@ import { Type, type TSchema } from '@sinclair/typebox'
 import { Value } from '@sinclair/typebox/value'
 import type { FastifyRequest } from 'fastify'
 import type { Dispatcher } from 'undici'
-import { EntraAuthError } from './problems.js'
-import type { EntraToken } from './token.js'
+import { EntraAuthError } from './entra/problems.js'
+import type { EntraToken } from './entra/token.js'
 
 const StringList = Type.Array(Type.String({ minLength: 1 }))
 /**

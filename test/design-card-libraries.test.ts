@@ -8,7 +8,7 @@ import buildGetJwks from 'get-jwks'
 import t from 'tap'
 import { MockAgent, type Dispatcher } from 'undici'
 import { EntraAuthError } from '../src/index.js'
-import { loadFastifyJwt, mapJwtError } from '../src/signature.js'
+import { loadFastifyJwt, mapJwtError } from '../src/core/signature.js'
 
 const require = createRequire(import.meta.url)
 const ORIGIN = 'https://login.example.test'

@@ -7,7 +7,7 @@ import Fastify, { type FastifyInstance } from 'fastify'
 import t, { type Test } from 'tap'
 import { parse } from 'yaml'
 import entraAuth, { type EntraAuthOptions } from '../src/index.js'
-import { MARKER, toYaml } from '../src/openapi.js'
+import { MARKER, toYaml } from '../src/fastify/openapi.js'
 import { API_ID, bearer, closing, decoratorOf, fakeEntra } from './helpers/index.js'
 
 type Doc = Record<string, any>

@@ -5,7 +5,7 @@
  */
 import t from 'tap'
 import { describeToken, exitCodeOf, formatReport, inspectToken } from '../src/inspect.js'
-import { escapeControls, escapeLines } from '../src/terminal.js'
+import { escapeControls, escapeLines } from '../src/inspect/terminal.js'
 import { FakeEntra } from '../src/testing/index.js'
 
 const API_ID = 'a0b1c2d3-0000-4000-8000-00000000a11e'

@@ -8,7 +8,7 @@
 import Fastify, { type FastifyInstance } from 'fastify'
 import t, { type Test } from 'tap'
 import entraAuth, { type EntraAuthOptions, type EntraToken } from '../src/index.js'
-import { kKeyStoreClock } from '../src/internal.js'
+import { kKeyStoreClock } from '../src/core/internal.js'
 import { FakeEntra, type MockJwk, type MockJwtClient } from '../src/testing/index.js'
 
 const API_ID = 'a0b1c2d3-0000-4000-8000-00000000a11e'

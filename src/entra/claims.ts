@@ -3,8 +3,8 @@
  * Fastify, no I/O. Order, as documented in the README: required claims → nbf → exp → ver → iss → aud →
  * sub → client.
  */
-import { EntraAuthError } from '../problems.js'
-import type { EntraClaims } from '../token.js'
+import { EntraAuthError } from './problems.js'
+import type { EntraClaims } from './token.js'
 import { clientClaimOf, issuerRule, issuerTenant, keyMaySign } from './issuers.js'
 import { graphTokenDetail, isGraphToken, looksLikeIdToken } from './kinds.js'
 import type { StepRecorder } from './steps.js'

@@ -5,7 +5,7 @@
  * (`AllowWebApiToBeAuthorizedByACL`). Pure, no Fastify.
  * https://learn.microsoft.com/entra/identity-platform/scenario-protected-web-api-verification-scope-app-roles
  */
-import { EntraAuthError } from '../problems.js'
+import { EntraAuthError } from './problems.js'
 import { TENANT_TEMPLATE } from './issuers.js'
 import type { TokenPermissions } from './scopes.js'
 

@@ -2,7 +2,7 @@
  * Route requirements: a list of alternatives (OR), each a space-separated set of words (AND).
  * Pure, no Fastify.
  */
-import { EntraAuthError } from '../problems.js'
+import { EntraAuthError } from './problems.js'
 import type { StepRecorder } from './steps.js'
 
 /**

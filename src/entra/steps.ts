@@ -3,7 +3,7 @@
  * token debugger. The rules call a recorder only when one is given: validating a request passes
  * none, so it builds no step record.
  */
-import type { ProblemType, ValidationStep } from '../problems.js'
+import type { ProblemType, ValidationStep } from './problems.js'
 
 /** What a step compared: expected and actual values, times relative to now, … (never the token). */
 export type StepFacts = Readonly<Record<string, unknown>>

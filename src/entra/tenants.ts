@@ -2,8 +2,8 @@
  * The predicate form of `allowedTenants`: multi-tenant (SaaS) APIs admit the tenants that signed
  * up, which live in a database rather than in a constant. No Fastify, no I/O of its own.
  */
-import { EntraAuthError } from '../problems.js'
-import type { EntraToken } from '../token.js'
+import { EntraAuthError } from './problems.js'
+import type { EntraToken } from './token.js'
 import { TENANT_NOT_ALLOWED } from './claims.js'
 import { isTenantId } from './issuers.js'
 

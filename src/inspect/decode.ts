@@ -3,8 +3,8 @@
  * (five-part) token is named as such, and each segment is decoded by the verifier's own decoder
  * (jws.ts), without judging the header, so a token the verifier refuses can still be looked at.
  */
-import { decodeSegment } from '../jws.js'
-import { EntraAuthError } from '../problems.js'
+import { decodeSegment } from '../core/jws.js'
+import { EntraAuthError } from '../entra/problems.js'
 
 /** Accepts a pasted token with surrounding whitespace or a `Bearer ` prefix. */
 export function normalizeToken (input: string): string {

@@ -3,8 +3,8 @@
  * app-only / ID token, Microsoft Graph token, who it names, its times. Pure: no I/O, no options.
  */
 import { graphTokenDetail, isGraphToken, looksLikeIdToken } from '../entra/kinds.js'
-import type { JoseHeader } from '../jws.js'
-import { EntraToken, type EntraClaims } from '../token.js'
+import type { JoseHeader } from '../core/jws.js'
+import { EntraToken, type EntraClaims } from '../entra/token.js'
 import { decodeToken, normalizeToken } from './decode.js'
 
 /** The token's shape by Entra's rules. */

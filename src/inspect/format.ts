@@ -1,7 +1,7 @@
 /**
  * The debugger's report as text for a terminal, and its exit code. No decoding, no validation.
  */
-import { escapeControls } from '../terminal.js'
+import { escapeControls } from './terminal.js'
 import { iso } from './describe.js'
 import { show, type InspectReport, type InspectStep } from './validate.js'
 

@@ -6,7 +6,7 @@
 import { compileRequirement, type ScopeRequirement } from '../entra/scopes.js'
 import { STEP_TITLES, TOKEN_STEPS, type ExplainedStep } from '../entra/steps.js'
 import { resolveOptions, type EntraVerifierOptions, type ResolvedOptions } from '../options.js'
-import { EntraAuthError, type ProblemType, type ValidationStep } from '../problems.js'
+import { EntraAuthError, type ProblemType, type ValidationStep } from '../entra/problems.js'
 import { buildVerifier } from '../verifier.js'
 import { normalizeToken } from './decode.js'
 import { describeToken, identityOf, iso, relativeTime, type TokenDescription, type TokenIdentity } from './describe.js'

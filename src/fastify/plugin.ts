@@ -1,15 +1,15 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest, onRequestAsyncHookHandler } from 'fastify'
 import fp from 'fastify-plugin'
-import { kFromCache, keyStoreClockOf } from './internal.js'
-import { checkRequirement, compileRequirement, type CompiledRequirement, type ScopeRequirement } from './entra/scopes.js'
-import { verifyTracing } from './tracing.js'
+import { kFromCache, keyStoreClockOf } from '../core/internal.js'
+import { checkRequirement, compileRequirement, type CompiledRequirement, type ScopeRequirement } from '../entra/scopes.js'
+import { verifyTracing } from '../core/tracing.js'
 import { endpointsFromDiscoveryUrl, findHook, markRoute, tagHook, wrapSwagger, type OpenApiContribution } from './openapi.js'
-import { resolveOptions, type EntraAuthOptions } from './options.js'
-import { EntraAuthError } from './problems.js'
+import { resolveOptions, type EntraAuthOptions } from '../options.js'
+import { EntraAuthError } from '../entra/problems.js'
 import { sendProblemReply } from './problem-reply.js'
 import { findToken } from './sources.js'
-import type { EntraToken, Rfc7662Introspection } from './token.js'
-import { buildVerifier, type EntraVerifier, type EntraVerifierState } from './verifier.js'
+import type { EntraToken, Rfc7662Introspection } from '../entra/token.js'
+import { buildVerifier, type EntraVerifier, type EntraVerifierState } from '../verifier.js'
 
 /** `fastify.entraAuth`: makes route hooks, and shares the plugin's verifier. */
 export interface EntraAuthDecorator {

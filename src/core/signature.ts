@@ -1,6 +1,6 @@
 import { createRequire } from 'node:module'
 import type { SigningKey } from './keys.js'
-import { EntraAuthError } from './problems.js'
+import { EntraAuthError } from '../entra/problems.js'
 
 /**
  * The @fastify/jwt layer: RS256 signatures are verified by @fastify/jwt's request-level verify

@@ -3,8 +3,8 @@ import type { Dispatcher } from 'undici'
 import { parseDiscovery, type Discovery } from './discovery.js'
 import { createAgent, failureReason, fetchJson, FetchFailure, guardDispatcher } from './http.js'
 import { JwksSource } from './jwks.js'
-import type { KeyTimings } from './options.js'
-import { EntraAuthError } from './problems.js'
+import type { KeyTimings } from '../options.js'
+import { EntraAuthError } from '../entra/problems.js'
 import { keysFetchChannel, keysRefreshChannel } from './tracing.js'
 
 /** A JWKS that parses but holds no key we can use: a failed fetch that never replaces a good set. */

@@ -1,5 +1,5 @@
 import { isUtf8 } from 'node:buffer'
-import { EntraAuthError } from './problems.js'
+import { EntraAuthError } from '../entra/problems.js'
 
 /** Decoded JOSE header (RFC 7515 §4). Only `alg` and `kid` are used; the rest is kept for callers. */
 export interface JoseHeader {

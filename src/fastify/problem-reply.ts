@@ -1,5 +1,5 @@
 import type { FastifyReply } from 'fastify'
-import { problemHeaders } from './problems.js'
+import { problemHeaders } from '../entra/problems.js'
 
 /**
  * Sends an RFC 9457 problem with its RFC 6750 challenge (and `Retry-After` for a 503). Every

@@ -5,8 +5,8 @@
  * publisher checks `hasSubscribers` first. No message carries a token.
  */
 import diagnostics, { type Channel } from 'node:diagnostics_channel'
-import type { ProblemType, ValidationStep } from './problems.js'
-import type { ExplainedStep } from './entra/steps.js'
+import type { ProblemType, ValidationStep } from '../entra/problems.js'
+import type { ExplainedStep } from '../entra/steps.js'
 
 /** The context of one validation on the `fastify-entra-auth:verify` tracing channel. */
 export interface VerifyTraceContext {

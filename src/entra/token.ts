@@ -1,6 +1,6 @@
 import { Type, type Static } from '@sinclair/typebox'
-import type { JoseHeader } from './jws.js'
-import type { TokenPermissions } from './entra/scopes.js'
+import type { JoseHeader } from '../core/jws.js'
+import type { TokenPermissions } from './scopes.js'
 
 /**
  * Claims of an Entra access token (v1.0 and v2.0), as a TypeBox schema so they can be used in

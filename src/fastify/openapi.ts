@@ -9,7 +9,7 @@
  * the `swagger()` decorator is wrapped to turn markers into `security` and to add the scheme.
  */
 import type { RouteOptions } from 'fastify'
-import type { CompiledRequirement } from './entra/scopes.js'
+import type { CompiledRequirement } from '../entra/scopes.js'
 
 /** Route-schema extension carrying `{ [scheme]: securityRequirements }` until the document is built. */
 export const MARKER = 'x-entra-auth'

@@ -5,8 +5,8 @@
  */
 import type { FastifyReply } from 'fastify'
 import { sendProblemReply } from './problem-reply.js'
-import type { EntraToken } from './token.js'
-import type { EntraVerifier } from './verifier.js'
+import type { EntraToken } from '../entra/token.js'
+import type { EntraVerifier } from '../verifier.js'
 
 /**
  * A claims request (OpenID Connect Core §5.5), e.g. an authentication context

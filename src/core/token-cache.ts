@@ -1,6 +1,6 @@
 import { LRUCache } from 'lru-cache'
 import type { SigningKey } from './keys.js'
-import type { EntraToken } from './token.js'
+import type { EntraToken } from '../entra/token.js'
 
 interface Entry {
   readonly raw: string

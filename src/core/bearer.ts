@@ -1,5 +1,5 @@
 import { checkTokenSize } from './jws.js'
-import { EntraAuthError } from './problems.js'
+import { EntraAuthError } from '../entra/problems.js'
 
 /** RFC 6750 §2.1 b64token, the only characters a bearer credential may contain. */
 const B64TOKEN = /^[A-Za-z0-9\-._~+/]+=*$/

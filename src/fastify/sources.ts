@@ -1,5 +1,5 @@
-import { authorizationHeaderCount, bearerToken, duplicateHeaders } from './bearer.js'
-import type { EntraTokenSource } from './options.js'
+import { authorizationHeaderCount, bearerToken, duplicateHeaders } from '../core/bearer.js'
+import type { EntraTokenSource } from '../options.js'
 
 /** The parts of a request the token may come from (structural, so this module needs no Fastify). */
 export interface CredentialCarrier {
