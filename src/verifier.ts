@@ -4,11 +4,11 @@ import { checkClaims, checkTime, type ClaimRules } from './entra/claims.js'
 import { graphTokenDetail, isGraphToken } from './entra/kinds.js'
 import { checkRequirement, compileRequirement, type ScopeRequirement } from './entra/scopes.js'
 import { STEP_TITLES, type ExplainedStep, type StepFacts, type StepRecorder } from './entra/steps.js'
-import { checkJoseHeader, decodeJws, precheckJws, type DecodedJws, type JoseHeader } from './core/jws.js'
+import { checkJoseHeader, checkShape, decodeJws, precheckJws, type DecodedJws, type JoseHeader } from './core/jws.js'
 import { KeyStore, type KeyStoreLogger, type KeyStoreState, type SigningKey } from './core/keys.js'
 import { resolveOptions, type EntraVerifierOptions, type ResolvedOptions } from './options.js'
 import { EntraAuthError, type ProblemType, type ValidationStep } from './entra/problems.js'
-import { createSignatureVerifier } from './core/signature.js'
+import { verifySignature } from './core/signature.js'
 import type { EntraToken, Rfc7662Introspection } from './entra/token.js'
 import { TokenCache } from './core/token-cache.js'
 import { tokenCacheChannel, verifyTracing, type VerifyTraceContext } from './core/tracing.js'
@@ -91,6 +91,16 @@ export interface VerifierInternals {
   clock?: () => number
 }
 
+/** The detail of a signature that doesn't verify: Graph tokens can't be verified by anyone but Graph. */
+function untrustedDetail (raw: string): string | undefined {
+  try {
+    const { header, payload } = decodeJws(raw)
+    return isGraphToken(header, payload) ? graphTokenDetail() : undefined
+  } catch {
+    return undefined
+  }
+}
+
 /** Builds a verifier from already resolved options (the plugin resolves them first). */
 export function buildVerifier (options: ResolvedOptions, internals: VerifierInternals = {}): InternalVerifier {
   const keys = new KeyStore({ discoveryUrl: options.discoveryUrl, timings: options.jwks, dispatcher: options.dispatcher, logger: internals.logger, clock: internals.clock })
@@ -98,10 +108,6 @@ export function buildVerifier (options: ResolvedOptions, internals: VerifierInte
   const rules: ClaimRules = options
   const admission = createAdmission(options, internals.logger)
   const { now, clockTolerance } = options
-  const verifySignature = createSignatureVerifier(
-    header => keys.keyFor(checkJoseHeader(header).kid),
-    (header, payload) => isGraphToken(header, payload) ? graphTokenDetail() : undefined
-  )
 
   /**
    * The cached token of exactly `raw`, judged again for time and key-set usability, synchronously
@@ -142,8 +148,14 @@ export function buildVerifier (options: ResolvedOptions, internals: VerifierInte
       if (cached !== undefined) return cached
     }
 
-    precheckJws(raw)
-    const { header, payload, key } = await verifySignature(raw)
+    const { kid } = checkJoseHeader(precheckJws(raw), raw)
+    let key = keys.currentKey(kid)
+    if (key === undefined) {
+      // The key store may have to fetch: the token's whole shape first (no network before it passes).
+      checkShape(raw)
+      key = await keys.getKey(kid)
+    }
+    const { header, payload } = verifySignature(raw, key, () => untrustedDetail(raw))
     const discovery = keys.peekDiscovery() ?? await keys.discovery()
     if (record !== undefined) recordKeyed(record, header, key)
     const claims = checkClaims(payload, rules, discovery.issuer, key.issuer, record)
@@ -198,9 +210,7 @@ export function buildVerifier (options: ResolvedOptions, internals: VerifierInte
     let key: SigningKey | undefined
     if (at === 'signature' && decoded !== undefined) {
       // The signature step failed, so the key store has this kid at hand: no fetch.
-      const found = keys.keyFor(decoded.header.kid)
-      if (found instanceof Promise) found.catch(() => {})
-      else key = found
+      key = keys.currentKey(decoded.header.kid)
     }
     const facts = at === 'signature' ? { alg: 'RS256', kid: decoded?.header.kid, keyIssuer: key?.issuer } : preClaimFacts(at as typeof PRE_CLAIM_STEPS[number], decoded?.header, undefined)
     steps.push({ step: at, ok: false, problem: error.type, detail: error.detail, facts })

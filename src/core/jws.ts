@@ -113,14 +113,14 @@ function own (header: Record<string, unknown>, name: string): unknown {
 }
 
 /**
- * Byte-level checks of a compact JWS, before anything is JSON-decoded: at most
- * {@link MAX_TOKEN_LENGTH} characters, three segments with a canonical base64url ending (the
- * alphabet is fast-jwt's check, next on the verifier's path), a non-empty
- * signature, and a header and payload that are valid UTF-8 (invalid bytes would otherwise become
- * U+FFFD). So a token has one spelling, and oversized input can't hold the event loop. The
- * verifier runs this before @fastify/jwt decodes the token.
+ * The checks of a compact JWS that need neither a key nor the payload's JSON: at most
+ * {@link MAX_TOKEN_LENGTH} characters, three segments, canonical base64url endings (no second
+ * spelling of one signature), valid UTF-8 header and payload (invalid bytes would otherwise become
+ * U+FFFD), and a header that is a JSON object (returned with a null prototype). The payload's JSON
+ * and alphabet are left to fast-jwt's decoder when the key is at hand, and to {@link checkShape}
+ * before the key store may go to the network.
  */
-export function precheckJws (token: string): void {
+export function precheckJws (token: string): Record<string, unknown> {
   checkTokenSize(token)
   const first = token.indexOf('.')
   const last = token.lastIndexOf('.')
@@ -130,20 +130,31 @@ export function precheckJws (token: string): void {
   const header = token.slice(0, first)
   const payload = token.slice(first + 1, last)
   const signature = token.slice(last + 1)
-  if (!hasCanonicalTail(header)) throw new EntraAuthError('auth_token_invalid', 'The token header is not canonical base64url.')
+  if (!isCanonicalBase64url(header)) throw new EntraAuthError('auth_token_invalid', 'The token header is not canonical base64url.')
   if (!hasCanonicalTail(payload)) throw new EntraAuthError('auth_token_invalid', 'The token payload is not canonical base64url.')
-  if (signature === '' || !hasCanonicalTail(signature)) {
+  // The signature's whole alphabet here: fast-jwt would call another character a bad signature.
+  if (signature === '' || !isCanonicalBase64url(signature)) {
     throw new EntraAuthError('auth_token_invalid', 'The token signature is missing or not canonical base64url.')
   }
-  if (!isUtf8(Buffer.from(header, 'base64url'))) throw new EntraAuthError('auth_token_invalid', 'The token header is not valid UTF-8.')
   if (!isUtf8(Buffer.from(payload, 'base64url'))) throw new EntraAuthError('auth_token_invalid', 'The token payload is not valid UTF-8.')
+  return decodeSegment(header, 'header')
+}
+
+/**
+ * The rest of the token's shape, for when the key store may have to fetch: a payload in canonical
+ * base64url that is a JSON object (returned, null prototype). No network before this passes.
+ */
+export function checkShape (token: string): Record<string, unknown> {
+  const first = token.indexOf('.')
+  const last = token.lastIndexOf('.')
+  return decodeSegment(token.slice(first + 1, last), 'payload')
 }
 
 /**
  * The JOSE header rules that need no key: `alg` RS256, no `crit`, a usable `kid`. They run before
  * the key store is asked, so a malformed token costs no fetch.
  */
-export function checkJoseHeader (header: Record<string, unknown>): JoseHeader {
+export function checkJoseHeader (header: Record<string, unknown>, token?: string): JoseHeader {
   if (own(header, 'alg') !== 'RS256') {
     // Entra signs access tokens with RS256 only; `none` and HMAC would let anyone forge tokens.
     throw new EntraAuthError('auth_token_invalid', "The token 'alg' must be RS256, the algorithm Microsoft Entra ID signs access tokens with.")
@@ -154,6 +165,8 @@ export function checkJoseHeader (header: Record<string, unknown>): JoseHeader {
   }
   const kid = own(header, 'kid')
   if (kid === undefined) {
+    // The token's shape comes before its kid: a malformed payload is auth_token_invalid either way.
+    if (token !== undefined) checkShape(token)
     throw new EntraAuthError('auth_token_key_error', "The token has no 'kid' header, so its signing key can't be found. Send an access token issued by Microsoft Entra ID.", { step: 'structure' })
   }
   if (typeof kid !== 'string' || kid === '' || kid.length > MAX_KID_LENGTH || !kid.isWellFormed()) {
@@ -168,9 +181,7 @@ export function checkJoseHeader (header: Record<string, unknown>): JoseHeader {
  * before any network access, so garbage costs nothing.
  */
 export function decodeJws (token: string): DecodedJws {
-  precheckJws(token)
-  const [rawHeader, rawPayload] = token.split('.') as [string, string, string]
-  const header = decodeSegment(rawHeader, 'header')
-  const payload = decodeSegment(rawPayload, 'payload')
+  const header = precheckJws(token)
+  const payload = checkShape(token)
   return { header: checkJoseHeader(header), payload }
 }

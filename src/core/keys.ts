@@ -216,17 +216,16 @@ export class KeyStore {
   }
 
   /**
-   * The key for `kid`: synchronously while the current set is usable and has it (the hot path,
-   * no promise), else as {@link getKey}.
+   * The key for `kid` while the current set is usable and has it (the hot path: synchronous, no
+   * network possible), starting a background refresh when the set is past `ttl`; else undefined,
+   * and the caller goes through {@link getKey}.
    */
-  keyFor (kid: string): SigningKey | Promise<SigningKey> {
+  currentKey (kid: string): SigningKey | undefined {
     const set = this.#keySet
     const key = set?.keys.get(kid)
-    if (key !== undefined && this.#usable((set as KeySet).fetchedAt)) {
-      this.revalidate()
-      return key
-    }
-    return this.getKey(kid)
+    if (key === undefined || !this.#usable((set as KeySet).fetchedAt)) return undefined
+    this.revalidate()
+    return key
   }
 
   /**

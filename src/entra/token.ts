@@ -82,7 +82,9 @@ function deepFreeze<T extends object> (root: T): Readonly<T> {
   const pending: object[] = [root]
   for (let value = pending.pop(); value !== undefined; value = pending.pop()) {
     Object.freeze(value)
-    for (const key of Object.keys(value)) {
+    // for…in allocates no key array; own members only (a polluted prototype is not ours to freeze).
+    for (const key in value) {
+      if (!Object.hasOwn(value, key)) continue
       const member: unknown = (value as Record<string, unknown>)[key]
       if (member !== null && typeof member === 'object' && !Object.isFrozen(member)) pending.push(member)
     }
