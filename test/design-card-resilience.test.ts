@@ -8,7 +8,7 @@ import { generateKeyPairSync } from 'node:crypto'
 import fastifyJwt from '@fastify/jwt'
 import Fastify, { type FastifyInstance } from 'fastify'
 import t, { type Test } from 'tap'
-import { Agent, interceptors, MockAgent } from 'undici'
+import { interceptors, MockAgent } from 'undici'
 import entraAuth, { createEntraVerifier, type EntraAuthOptions, type EntraToken } from '../src/index.js'
 import { kKeyStoreClock } from '../src/core/internal.js'
 import { FakeEntra, MockJwk, type MockJwtClient } from '../src/testing/index.js'
@@ -282,10 +282,13 @@ t.test('two registrations of the plugin in one app still work', async t => {
   t.equal((await app.inject({ url: '/a', headers: { authorization: `Bearer ${b}` } })).statusCode, 401)
 })
 
-t.test('the default agent (no dispatcher option) is created and closed by the plugin', async t => {
-  const verifier = createEntraVerifier({ clientId: API_ID, oidcEndpoint: 'https://127.0.0.1:1/v2.0/.well-known/openid-configuration', jwks: { timeout: 100 } })
+t.test('the default agent (no dispatcher option) is created and closed by the verifier', async t => {
+  reset(t)
+  const verifier = createEntraVerifier({ clientId: API_ID, oidcEndpoint: 'https://127.0.0.1:1/v2.0/.well-known/openid-configuration', jwks: { timeout: 2000 } })
+  // Nothing listens on port 1: the fetch fails at once (however loaded the machine, well within 2 s).
+  const error = await verifier.verify(entra.client(API_ID).generate()).then(() => null, (err: unknown) => err)
+  t.match(error, { type: 'auth_oidc_error' }, 'refused with 503, never a rejection of another kind')
   t.equal(await verifier.warm(), false, 'unreachable: warm() resolves false, never rejects')
   t.match(verifier.state().keys.lastError, /discovery document/)
   await verifier.close()
-  t.ok(new Agent() instanceof Agent)
 })
