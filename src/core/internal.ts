@@ -17,3 +17,9 @@ export function keyStoreClockOf (options: unknown): (() => number) | undefined {
  * cached token): the plugin's route hook answers cache hits through it without awaiting.
  */
 export const kFromCache: unique symbol = Symbol('fastify-entra-auth.internal.fromCache')
+
+/**
+ * Where the plugin leaves its verifier on the Fastify instance, whatever the `decorator` name
+ * (the claims-challenge helper finds it there). A symbol: it can't clash with an app's names.
+ */
+export const kVerifier: unique symbol = Symbol('fastify-entra-auth.verifier')

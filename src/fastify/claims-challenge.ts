@@ -5,6 +5,7 @@
  */
 import type { FastifyReply } from 'fastify'
 import { sendProblemReply } from './problem-reply.js'
+import { kVerifier } from '../core/internal.js'
 import type { EntraToken } from '../entra/token.js'
 import type { EntraVerifier } from '../verifier.js'
 
@@ -26,7 +27,8 @@ export interface ClaimsChallengeOptions {
   authorizationUri?: string
   /**
    * The verifier whose discovery document supplies the default `authorizationUri` and whose
-   * `contact` option is added to the problem body. Default: `reply.server.entraAuth.verifier`.
+   * `contact` option is added to the problem body. Default: the verifier of the plugin registered
+   * for this app, whatever its `decorator` name.
    */
   verifier?: EntraVerifier
   /** `detail` of the problem body. */
@@ -125,7 +127,7 @@ export function buildClaimsChallenge (options: { claims: ClaimsRequest, authoriz
  */
 export function claimsChallenge (reply: FastifyReply, token: EntraToken | null | undefined, options: ClaimsChallengeOptions): boolean {
   if (!supportsClaimsChallenge(token)) return false
-  const verifier = options.verifier ?? (reply.server as { entraAuth?: { verifier?: EntraVerifier } }).entraAuth?.verifier
+  const verifier = options.verifier ?? (reply.server as { [kVerifier]?: EntraVerifier })[kVerifier]
   const authorizationUri = options.authorizationUri ?? verifier?.discovery()?.authorizationEndpoint
   if (authorizationUri === undefined) {
     throw new TypeError('fastify-entra-auth: no authorizationUri given and no discovery document with an authorization_endpoint to take it from')

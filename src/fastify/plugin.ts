@@ -1,6 +1,6 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest, onRequestAsyncHookHandler } from 'fastify'
 import fp from 'fastify-plugin'
-import { kFromCache, keyStoreClockOf } from '../core/internal.js'
+import { keyStoreClockOf, kFromCache, kVerifier } from '../core/internal.js'
 import { checkRequirement, compileRequirement, type CompiledRequirement, type ScopeRequirement } from '../entra/scopes.js'
 import { verifyTracing } from '../core/tracing.js'
 import { endpointsFromDiscoveryUrl, findHook, markRoute, tagHook, wrapSwagger, type OpenApiContribution } from './openapi.js'
@@ -236,6 +236,8 @@ async function entraAuthPlugin (fastify: FastifyInstance, opts: EntraAuthOptions
   })
 
   fastify.decorate(options.decorator, decorator)
+  // The first registration of a context is the one the claims-challenge helper uses by default.
+  if (!fastify.hasDecorator(kVerifier)) fastify.decorate(kVerifier, verifier)
   if (!fastify.hasRequestDecorator('entraToken')) fastify.decorateRequest('entraToken', null)
   defaultTokenEverywhere(fastify)
 
