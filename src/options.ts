@@ -3,7 +3,7 @@ import { Value } from '@sinclair/typebox/value'
 import type { FastifyRequest } from 'fastify'
 import type { Dispatcher } from 'undici'
 import { EntraAuthError } from './entra/problems.js'
-import type { EntraToken } from './entra/token.js'
+import { FrozenSet, type EntraToken } from './entra/token.js'
 
 const StringList = Type.Array(Type.String({ minLength: 1 }))
 /**
@@ -305,20 +305,42 @@ export interface ResolvedOptions {
 }
 
 /**
- * Defaults follow Microsoft's key-rollover guidance: refresh keys about daily, on an unknown
- * `kid` refresh at once but at most every 5 minutes, keep the last good keys through an outage.
+ * Every option's default, in one table: `resolveOptions()` takes them from here, and a test keeps
+ * the README's option table equal to it. Key timings follow Microsoft's key-rollover guidance:
+ * refresh keys about daily, on an unknown `kid` refresh at once but at most every 5 minutes, keep
+ * the last good keys through an outage.
  * https://learn.microsoft.com/entra/identity-platform/signing-key-rollover
  */
-export const DEFAULT_JWKS: KeyTimings = Object.freeze({
-  ttl: 24 * 60 * 60 * 1000,
-  cooldown: 5 * 60 * 1000,
-  timeout: 5000,
-  maxStale: 24 * 60 * 60 * 1000,
-  maxBytes: 1024 * 1024
+export const OPTION_DEFAULTS = Object.freeze({
+  authorityHost: 'login.microsoftonline.com',
+  audiences: Object.freeze([]) as readonly string[],
+  tokenVersions: Object.freeze(['1.0', '2.0']) as ReadonlyArray<'1.0' | '2.0'>,
+  allowedTenants: Object.freeze([]) as readonly string[],
+  allowedSubjects: Object.freeze([]) as readonly string[],
+  allowedApps: Object.freeze([]) as readonly string[],
+  clockTolerance: 0,
+  'jwks.ttl': 24 * 60 * 60 * 1000,
+  'jwks.cooldown': 5 * 60 * 1000,
+  'jwks.timeout': 5000,
+  'jwks.maxStale': 24 * 60 * 60 * 1000,
+  'jwks.maxBytes': 1024 * 1024,
+  'tokenCache.max': 4096,
+  'tokenCache.maxBytes': 32 * 1024 * 1024,
+  rejectionLogLevel: 'info' as const,
+  decorator: 'entraAuth',
+  tokenSources: Object.freeze([]) as readonly EntraTokenSource[]
 })
 
-export const DEFAULT_TOKEN_CACHE_MAX = 4096
-export const DEFAULT_TOKEN_CACHE_MAX_BYTES = 32 * 1024 * 1024
+export const DEFAULT_JWKS: KeyTimings = Object.freeze({
+  ttl: OPTION_DEFAULTS['jwks.ttl'],
+  cooldown: OPTION_DEFAULTS['jwks.cooldown'],
+  timeout: OPTION_DEFAULTS['jwks.timeout'],
+  maxStale: OPTION_DEFAULTS['jwks.maxStale'],
+  maxBytes: OPTION_DEFAULTS['jwks.maxBytes']
+})
+
+export const DEFAULT_TOKEN_CACHE_MAX = OPTION_DEFAULTS['tokenCache.max']
+export const DEFAULT_TOKEN_CACHE_MAX_BYTES = OPTION_DEFAULTS['tokenCache.maxBytes']
 
 /** Register options Fastify itself passes to every plugin; they are not ours to refuse. */
 const FASTIFY_REGISTER_KEYS = ['prefix', 'logLevel', 'logSerializers']
@@ -389,7 +411,7 @@ function discoveryUrlOf (value: string, name: string, issues: string[]): URL | u
 }
 
 function authorityHostOf (value: string | undefined, issues: string[]): string {
-  if (value === undefined) return 'login.microsoftonline.com'
+  if (value === undefined) return OPTION_DEFAULTS.authorityHost
   const host = value.replace(/^https:\/\//i, '').replace(/\/+$/, '')
   if (!HOST.test(host)) issues.push(`option 'authorityHost' must be ${EXPECTED.authorityHost as string}, got '${value}'`)
   return host.toLowerCase()
@@ -404,8 +426,9 @@ function checkClientId (clientId: string, issues: string[]): void {
     : `option 'clientId' must be the application (client) ID, not the App ID URI: use '${appIdUri[1] as string}' (tokens for '${clientId}' are accepted with it)`)
 }
 
-function setOrNull (list: string[] | undefined): ReadonlySet<string> | null {
-  return list === undefined || list.length === 0 ? null : new Set(list)
+/** Sets nobody can add to (`Object.freeze` doesn't stop `Set.prototype.add`): the options are deeply frozen. */
+function setOrNull (list: readonly string[] | undefined): ReadonlySet<string> | null {
+  return list === undefined || list.length === 0 ? null : new FrozenSet(list)
 }
 
 const CLOCK_DETAIL = "The token's lifetime could not be checked: this API's clock gave no time. This is not a problem with the token; tell the API's owner."
@@ -480,15 +503,15 @@ export function resolveOptions (input: unknown, use: 'plugin' | 'verifier' = 'pl
   if (issues.length > 0 || discoveryUrl === undefined) throw new EntraAuthOptionsError(issues)
 
   const clientId = options.clientId
-  const decorator = options.decorator ?? 'entraAuth'
+  const decorator = options.decorator ?? OPTION_DEFAULTS.decorator
   const jwks = Object.freeze({ ...DEFAULT_JWKS, ...options.jwks })
 
   return Object.freeze({
     clientId,
     discoveryUrl,
     // Entra puts the client ID (v2, and v1 when so requested) or the App ID URI (v1) into `aud`.
-    audiences: new Set([clientId, `api://${clientId}`, ...(options.audiences ?? [])]),
-    tokenVersions: new Set(options.tokenVersions ?? ['1.0', '2.0']),
+    audiences: new FrozenSet([clientId, `api://${clientId}`, ...(options.audiences ?? OPTION_DEFAULTS.audiences)]),
+    tokenVersions: new FrozenSet<string>(options.tokenVersions ?? OPTION_DEFAULTS.tokenVersions),
     // Entra writes `tid` in lower case.
     allowedTenants: setOrNull((options.allowedTenants as string[] | undefined)?.map(tid => tid.toLowerCase())),
     tenantPredicate,
@@ -496,15 +519,15 @@ export function resolveOptions (input: unknown, use: 'plugin' | 'verifier' = 'pl
     allowedApps: setOrNull(options.allowedApps),
     requirePermissions: options.requirePermissions,
     contact: options.contact,
-    clockTolerance: options.clockTolerance ?? 0,
+    clockTolerance: options.clockTolerance ?? OPTION_DEFAULTS.clockTolerance,
     now: options.now === undefined ? Date.now : checkedClock(options.now),
     jwks,
     tokenCacheMax: options.tokenCache?.max ?? DEFAULT_TOKEN_CACHE_MAX,
     tokenCacheMaxBytes: options.tokenCache?.maxBytes ?? DEFAULT_TOKEN_CACHE_MAX_BYTES,
     dispatcher: options.dispatcher,
-    rejectionLogLevel: options.rejectionLogLevel ?? 'info',
+    rejectionLogLevel: options.rejectionLogLevel ?? OPTION_DEFAULTS.rejectionLogLevel,
     decorator,
-    tokenSources: Object.freeze((options.tokenSources ?? []).map(source => Object.freeze({ ...source }))),
+    tokenSources: Object.freeze((options.tokenSources ?? OPTION_DEFAULTS.tokenSources).map(source => Object.freeze({ ...source }))),
     onAuthSuccess: options.onAuthSuccess,
     onAuthFailure: options.onAuthFailure,
     openapi: options.openapi === false

@@ -96,7 +96,7 @@ function deepFreeze<T extends object> (root: T): Readonly<T> {
  * A set nobody can add to: `Object.freeze` does not stop `Set.prototype.add`, and these sets are
  * what the route requirement is checked against.
  */
-class FrozenSet<T> implements ReadonlySet<T> {
+export class FrozenSet<T> implements ReadonlySet<T> {
   readonly #items: Set<T>
 
   constructor (items: Iterable<T>) {
