@@ -25,7 +25,7 @@ t.test('imports that cross a layer the wrong way fail lint', async t => {
     ['src/fastify/x.ts', "import { inspectToken as x } from '../inspect.js'"],
     ['src/inspect/x.ts', "import { KeyStore as x } from '../core/keys.js'"],
     ['src/inspect/x.ts', "import { checkClaims as x } from '../entra/claims.js'"],
-    ['src/inspect/x.ts', "import { createSignatureVerifier as x } from '../core/signature.js'"]
+    ['src/inspect/x.ts', "import { verifySignature as x } from '../core/signature.js'"]
   ]
   for (const [file, code] of wrong) t.equal(await refused(file, code), true, `${file}: ${code}`)
 })

@@ -5,9 +5,9 @@
  */
 import diagnostics from 'node:diagnostics_channel'
 import t, { type Test } from 'tap'
-import { CHANNELS, createEntraVerifier, EntraAuthError, type KeyFetchMessage, type KeyRefreshMessage, type TokenCacheMessage, type VerifyTraceContext } from '../src/index.js'
+import { CHANNELS, createEntraVerifier, EntraAuthError, type KeyFetchMessage, type KeyRefreshMessage, type TokenCacheMessage, type VerifyTraceContext, type EntraVerifier } from '../src/index.js'
 import { FakeEntra } from '../src/testing/index.js'
-import { entraApp } from './helpers/index.js'
+import { entraApp, fakeEntra } from './helpers/index.js'
 
 const CLIENT_ID = '6e1c9b1a-0000-4000-8000-00000000a11d'
 
@@ -41,12 +41,17 @@ function listen (t: Test): { verify: Seen[], fetches: KeyFetchMessage[], refresh
   return { verify, fetches, refreshes, cache, all: () => JSON.stringify([verify.map(seen => seen.snapshot), fetches, refreshes, cache]) }
 }
 
-t.test('verify: start, end, asyncStart, asyncEnd with the steps and the verdict; key fetches and refreshes; cache miss then hit', async t => {
-  const seen = listen(t)
-  const fake = new FakeEntra()
-  t.teardown(() => fake.close())
+/** A fake Entra and a standalone verifier against it, both closed at the end of the test. */
+function standalone (t: Test): { fake: FakeEntra, verifier: EntraVerifier } {
+  const fake = fakeEntra(t)
   const verifier = createEntraVerifier({ clientId: CLIENT_ID, ...fake.pluginOptions() })
   t.teardown(() => verifier.close())
+  return { fake, verifier }
+}
+
+t.test('verify: start, end, asyncStart, asyncEnd with the steps and the verdict; key fetches and refreshes; cache miss then hit', async t => {
+  const seen = listen(t)
+  const { fake, verifier } = standalone(t)
   const token = fake.client(CLIENT_ID).generate()
 
   await verifier.verify(token)
@@ -74,10 +79,7 @@ t.test('verify: start, end, asyncStart, asyncEnd with the steps and the verdict;
 
 t.test('a refused token: error before asyncStart/asyncEnd, problem, step, claim, kid', async t => {
   const seen = listen(t)
-  const fake = new FakeEntra()
-  t.teardown(() => fake.close())
-  const verifier = createEntraVerifier({ clientId: CLIENT_ID, ...fake.pluginOptions() })
-  t.teardown(() => verifier.close())
+  const { fake, verifier } = standalone(t)
   const token = fake.client(CLIENT_ID).generate({ aud: 'another-api' })
   await t.rejects(verifier.verify(token), EntraAuthError)
   t.same(seen.verify.map(s => s.event), ['start', 'end', 'error', 'asyncStart', 'asyncEnd'])
@@ -119,10 +121,7 @@ t.test('explain and route hooks are traced too; a provider failure shows on keys
 })
 
 t.test('the package subscribes to none of its channels itself', async t => {
-  const fake = new FakeEntra()
-  t.teardown(() => fake.close())
-  const verifier = createEntraVerifier({ clientId: CLIENT_ID, ...fake.pluginOptions() })
-  t.teardown(() => verifier.close())
+  const { fake, verifier } = standalone(t)
   await verifier.verify(fake.client(CLIENT_ID).generate())
   t.equal(diagnostics.tracingChannel(CHANNELS.verify).hasSubscribers, false)
   for (const name of [CHANNELS.keysFetch, CHANNELS.keysRefresh, CHANNELS.tokenCache]) t.equal(diagnostics.hasSubscribers(name), false, name)
