@@ -132,6 +132,28 @@ t.test('HTTP Basic client authentication (RFC 6749 §2.3.1), through fetch as we
   isOAuthError(t, garbled, 401, 'invalid_client', 7000215)
 })
 
+t.test('a public client that presents a secret is refused (AADSTS700025): only confidential clients get app-only tokens', async t => {
+  const entra = new FakeEntra({ apis: [{ clientId: API, appRoles: ['Reports.Read.All'] }], clients: [{ clientId: DAEMON, secret: 's3cret' }, { clientId: 'spa' }] })
+  t.teardown(() => entra.close())
+  for (const secret of ['anything', 's3cret']) {
+    const posted = await token(entra, { ...CC, client_id: 'spa', client_secret: secret })
+    isOAuthError(t, posted, 401, 'invalid_client', 700025)
+    t.notOk('access_token' in posted.body)
+    const basic = await token(entra, { grant_type: 'client_credentials', scope: CC.scope }, { authorization: `Basic ${Buffer.from(`spa:${secret}`).toString('base64')}` })
+    isOAuthError(t, basic, 401, 'invalid_client', 700025)
+    t.equal(basic.headers['www-authenticate'], 'Basic realm="fake-entra"')
+  }
+  // The same holds for the user grants: a public client redeems its code with PKCE alone.
+  isOAuthError(t, await token(entra, { grant_type: 'authorization_code', client_id: 'spa', client_secret: 'x', code: 'c', redirect_uri: 'http://localhost/cb', code_verifier: 'v'.repeat(43) }), 401, 'invalid_client', 700025)
+  isOAuthError(t, await token(entra, { grant_type: 'refresh_token', client_id: 'spa', client_secret: 'x', refresh_token: 'r' }), 401, 'invalid_client', 700025)
+  const confidential = await token(entra, CC)
+  t.equal(confidential.status, 200, 'the confidential client still gets its app-only token')
+  t.match(claimsOf(confidential.body.access_token as string).claims, { idtyp: 'app', azpacr: '1', roles: ['Reports.Read.All'] })
+  const anyClient = new FakeEntra({ apis: [{ clientId: API }] })
+  t.teardown(() => anyClient.close())
+  t.equal((await token(anyClient, { ...CC, client_id: 'unregistered' })).status, 200, 'without registrations any client ID with a secret is confidential')
+})
+
 t.test('refusals: client authentication, scope, grant type, request shape', async t => {
   const entra = new FakeEntra({ apis: [{ clientId: API }], clients: [{ clientId: DAEMON, secret: 's3cret' }, { clientId: 'spa' }] })
   t.teardown(() => entra.close())

@@ -1,4 +1,4 @@
-import { createServer, type IncomingMessage } from 'node:http'
+import { createServer, type IncomingMessage, type ServerResponse } from 'node:http'
 import { isIP, type AddressInfo } from 'node:net'
 import { FakeEntra, FAKE_TENANT_ID, type FakeEntraOptions } from './fake-entra.js'
 
@@ -55,6 +55,21 @@ async function readBody (request: IncomingMessage): Promise<string> {
   return Buffer.concat(chunks).toString('utf8')
 }
 
+async function answer (entra: FakeEntra, request: IncomingMessage, response: ServerResponse): Promise<void> {
+  let body: string
+  try {
+    body = await readBody(request)
+  } catch (err) {
+    if (!(err instanceof RangeError)) throw err
+    response.writeHead(413, { 'content-type': 'text/plain', connection: 'close' }).end('Payload Too Large')
+    return
+  }
+  const headers: Record<string, string | undefined> = {}
+  for (const [name, value] of Object.entries(request.headers)) headers[name] = Array.isArray(value) ? value.join(', ') : value
+  const reply = entra.handle({ method: request.method ?? 'GET', url: request.url ?? '/', headers, body })
+  response.writeHead(reply.status, reply.headers).end(reply.body)
+}
+
 /**
  * Starts a fake Microsoft Entra ID on loopback HTTP, for development and tests only: discovery,
  * keys, and the token and authorize endpoints of {@link FakeEntra}, so that real clients
@@ -103,14 +118,8 @@ export async function startFakeEntraServer (options: FakeEntraServerOptions = {}
   })
 
   server.on('request', (request, response) => {
-    readBody(request).then(body => {
-      const headers: Record<string, string | undefined> = {}
-      for (const [name, value] of Object.entries(request.headers)) headers[name] = Array.isArray(value) ? value.join(', ') : value
-      const answer = entra.handle({ method: request.method ?? 'GET', url: request.url ?? '/', headers, body })
-      response.writeHead(answer.status, answer.headers).end(answer.body)
-    }, () => {
-      response.writeHead(413, { 'content-type': 'text/plain', connection: 'close' }).end('Payload Too Large')
-    })
+    // Nothing a client sends may become an unhandled rejection: that would end the process.
+    answer(entra, request, response).catch(() => { response.destroy() })
   })
 
   const notice = log === undefined ? (line: string) => { process.stderr.write(`${line}\n`) } : log

@@ -5,7 +5,7 @@ import { authorizeEndpoint, RESPONSE_MODES } from './authorize.js'
 import { GrantStore, type AuthorizationContext } from './grants.js'
 import { MockJwk } from './mock-jwks.js'
 import { MockClaims, MockJwtClient, type ClaimOverrides } from './mock-jwt.js'
-import { OIDC_SCOPES, type FakeAuthorizationOptions, type FakeHttpRequest, type FakeHttpResponse } from './oauth.js'
+import { errorResponse, OAuthError, OIDC_SCOPES, type FakeAuthorizationOptions, type FakeHttpRequest, type FakeHttpResponse } from './oauth.js'
 import { AUTH_METHODS, GRANT_TYPES, tokenEndpoint } from './token-endpoint.js'
 
 /** How the fake identity provider answers. */
@@ -231,6 +231,15 @@ export class FakeEntra {
    * {@link dispatcher} and the loopback HTTP server (`startFakeEntraServer`) call it.
    */
   handle (request: FakeHttpRequest): FakeHttpResponse {
+    try {
+      return this.#route(request)
+    } catch {
+      // No request, however malformed (a request target `http://[`), may end the server: it is 400.
+      return errorResponse(new OAuthError('invalid_request', 90013, 'Invalid input received from the user: the request is malformed.'), this.now(), undefined)
+    }
+  }
+
+  #route (request: FakeHttpRequest): FakeHttpResponse {
     const path = new URL(request.url, this.origin).pathname
     const endpoint = /^\/([^/]+)\/oauth2\/v2\.0\/(token|authorize)$/.exec(path)
     // Browsers (MSAL Browser in a SPA) call the token endpoint and discovery across origins.

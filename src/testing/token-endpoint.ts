@@ -45,8 +45,13 @@ function basicCredentials (header: string | undefined): { clientId: string, secr
   const decoded = match === null ? '' : Buffer.from(match[1] as string, 'base64').toString('utf8')
   const colon = decoded.indexOf(':')
   if (colon < 0) throw new OAuthError('invalid_client', 7000215, 'Invalid client secret provided: the Authorization header is not HTTP Basic credentials.', 401, { 'www-authenticate': 'Basic realm="fake-entra"' })
-  const unescape = (value: string): string => decodeURIComponent(value.replaceAll('+', ' '))
-  return { clientId: unescape(decoded.slice(0, colon)), secret: unescape(decoded.slice(colon + 1)) }
+  try {
+    const unescape = (value: string): string => decodeURIComponent(value.replaceAll('+', ' '))
+    return { clientId: unescape(decoded.slice(0, colon)), secret: unescape(decoded.slice(colon + 1)) }
+  } catch {
+    // A malformed percent-escape (URIError) is the client's mistake, never the server's.
+    throw new OAuthError('invalid_client', 7000215, 'Invalid client secret provided: the credentials of the Authorization header are not form-urlencoded (RFC 6749 section 2.3.1).', 401, { 'www-authenticate': 'Basic realm="fake-entra"' })
+  }
 }
 
 /**
@@ -68,6 +73,10 @@ function authenticateClient (ctx: AuthorizationContext, request: FakeHttpRequest
   if (secret === undefined || secret === '') {
     if (publicAllowed && client.secret === undefined) return { client, confidential: false }
     throw new OAuthError('invalid_client', 7000218, "The request body must contain the following parameter: 'client_assertion' or 'client_secret'.", 401, challenge)
+  }
+  // Entra refuses a secret from a client registered as public: it could otherwise get app-only tokens.
+  if (client.known && client.secret === undefined) {
+    throw new OAuthError('invalid_client', 700025, "Client is public so neither 'client_assertion' nor 'client_secret' should be presented.", 401, challenge)
   }
   if (client.secret !== undefined && !sameSecret(secret, client.secret)) {
     throw new OAuthError('invalid_client', 7000215, `Invalid client secret provided. Ensure the secret being sent in the request is the client secret value, not the client secret ID, for a secret added to app '${clientId}'.`, 401, challenge)
