@@ -98,7 +98,7 @@ function printTokenRequest (base, entra, clientId) {
   const form = ['grant_type=client_credentials', 'client_id=my-daemon', 'client_secret=any-secret', `scope=api://${clientId}/.default`]
   const request = `curl -s ${form.map(field => `--data-urlencode ${field}`).join(' ')} ${entra.tokenEndpoint}`
   console.log('Get a token from the fake Entra yourself, as a daemon would (client credentials; any client ID and')
-  console.log("secret work), then call the API with it. MSAL and other clients: authority and setup in the README's")
+  console.log('secret work), then call the API with it. MSAL and other clients: authority and setup in docs/fake-entra.md,')
   console.log('"Run your clients against the fake Entra".')
   console.log(`  authority ${entra.authority}`)
   console.log(`  TOKEN=$(${request} | node -p 'JSON.parse(require("fs").readFileSync(0, "utf8")).access_token')`)

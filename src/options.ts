@@ -15,7 +15,7 @@ const Millis = (minimum: 0 | 1): ReturnType<typeof Type.Integer> => Type.Integer
 /** Entra tenant IDs are GUIDs (the `tid` claim); domains never appear in tokens. */
 const TENANT_ID = '^[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}$'
 
-/** TypeBox schema of the plugin's options (see the README's Options table). Unknown keys are refused. */
+/** TypeBox schema of the plugin's options (see docs/options.md). Unknown keys are refused. */
 export const EntraAuthOptionsSchema = Type.Object({
   clientId: Type.String({ minLength: 1, description: 'Application (client) ID of the protected API' }),
   oidcEndpoint: Type.Optional(Type.String({ minLength: 1, description: 'URL of the OpenID configuration document' })),
@@ -306,7 +306,7 @@ export interface ResolvedOptions {
 
 /**
  * Every option's default, in one table: `resolveOptions()` takes them from here, and a test keeps
- * the README's option table equal to it. Key timings follow Microsoft's key-rollover guidance:
+ * docs/options.md's option table equal to it. Key timings follow Microsoft's key-rollover guidance:
  * refresh keys about daily, on an unknown `kid` refresh at once but at most every 5 minutes, keep
  * the last good keys through an outage.
  * https://learn.microsoft.com/entra/identity-platform/signing-key-rollover

@@ -1,5 +1,5 @@
 /**
- * One table of option defaults (`OPTION_DEFAULTS`): the README's option table says the same, the
+ * One table of option defaults (`OPTION_DEFAULTS`): docs/options.md's option table says the same, the
  * resolved options use it, and the resolved options are deeply frozen.
  */
 import t from 'tap'
@@ -8,10 +8,9 @@ import { readFileSync } from 'node:fs'
 import { ROOT } from './helpers/index.js'
 import { join } from 'node:path'
 
-/** The README's option table: option → default cell. */
-function readmeDefaults (): Map<string, string> {
-  const readme = readFileSync(join(ROOT, 'README.md'), 'utf8')
-  const section = readme.slice(readme.indexOf('## Options'), readme.indexOf('## Protecting routes'))
+/** The option table of docs/options.md: option → default cell. */
+function documentedDefaults (): Map<string, string> {
+  const section = readFileSync(join(ROOT, 'docs', 'options.md'), 'utf8')
   const rows = new Map<string, string>()
   for (const line of section.split('\n')) {
     const cells = line.split(' | ')
@@ -23,7 +22,7 @@ function readmeDefaults (): Map<string, string> {
 
 const UNITS: Record<string, number> = { h: 3_600_000, min: 60_000, s: 1000, ms: 1, MiB: 1024 * 1024 }
 
-/** What a README default cell means, as a value comparable with the table's. */
+/** What a documented default cell means, as a value comparable with the table's. */
 function meaning (cell: string): unknown {
   if (cell === 'both') return ['1.0', '2.0']
   if (/^`\[\]`( \(all\))?$/.test(cell)) return []
@@ -36,13 +35,13 @@ function meaning (cell: string): unknown {
   return cell
 }
 
-t.test("the README's option table shows every default of OPTION_DEFAULTS", async t => {
-  const rows = readmeDefaults()
-  t.ok(rows.size >= 20, `${rows.size} options in the README table`)
+t.test('the option reference (docs/options.md) shows every default of OPTION_DEFAULTS', async t => {
+  const rows = documentedDefaults()
+  t.ok(rows.size >= 20, `${rows.size} options in the table`)
   for (const [name, value] of Object.entries(OPTION_DEFAULTS)) {
     const cell = rows.get(name)
-    t.ok(cell !== undefined, `README documents ${name}`)
-    t.same(meaning(cell ?? ''), value, `${name}: README says ${cell}`)
+    t.ok(cell !== undefined, `docs/options.md documents ${name}`)
+    t.same(meaning(cell ?? ''), value, `${name}: docs/options.md says ${cell}`)
   }
 })
 

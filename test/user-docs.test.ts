@@ -1,5 +1,5 @@
 /**
- * What users read — README, CHANGELOG, SECURITY, the examples, and the sources whose comments end
+ * What users read — README, docs/, CONTRIBUTING, CHANGELOG, SECURITY, the examples, and the sources whose comments end
  * up in the published `.d.ts`/`.js` files — speaks the user's language: no names of this
  * project's internal process ("the seed", "contract §6", "issue 11", "where the issues were
  * silent"). The Python library this package ports is called by its name, flask-entra-auth.
@@ -49,7 +49,8 @@ t.test('the checker catches internal vocabulary', async t => {
 
 t.test('no internal vocabulary in what users read', async t => {
   const read = [
-    'README.md', 'CHANGELOG.md', 'SECURITY.md',
+    'README.md', 'CONTRIBUTING.md', 'CHANGELOG.md', 'SECURITY.md',
+    ...files('docs', /\.md$/),
     ...files('examples', /\.[cm]?[jt]s$/),
     ...files('src', /\.ts$/)
   ]

@@ -1,6 +1,6 @@
 /**
  * Claim checks of an Entra access token, run only after the signature verified. Pure: no
- * Fastify, no I/O. Order, as documented in the README: required claims → nbf → exp → ver → iss → aud →
+ * Fastify, no I/O. Order, as documented in docs/security.md: required claims → nbf → exp → ver → iss → aud →
  * sub → client.
  */
 import { EntraAuthError } from './problems.js'

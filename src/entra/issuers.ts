@@ -38,7 +38,7 @@ interface Cloud {
  *   `https://login.microsoftonline.us/{tid}/` (botframework-connector, auth/authenticationConstants.ts,
  *   ValidGovernmentTokenIssuerUrlTemplateV1). The two disagree and neither has been checked against
  *   a real US Government token, so both are accepted there; keys still come only from the US
- *   Government JWKS. The README says so.
+ *   Government JWKS. docs/tenants.md says so.
  */
 const PUBLIC: Cloud = { loginHosts: ['login.microsoftonline.com', 'login.windows.net', 'login.microsoft.com'], v2Host: 'login.microsoftonline.com', v1Hosts: ['sts.windows.net'] }
 const US_GOVERNMENT: Cloud = { loginHosts: ['login.microsoftonline.us', 'login.usgovcloudapi.net'], v2Host: 'login.microsoftonline.us', v1Hosts: ['sts.windows.net', 'login.microsoftonline.us'] }

@@ -298,9 +298,12 @@ export class FakeEntra {
     return new MockJwtClient({ key, claims })
   }
 
-  /** Shortcut: a signed v2.0 delegated token for `clientId` with `overrides`. */
-  token (clientId: string, overrides: ClaimOverrides = {}): string {
-    return this.client(clientId).generate(overrides)
+  /**
+   * A signed v2.0 delegated (user) token for the API whose client ID is `apiClientId` (its `aud`;
+   * the calling app, `azp`, is a fixed test ID), with `overrides` (`false` removes a claim).
+   */
+  token (apiClientId: string, overrides: ClaimOverrides = {}): string {
+    return this.client(apiClientId).generate(overrides)
   }
 
   /** Releases the mock agents. */

@@ -1,33 +1,43 @@
 /**
- * The code a user copies compiles: every ```ts block of the README and every ```ts `@example` of
- * the public API's TSDoc is written to its own module under .tap/doc-examples/ and type-checked
- * by `tsc` (strict, `nodenext`) against the built package, imported as a user imports it
+ * The code a user copies compiles: every ```ts block of the README, CONTRIBUTING and docs/, and
+ * every ```ts `@example` of the public API's TSDoc, is written to its own module under
+ * .tap/doc-examples/ and type-checked by `tsc` (strict, `nodenext`) against the built package,
+ * imported as a user imports it
  * (`fastify-entra-auth`, resolved by package self-reference to dist/). Examples are fragments:
  * names they use without defining (`app`, `handler`, `clientId`, …) are declared once in
  * globals.d.ts below, with the types a user's own code would give them. A deliberately broken
- * example proves that errors are reported.
+ * example proves that errors are reported. ```js blocks (MSAL snippets for packages this one
+ * doesn't depend on) are parsed as ES modules by TypeScript, without type-checking.
  */
 import { execFile } from 'node:child_process'
 import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
+import { readdirSync } from 'node:fs'
 import { promisify } from 'node:util'
 import t from 'tap'
+import ts from 'typescript'
 import { ensureBuilt, ROOT } from '../helpers/build.js'
 
 t.setTimeout(240_000)
 
-interface Example { name: string, source: string, code: string }
+interface Example { name: string, source: string, code: string, js?: boolean }
 
-/** ```ts blocks of a Markdown text (top level or indented in a list), with their line. */
+/** ```ts and ```js blocks of a Markdown text (top level or indented in a list), with their line. */
 function markdownBlocks (file: string, text: string): Example[] {
   const examples: Example[] = []
-  for (const match of text.matchAll(/^( *)```ts\n([\s\S]*?)^\1```$/gm)) {
+  for (const match of text.matchAll(/^( *)```(ts|js)\n([\s\S]*?)^\1```$/gm)) {
     const line = text.slice(0, match.index).split('\n').length
     const indent = match[1] ?? ''
-    const code = (match[2] ?? '').split('\n').map(l => l.startsWith(indent) ? l.slice(indent.length) : l).join('\n')
-    examples.push({ name: `${file.replaceAll(/\W/g, '-')}-${line}`, source: `${file}:${line}`, code })
+    const code = (match[3] ?? '').split('\n').map(l => l.startsWith(indent) ? l.slice(indent.length) : l).join('\n')
+    examples.push({ name: `${file.replaceAll(/\W/g, '-')}-${line}`, source: `${file}:${line}`, code, js: match[2] === 'js' })
   }
   return examples
+}
+
+/** The Markdown files users copy code from. */
+function userDocs (): string[] {
+  const docs = readdirSync(join(ROOT, 'docs')).filter(file => file.endsWith('.md')).sort().map(file => `docs/${file}`)
+  return ['README.md', 'CONTRIBUTING.md', ...docs]
 }
 
 /** ```ts blocks inside `@example` tags of a source file's doc comments. */
@@ -114,13 +124,15 @@ const TSCONFIG = {
   include: ['*.ts']
 }
 
-t.test('README and TSDoc examples type-check against the built package', async t => {
+t.test('README, docs/ and TSDoc examples type-check against the built package', async t => {
   await ensureBuilt(['dist/index.js', 'dist/index.d.ts', 'dist/testing/index.d.ts'])
   const examples = [
-    ...markdownBlocks('README.md', readFileSync(join(ROOT, 'README.md'), 'utf8')),
+    ...userDocs().flatMap(file => markdownBlocks(file, readFileSync(join(ROOT, file), 'utf8'))),
     ...publicModules().flatMap(file => tsdocExamples(file, readFileSync(join(ROOT, file), 'utf8')))
   ]
-  t.ok(examples.filter(e => e.source.startsWith('README.md')).length >= 10, 'README blocks found')
+  t.ok(examples.filter(e => e.source.startsWith('README.md')).length >= 3, 'README blocks found')
+  t.ok(examples.filter(e => e.source.startsWith('docs/') && e.js !== true).length >= 15, 'docs/ blocks found')
+  t.ok(examples.some(e => e.js === true), 'js blocks found')
   t.ok(examples.filter(e => e.source.startsWith('src/')).length >= 5, 'TSDoc examples found')
 
   // Inside the package, so `fastify-entra-auth` resolves to it (self-reference) and to its
@@ -132,8 +144,15 @@ t.test('README and TSDoc examples type-check against the built package', async t
   writeFileSync(join(dir, 'tsconfig.json'), JSON.stringify(TSCONFIG, null, 2))
   writeFileSync(join(dir, 'globals.d.ts'), GLOBALS)
   const canary = { name: 'canary', source: 'a broken example', code: "const port: number = 'not a number'\n" }
+  const jsCanary = { name: 'js-canary', source: 'a broken js example', code: 'const = 1\n', js: true }
+  const syntaxErrors = (example: Example): string[] => (ts.transpileModule(example.code, {
+    fileName: `${example.name}.mjs`, reportDiagnostics: true, compilerOptions: { allowJs: true, module: ts.ModuleKind.ESNext, target: ts.ScriptTarget.ES2022 }
+  }).diagnostics ?? []).map(d => ts.flattenDiagnosticMessageText(d.messageText, '\n'))
+  t.ok(syntaxErrors(jsCanary).length > 0, 'a broken js example is reported')
+  const js = examples.filter(e => e.js === true)
+  t.same(Object.fromEntries(js.map((e): [string, string[]] => [e.source, syntaxErrors(e)]).filter(([, errors]) => errors.length > 0)), {}, 'every js example parses')
   const byFile = new Map<string, Example>()
-  for (const example of [...examples, canary]) {
+  for (const example of [...examples.filter(e => e.js !== true), canary]) {
     const file = `${example.name}.ts`
     // `export {}` makes every example a module, so `declare module` blocks augment, never replace.
     writeFileSync(join(dir, file), `${example.code}\nexport {}\n`)

@@ -1,7 +1,7 @@
 /**
  * Microsoft's own client against the fake Entra: `fastify-entra-auth fake-entra` runs as a
  * process on loopback; @azure/msal-node's ConfidentialClientApplication gets an app-only token
- * from it over http with acquireTokenByClientCredential, configured offline as the README's
+ * from it over http with acquireTokenByClientCredential, configured offline as docs/fake-entra.md's
  * "Run your clients against the fake Entra" says; the example API (examples/app.js) takes it.
  * Also: the command's output, curl-equivalent request, usage errors and the loopback refusal, and
  * the token request that `npm start` prints.
