@@ -6,7 +6,7 @@
  */
 import { checkPermissions, requiresPermissions } from './entra/permissions.js'
 import { clientClaimOf, issuerWarnings } from './entra/issuers.js'
-import { checkTenant } from './entra/tenants.js'
+import { createTenantCheck } from './entra/tenants.js'
 import type { StepRecorder } from './entra/steps.js'
 import type { JoseHeader } from './core/jws.js'
 import type { ResolvedOptions } from './options.js'
@@ -28,6 +28,7 @@ export interface Admission {
 export function createAdmission (options: ResolvedOptions, logger: AdmissionLogger | undefined): Admission {
   const host = options.discoveryUrl.hostname
   let warnedFor: string | undefined
+  const checkTenant = options.tenantPredicate === null ? null : createTenantCheck(options.tenantPredicate, options.jwks.timeout, options.now)
 
   function discovered (discoveryIssuer: string): void {
     if (warnedFor === discoveryIssuer) return
@@ -40,12 +41,10 @@ export function createAdmission (options: ResolvedOptions, logger: AdmissionLogg
   async function admit (raw: string, header: JoseHeader, claims: EntraClaims, discoveryIssuer: string, record?: StepRecorder): Promise<EntraToken> {
     discovered(discoveryIssuer)
     const token = new EntraToken(raw, header, claims, clientClaimOf(claims, discoveryIssuer, host))
-    if (options.tenantPredicate !== null) {
+    if (checkTenant !== null) {
       try {
-        await checkTenant(options.tenantPredicate, token)
-        record?.('tenant', true, { tid: token.claims.tid })
+        await checkTenant(token, record)
       } catch (err) {
-        record?.('tenant', false, { tid: token.claims.tid })
         const cause = (err as { cause?: unknown }).cause
         if (cause !== undefined && logger !== undefined) {
           const message = 'fastify-entra-auth: the allowedTenants predicate failed; the request was refused with 503'

@@ -108,6 +108,8 @@ export function buildVerifier (options: ResolvedOptions, internals: VerifierInte
   const rules: ClaimRules = options
   const admission = createAdmission(options, internals.logger)
   const { now, clockTolerance } = options
+  /** Validations under way, by token: entries leave when they settle. */
+  const inFlight = new Map<string, Promise<EntraToken>>()
 
   /**
    * The cached token of exactly `raw`, judged again for time and key-set usability, synchronously
@@ -143,11 +145,21 @@ export function buildVerifier (options: ResolvedOptions, internals: VerifierInte
    */
   async function run (raw: string, record: StepRecorder | undefined, useCache: boolean, trace: VerifyTraceContext | undefined): Promise<EntraToken> {
     if (typeof raw !== 'string' || raw === '') throw new EntraAuthError('auth_token_invalid')
-    if (useCache) {
-      const cached = fromCache(raw, record, trace)
-      if (cached !== undefined) return cached
-    }
+    if (!useCache) return await validate(raw, record, false)
+    const cached = fromCache(raw, record, trace)
+    if (cached !== undefined) return cached
+    // Concurrent validations of one token share one signature check and one tenant predicate call.
+    const pending = inFlight.get(raw)
+    if (pending !== undefined) return await pending
+    const validation = validate(raw, record, true)
+    inFlight.set(raw, validation)
+    const settled = (): void => { inFlight.delete(raw) }
+    validation.then(settled, settled)
+    return await validation
+  }
 
+  /** The validation of a token not (or not to be) found in the cache. */
+  async function validate (raw: string, record: StepRecorder | undefined, useCache: boolean): Promise<EntraToken> {
     const { kid } = checkJoseHeader(precheckJws(raw), raw)
     let key = keys.currentKey(kid)
     if (key === undefined) {

@@ -3,9 +3,11 @@
  * per new token (its answer cached with the verified token); a throw or rejection never admits
  * and is 503 `auth_tenant_check_error`.
  */
+import diagnostics from 'node:diagnostics_channel'
 import Fastify, { type FastifyInstance, type LightMyRequestResponse } from 'fastify'
 import t, { type Test } from 'tap'
-import entraAuth, { createEntraVerifier, EntraAuthError, EntraToken, type EntraAuthOptions, type EntraTenantPredicate } from '../src/index.js'
+import entraAuth, { CHANNELS, createEntraVerifier, EntraAuthError, EntraToken, type EntraAuthOptions, type EntraTenantPredicate, type VerifyTraceContext } from '../src/index.js'
+import { TENANT_REFUSAL_MEMORY_MS, TENANT_REFUSALS_MAX } from '../src/entra/tenants.js'
 import { FakeEntra, MOCK_ISSUER } from '../src/testing/index.js'
 import { logCapture } from './helpers/metadata.js'
 
@@ -71,21 +73,107 @@ t.test('the predicate receives the tid and the verified EntraToken', async t => 
   t.equal(seen.raw, raw)
 })
 
-t.test('its answer is cached with the verified token; refusals are not', async t => {
+t.test('its answer is cached with the verified token; a refusal is remembered for 10 s', async t => {
   let allowB = false
+  // Real time plus what the test adds: the fake mints tokens valid from now.
+  const clock = { offset: 0 }
   const { calls, predicate } = recording(tid => tid === TENANT_A || allowB)
-  const { call, token } = await fixture(t, predicate)
+  const { call, token } = await fixture(t, predicate, { now: () => Date.now() + clock.offset })
   const a = token(TENANT_A)
   for (let i = 0; i < 3; i++) t.equal((await call(a)).statusCode, 200)
   t.equal(calls.tenants.length, 1, 'a cache hit does not ask again')
-  t.equal((await call(token(TENANT_A))).statusCode, 200)
+  t.equal((await call(token(TENANT_A, { uti: 'second' }))).statusCode, 200)
   t.equal(calls.tenants.length, 2, 'a new token asks again')
 
   const b = token(TENANT_B)
-  t.equal((await call(b)).statusCode, 401)
+  for (let i = 0; i < 20; i++) t.match((await call(b)).json(), { type: 'auth_token_issuer_untrusted' })
+  t.equal(calls.tenants.length, 3, 'replaying a refused token does not ask again')
   allowB = true
-  t.equal((await call(b)).statusCode, 200, 'a tenant that signs up is admitted on its next request')
+  clock.offset += TENANT_REFUSAL_MEMORY_MS - 1000
+  t.equal((await call(b)).statusCode, 401, 'still remembered shortly before 10 s')
+  t.equal((await call(token(TENANT_B, { uti: 'new' }))).statusCode, 200, 'another token of the tenant is asked about')
   t.equal(calls.tenants.length, 4)
+  clock.offset += 1000
+  t.equal((await call(b)).statusCode, 200, 'a tenant that signs up is admitted with the refused token 10 s later')
+  t.equal(calls.tenants.length, 5)
+  t.ok(TENANT_REFUSAL_MEMORY_MS <= 60_000, 'the contract allows at most 60 s')
+})
+
+t.test('a clock that goes back forgets refusals rather than remembering them longer', async t => {
+  const clock = { offset: 0 }
+  let allow = false
+  const { calls, predicate } = recording(() => allow)
+  const { call, token } = await fixture(t, predicate, { now: () => Date.now() + clock.offset })
+  const raw = token(TENANT_B, { nbf: Math.floor(Date.now() / 1000) - 60 })
+  t.equal((await call(raw)).statusCode, 401)
+  t.equal((await call(raw)).statusCode, 401)
+  t.equal(calls.tenants.length, 1)
+  clock.offset -= 1000
+  allow = true
+  t.equal((await call(raw)).statusCode, 200)
+  t.equal(calls.tenants.length, 2)
+})
+
+t.test('refusals are remembered in bounded memory: the oldest is forgotten first', async t => {
+  const { calls, predicate } = recording(() => false)
+  const entra = new FakeEntra({ tenant: 'organizations', tenantId: TENANT_A })
+  const verifier = createEntraVerifier({ clientId: API, allowedTenants: predicate, ...entra.pluginOptions() })
+  t.teardown(async () => { await verifier.close(); await entra.close() })
+  const client = entra.client('c0ffee00-0000-4000-8000-000000000002')
+  const tokens = Array.from({ length: TENANT_REFUSALS_MAX + 1 }, (_, i) => client.generate({ aud: API, iss: entra.issuerFor(TENANT_B), tid: TENANT_B, uti: `u${i}` }))
+  const refusal = (raw: string): Promise<unknown> => verifier.verify(raw).then(() => 'admitted', (err: EntraAuthError) => err.type)
+  for (const raw of tokens) t.equal(await refusal(raw), 'auth_token_issuer_untrusted')
+  t.equal(calls.tenants.length, TENANT_REFUSALS_MAX + 1)
+  t.equal(await refusal(tokens.at(-1)!), 'auth_token_issuer_untrusted')
+  t.equal(calls.tenants.length, TENANT_REFUSALS_MAX + 1, 'the newest refusal is remembered')
+  t.equal(await refusal(tokens[0]!), 'auth_token_issuer_untrusted')
+  t.equal(calls.tenants.length, TENANT_REFUSALS_MAX + 2, 'the oldest was forgotten to make room')
+})
+
+t.test('a predicate that has not settled within jwks.timeout is 503 auth_tenant_check_error, and not remembered', { timeout: 20_000 }, async t => {
+  let settle = false
+  const { calls, predicate } = recording(() => settle ? Promise.resolve(true) : new Promise<boolean>(() => {}))
+  const { call, token, logs } = await fixture(t, predicate, { jwks: { timeout: 50 } })
+  const raw = token(TENANT_A)
+  const res = await call(raw)
+  t.equal(res.statusCode, 503)
+  t.match(res.json(), { type: 'auth_tenant_check_error' })
+  t.match(res.headers['retry-after'], /^\d+$/)
+  const logged = logs.filter(line => /allowedTenants predicate failed/.test(line.msg))
+  t.equal(logged.length, 1, 'logged for the operator')
+  t.match(JSON.stringify(logged[0]), /did not settle within jwks\.timeout \(50 ms\)/)
+  settle = true
+  t.equal((await call(raw)).statusCode, 200, 'the token is judged afresh')
+  t.equal(calls.tenants.length, 2)
+})
+
+t.test('concurrent validations of one token share one signature check and one predicate call', async t => {
+  const entra = new FakeEntra({ tenant: 'organizations', tenantId: TENANT_A })
+  t.teardown(() => entra.close())
+  for (const [label, answer, outcome] of [['admitted', true, 'valid'], ['refused', false, 'auth_token_issuer_untrusted']] as const) {
+    const { calls, predicate } = recording(async () => answer)
+    const verifier = createEntraVerifier({ clientId: API, allowedTenants: predicate, ...entra.pluginOptions() })
+    t.teardown(() => verifier.close())
+    const signatures: unknown[] = []
+    const tracing = diagnostics.tracingChannel(CHANNELS.verify)
+    const handlers = { start () {}, end () {}, asyncStart () {}, error () {}, asyncEnd (message: unknown) { signatures.push(...(message as VerifyTraceContext).steps.filter(step => step.step === 'signature')) } }
+    for (const traced of [false, true]) {
+      if (traced) tracing.subscribe(handlers)
+      calls.tenants.length = 0
+      signatures.length = 0
+      const raw = entra.token(API, { iss: entra.issuerFor(TENANT_A), tid: TENANT_A, uti: `${label}-${traced}` })
+      const results = await Promise.allSettled(Array.from({ length: 50 }, () => verifier.verify(raw)))
+      if (traced) tracing.unsubscribe(handlers)
+      t.equal(calls.tenants.length, 1, `${label}${traced ? ', traced' : ''}: one predicate call`)
+      if (traced) t.equal(signatures.length, 1, `${label}: one signature check`)
+      for (const result of results) {
+        if (outcome === 'valid') t.equal(result.status === 'fulfilled' && result.value.tenantId, TENANT_A)
+        else t.match(result.status === 'rejected' && result.reason, { type: outcome })
+      }
+      const admitted = results.filter(r => r.status === 'fulfilled').map(r => r.value)
+      t.ok(admitted.every(token => token === admitted[0]), 'the same immutable token')
+    }
+  }
 })
 
 t.test('a predicate that throws or rejects never admits: 503 auth_tenant_check_error', async t => {
