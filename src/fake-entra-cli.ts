@@ -4,6 +4,7 @@
  * Only argv and I/O live here; the server is testing/fake-entra-server.ts.
  */
 import { parseArgs } from 'node:util'
+import { apiIdProblem } from './testing/grants.js'
 import type { FakeEntraApi, FakeEntraClient, FakeEntraServerOptions } from './testing/index.js'
 
 const USAGE = `Usage: fastify-entra-auth fake-entra [options]
@@ -15,7 +16,9 @@ URL and your clients at the printed authority. Ctrl-C stops it.
 
 Options:
   --port <n>                 port to listen on (default 0: any free port)
-  --api <client id>          the protected API's Application (client) ID (default: any API)
+  --api <client id>          a protected API's Application (client) ID (repeatable: an API
+                             and the downstream APIs it calls on behalf of users; default:
+                             any API). The next three options describe the --api before them
   --app-roles <A,B>          with --api: app roles granted to client apps (app-only tokens)
   --scopes <A,B>             with --api: delegated scopes the API exposes (default: any)
   --token-version <1.0|2.0>  with --api: its access-token version (default 2.0)
@@ -35,22 +38,63 @@ Exit codes: 0 stopped by Ctrl-C or SIGTERM, 1 could not start, 2 usage error.
 /** The API ID of the printed curl command when no --api is given (any API is accepted then). */
 const EXAMPLE_API = '00000000-0000-0000-0000-000000000001'
 
-class UsageError extends Error {}
+export class UsageError extends Error {}
 
 function list (value: string | undefined): string[] | undefined {
   return value?.split(',').map(item => item.trim()).filter(item => item !== '')
 }
 
-function parse (argv: string[]): (FakeEntraServerOptions & { help?: false }) | { help: true } {
+const PER_API = ['app-roles', 'scopes', 'token-version'] as const
+
+/**
+ * The `--api` options in order, each with the `--app-roles`, `--scopes` and `--token-version`
+ * after it (those before the first `--api` describe the first, as when there was only one).
+ */
+function apisOf (tokens: ReadonlyArray<{ kind: string, name?: string, value?: string | undefined }>): FakeEntraApi[] | undefined {
+  const apis: FakeEntraApi[] = []
+  const pending: Array<{ name: typeof PER_API[number], value: string }> = []
+  const describe = (api: FakeEntraApi, { name, value }: { name: typeof PER_API[number], value: string }): void => {
+    const key = name === 'app-roles' ? 'appRoles' : name === 'scopes' ? 'scopes' : 'tokenVersion'
+    if (api[key] !== undefined) throw new UsageError(`--${name} is given twice for --api ${api.clientId}`)
+    if (key === 'tokenVersion') {
+      if (value !== '1.0' && value !== '2.0') throw new UsageError(`--token-version must be 1.0 or 2.0, got '${value}'`)
+      api.tokenVersion = value
+    } else api[key] = list(value) ?? []
+  }
+  for (const token of tokens) {
+    if (token.kind !== 'option' || token.name === undefined) continue
+    if (token.name === 'api') {
+      const clientId = token.value ?? ''
+      const problem = apiIdProblem('--api', clientId)
+      if (problem !== undefined) throw new UsageError(problem)
+      if (apis.some(api => api.clientId === clientId)) throw new UsageError(`--api ${clientId} is given twice`)
+      const api: FakeEntraApi = { clientId }
+      if (apis.length === 0) for (const option of pending.splice(0)) describe(api, option)
+      apis.push(api)
+      continue
+    }
+    const name = PER_API.find(candidate => candidate === token.name)
+    if (name === undefined) continue
+    const option = { name, value: token.value ?? '' }
+    const api = apis.at(-1)
+    if (api === undefined) pending.push(option)
+    else describe(api, option)
+  }
+  if (pending.length > 0) throw new UsageError(`--${pending[0]?.name as string} describes the API: give its client ID with --api`)
+  return apis.length === 0 ? undefined : apis
+}
+
+export function parse (argv: string[]): (FakeEntraServerOptions & { help?: false }) | { help: true } {
   let parsed
   try {
     parsed = parseArgs({
       args: argv,
       strict: true,
       allowPositionals: false,
+      tokens: true,
       options: {
         port: { type: 'string' },
-        api: { type: 'string' },
+        api: { type: 'string', multiple: true },
         'app-roles': { type: 'string' },
         scopes: { type: 'string' },
         'token-version': { type: 'string' },
@@ -70,25 +114,14 @@ function parse (argv: string[]): (FakeEntraServerOptions & { help?: false }) | {
   if (values.help === true) return { help: true }
   const port = Number(values.port ?? '0')
   if (!/^\d+$/.test(values.port ?? '0') || port > 65535) throw new UsageError(`--port must be a port number (0 to 65535), got '${values.port ?? ''}'`)
-  const version = values['token-version']
-  if (version !== undefined && version !== '1.0' && version !== '2.0') throw new UsageError(`--token-version must be 1.0 or 2.0, got '${version}'`)
-  const apiOnly = (['app-roles', 'scopes', 'token-version'] as const).filter(name => values[name] !== undefined)
-  if (values.api === undefined && apiOnly.length > 0) throw new UsageError(`--${apiOnly[0] as string} describes the API: give its client ID with --api`)
+  const apis = apisOf(parsed.tokens)
   const tenantId = values['tenant-id']
   if (tenantId !== undefined && !/^[\da-f]{8}-[\da-f]{4}-[\da-f]{4}-[\da-f]{4}-[\da-f]{12}$/i.test(tenantId)) throw new UsageError(`--tenant-id must be a GUID, got '${tenantId}'`)
 
   const options: FakeEntraServerOptions = { port, allowNonLoopback: values['allow-non-loopback'] === true }
   if (values.host !== undefined) options.host = values.host
   if (tenantId !== undefined) options.tenantId = tenantId.toLowerCase()
-  if (values.api !== undefined) {
-    const api: FakeEntraApi = { clientId: values.api }
-    const appRoles = list(values['app-roles'])
-    const scopes = list(values.scopes)
-    if (appRoles !== undefined) api.appRoles = appRoles
-    if (scopes !== undefined) api.scopes = scopes
-    if (version !== undefined) api.tokenVersion = version
-    options.apis = [api]
-  }
+  if (apis !== undefined) options.apis = apis
   if (values.client !== undefined) {
     options.clients = values.client.map((value): FakeEntraClient => {
       const colon = value.indexOf(':')

@@ -417,13 +417,25 @@ function authorityHostOf (value: string | undefined, issues: string[]): string {
   return host.toLowerCase()
 }
 
-/** Hints for a client ID given as an App ID URI, the most common mix-up. */
+/**
+ * The hint for an App ID URI given where an application (client) ID is wanted, the most common
+ * mix-up, starting with `subject` (`option 'clientId'`, the fake Entra's `--api`); `clientId` is
+ * the ID to use instead when the URI is the default `api://{client id}`.
+ */
+export function appIdUriHint (subject: string, value: string): { message: string, clientId: string | undefined } | undefined {
+  if (!value.includes('://')) return undefined
+  const clientId = /^api:\/\/([^/]+)\/?$/.exec(value)?.[1]
+  return clientId === undefined
+    ? { message: `${subject} must be the application (client) ID, not an App ID URI: give the client ID (a GUID)`, clientId }
+    : { message: `${subject} must be the application (client) ID, not the App ID URI: use '${clientId}'`, clientId }
+}
+
 function checkClientId (clientId: string, issues: string[]): void {
-  if (!clientId.includes('://')) return
-  const appIdUri = /^api:\/\/([^/]+)\/?$/.exec(clientId)
-  issues.push(appIdUri === null
-    ? `option 'clientId' must be the application (client) ID, not an App ID URI: give the client ID (a GUID) and put '${clientId}' into 'audiences'`
-    : `option 'clientId' must be the application (client) ID, not the App ID URI: use '${appIdUri[1] as string}' (tokens for '${clientId}' are accepted with it)`)
+  const hint = appIdUriHint("option 'clientId'", clientId)
+  if (hint === undefined) return
+  issues.push(hint.clientId === undefined
+    ? `${hint.message} and put '${clientId}' into 'audiences'`
+    : `${hint.message} (tokens for '${clientId}' are accepted with it)`)
 }
 
 /** Sets nobody can add to (`Object.freeze` doesn't stop `Set.prototype.add`): the options are deeply frozen. */

@@ -1,6 +1,7 @@
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http'
 import { isIP, type AddressInfo } from 'node:net'
 import { FakeEntra, FAKE_TENANT_ID, type FakeEntraOptions } from './fake-entra.js'
+import { checkApis } from './grants.js'
 
 /** Options of {@link startFakeEntraServer}. */
 export interface FakeEntraServerOptions extends Omit<FakeEntraOptions, 'origin' | 'issuer' | 'tenant'> {
@@ -102,6 +103,7 @@ export async function startFakeEntraServer (options: FakeEntraServerOptions = {}
   if (!isLoopback(host) && !allowNonLoopback) {
     throw new TypeError(`startFakeEntraServer: host '${host}' is not a loopback address. The fake Entra signs anyone in and accepts any secret; set allowNonLoopback: true to listen there anyway.`)
   }
+  checkApis('startFakeEntraServer', entraOptions.apis)
   const server = createServer()
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject)

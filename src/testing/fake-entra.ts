@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto'
 import { Dispatcher, MockAgent, request as undiciRequest } from 'undici'
 import { isTenantId } from '../entra/issuers.js'
 import { authorizeEndpoint, RESPONSE_MODES } from './authorize.js'
-import { GrantStore, type AuthorizationContext } from './grants.js'
+import { checkApis, GrantStore, type AuthorizationContext } from './grants.js'
 import { MockJwk } from './mock-jwks.js'
 import { MockClaims, MockJwtClient, type ClaimOverrides } from './mock-jwt.js'
 import { errorResponse, OAuthError, OIDC_SCOPES, type FakeAuthorizationOptions, type FakeHttpRequest, type FakeHttpResponse } from './oauth.js'
@@ -149,6 +149,7 @@ export class FakeEntra {
     this.authorizationEndpoint = `${this.authority}/oauth2/v2.0/authorize`
     this.now = options.now ?? Date.now
     const { apis, clients, user, tokenLifetime } = options
+    checkApis('FakeEntra', apis)
     this.authorization = { ...(apis === undefined ? {} : { apis }), ...(clients === undefined ? {} : { clients }), ...(user === undefined ? {} : { user }), ...(tokenLifetime === undefined ? {} : { tokenLifetime }) }
 
     const answering = new MockAgent({ connections: 1 })

@@ -1,4 +1,5 @@
 import { randomBytes } from 'node:crypto'
+import { appIdUriHint } from '../options.js'
 import type { MockJwk } from './mock-jwks.js'
 import { MockClaims, MockJwtClient } from './mock-jwt.js'
 import {
@@ -117,6 +118,28 @@ export function resolveClient (ctx: AuthorizationContext, clientId: string): Fak
   const client = clients.find(candidate => candidate.clientId === clientId)
   if (client === undefined) throw new OAuthError('unauthorized_client', 700016, `Application with identifier '${clientId}' was not found in the directory '${ctx.tenantId}'. This can happen if the application has not been installed by the administrator of the tenant or consented to by any user in the tenant.`)
   return { ...client, known: true }
+}
+
+/**
+ * What is wrong with an API's ID as `subject` gives it, or undefined: the fake knows an API by its
+ * application (client) ID, and an App ID URI there is the plugin's `clientId` mix-up, with its hint.
+ */
+export function apiIdProblem (subject: string, clientId: string): string | undefined {
+  if (clientId === '' || /\s/.test(clientId)) return `${subject} must be the API's application (client) ID, got '${clientId}'`
+  const hint = appIdUriHint(subject, clientId)
+  if (hint === undefined) return undefined
+  return hint.clientId === undefined ? hint.message : `${hint.message} (clients still ask for its scopes as '${clientId}/{scope}')`
+}
+
+/** Refuses APIs a token request could never name (a `TypeError` naming `where` and the API). */
+export function checkApis (where: string, apis: readonly FakeEntraApi[] | undefined): void {
+  const seen = new Set<string>()
+  for (const [index, api] of (apis ?? []).entries()) {
+    const problem = apiIdProblem(`apis[${index}].clientId`, api.clientId)
+    if (problem !== undefined) throw new TypeError(`${where}: ${problem}`)
+    if (seen.has(api.clientId)) throw new TypeError(`${where}: apis[${index}].clientId '${api.clientId}' is given twice: describe each API once`)
+    seen.add(api.clientId)
+  }
 }
 
 /** The API named by a request's scopes, or any API when none are configured. */

@@ -146,6 +146,9 @@ t.test('usage errors exit 2; a non-loopback host is refused unless allowed', asy
   }
   t.equal(await refused.exited, 2)
   t.match(refused.output(), /not a loopback address.*--allow-non-loopback/s)
+  const appIdUri = run(t, ['--api', `api://${API}`])
+  t.equal(await appIdUri.exited, 2, 'an App ID URI as --api is refused at start')
+  t.match(appIdUri.output(), `fastify-entra-auth fake-entra: --api must be the application (client) ID, not the App ID URI: use '${API}'`)
   t.equal(await help.exited, 0)
   t.match(help.output(), /--allow-non-loopback/)
 })
