@@ -11,6 +11,7 @@ import { EntraAuthError, type ProblemType, type ValidationStep } from './entra/p
 import { verifySignature } from './core/signature.js'
 import type { EntraToken, Rfc7662Introspection } from './entra/token.js'
 import { TokenCache } from './core/token-cache.js'
+import { untrustedFact, untrustedText } from './core/untrusted.js'
 import { tokenCacheChannel, verifyTracing, type VerifyTraceContext } from './core/tracing.js'
 import type { Discovery } from './core/discovery.js'
 
@@ -212,11 +213,18 @@ export function buildVerifier (options: ResolvedOptions, internals: VerifierInte
       failed.detail = error.detail
       return decoded
     }
+    if (signatureVerified(error) && steps.length === 0) {
+      // It shared the work of a validation of the same token in flight: only the outcome is its own.
+      steps.push({ step: error.step, ok: false, problem: error.type, detail: error.detail, facts: {} })
+      return decoded
+    }
     const at = (PRE_CLAIM_STEPS as readonly ValidationStep[]).includes(error.step) ? error.step : 'structure'
+    // Nobody vouched for this header: its facts are cut and escaped.
+    const header = decoded === undefined ? undefined : { alg: untrustedFact(decoded.header.alg), kid: untrustedFact(decoded.header.kid), typ: untrustedFact(decoded.header.typ) }
     if (steps.length === 0) {
       for (const step of PRE_CLAIM_STEPS) {
         if (step === at) break
-        steps.push({ step, ok: true, detail: STEP_TITLES[step], facts: preClaimFacts(step, decoded?.header, undefined) })
+        steps.push({ step, ok: true, detail: STEP_TITLES[step], facts: preClaimFacts(step, header, undefined) })
       }
     }
     let key: SigningKey | undefined
@@ -224,7 +232,7 @@ export function buildVerifier (options: ResolvedOptions, internals: VerifierInte
       // The signature step failed, so the key store has this kid at hand: no fetch.
       key = keys.currentKey(decoded.header.kid)
     }
-    const facts = at === 'signature' ? { alg: 'RS256', kid: decoded?.header.kid, keyIssuer: key?.issuer } : preClaimFacts(at as typeof PRE_CLAIM_STEPS[number], decoded?.header, undefined)
+    const facts = at === 'signature' ? { alg: 'RS256', kid: header?.kid, keyIssuer: key?.issuer } : preClaimFacts(at as typeof PRE_CLAIM_STEPS[number], header, undefined)
     steps.push({ step: at, ok: false, problem: error.type, detail: error.detail, facts })
     return decoded
   }
@@ -251,7 +259,7 @@ export function buildVerifier (options: ResolvedOptions, internals: VerifierInte
     }, (err: unknown) => {
       const error = asAuthError(err)
       const decoded = completeSteps(raw, error, steps)
-      Object.assign(context, { verdict: 'invalid', problem: error.type, step: error.step, claim: error.claim, error }, identityFacts(decoded))
+      Object.assign(context, { verdict: 'invalid', problem: error.type, step: error.step, claim: error.claim, error }, identityFacts(decoded, signatureVerified(error)))
       channels.error.publish(context)
       channels.asyncStart.publish(context)
       channels.asyncEnd.publish(context)
@@ -335,10 +343,20 @@ function asAuthError (err: unknown): EntraAuthError {
   return err instanceof EntraAuthError ? err : new EntraAuthError('auth_token_invalid', undefined, { cause: err })
 }
 
-/** Who a (maybe refused) token names, for the tracing context: never the token itself. */
-function identityFacts (decoded: DecodedJws | undefined): Partial<VerifyTraceContext> {
+/** Whether a refused token failed after its signature verified (at the claims or later). */
+function signatureVerified (error: EntraAuthError): boolean {
+  return error.step !== 'request' && !(PRE_CLAIM_STEPS as readonly ValidationStep[]).includes(error.step)
+}
+
+/**
+ * Who a refused token names, for the tracing context: never the token itself. Identity fields
+ * only once its signature verified; before, anyone could have written them (just its `kid`, cut
+ * and escaped).
+ */
+function identityFacts (decoded: DecodedJws | undefined, verified: boolean): Partial<VerifyTraceContext> {
   if (decoded === undefined) return {}
   const { header, payload } = decoded
+  if (!verified) return typeof header.kid === 'string' ? { kid: untrustedText(header.kid) } : {}
   const ver = payload.ver
   const client = ver === '1.0' ? payload.appid : payload.azp
   return {

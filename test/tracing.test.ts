@@ -126,3 +126,106 @@ t.test('the package subscribes to none of its channels itself', async t => {
   t.equal(diagnostics.tracingChannel(CHANNELS.verify).hasSubscribers, false)
   for (const name of [CHANNELS.keysFetch, CHANNELS.keysRefresh, CHANNELS.tokenCache]) t.equal(diagnostics.hasSubscribers(name), false, name)
 })
+
+/** A token anyone can write: a real kid and alg, claims of one's choosing, a signature of nothing. */
+function forged (header: Record<string, unknown>, payload: Record<string, unknown>): string {
+  const part = (value: unknown): string => Buffer.from(JSON.stringify(value)).toString('base64url')
+  return `${part(header)}.${part(payload)}.${Buffer.alloc(256, 7).toString('base64url')}`
+}
+
+// eslint-disable-next-line no-control-regex -- the point is to find control characters
+const CONTROL = /[\u0000-\u001f\u007f-\u009f\u2028\u2029\u202a-\u202e\u2066-\u2069]/
+
+/** Every string in `value` (nested), with where it was found. */
+function strings (value: unknown, path = '', out: Array<[string, string]> = []): Array<[string, string]> {
+  if (typeof value === 'string') out.push([path, value])
+  else if (Array.isArray(value)) value.forEach((item, i) => strings(item, `${path}[${i}]`, out))
+  else if (value !== null && typeof value === 'object' && !(value instanceof Error)) for (const [key, item] of Object.entries(value)) strings(item, `${path}.${key}`, out)
+  return out
+}
+
+t.test('a token whose signature does not verify: no identity published, every other fact cut to 128 characters and escaped, in tracing and explain()', async t => {
+  const seen = listen(t)
+  const { fake, verifier } = standalone(t)
+  await verifier.warm()
+  const long = 'A'.repeat(20_000)
+  const short = 'B'.repeat(2_000)
+  const logLine = '\n{"level":50,"msg":"admin logged in"}\n\u001b[2J\u001b]52;c;ZWNobyBwd25lZA==\u0007\u202e'
+  const kid = fake.keys[0]?.kid as string
+  const tokens = {
+    // Tokens of at most 64 KiB are decoded: a 20 KB `tid` fits.
+    signature: forged({ alg: 'RS256', kid, typ: `JWT${logLine}${short}` }, { tid: `${long}${logLine}`, azp: `app${logLine}`, appid: short, ver: `2.0${logLine}`, aud: CLIENT_ID }),
+    // A kid of up to 256 characters is looked up.
+    key: forged({ alg: 'RS256', kid: `${logLine}${'B'.repeat(150)}`, typ: logLine }, { tid: long, azp: short, ver: '2.0' }),
+    structure: forged({ alg: `none${logLine}${short}`, kid: `${short}${logLine}`, typ: { nested: short } }, { tid: long, ver: '1.0', appid: short })
+  }
+  for (const [step, token] of Object.entries(tokens)) {
+    await t.rejects(verifier.verify(token), EntraAuthError)
+    const context = seen.verify.at(-1)?.context as VerifyTraceContext
+    t.match(context, { verdict: 'invalid', step }, step)
+    t.equal(context.tenantId, undefined, `${step}: no tenantId from an unverified token`)
+    t.equal(context.clientId, undefined, `${step}: no clientId`)
+    t.equal(context.version, undefined, `${step}: no version`)
+    const explanation = await verifier.explain(token)
+    t.equal(explanation.problem?.step, step)
+    for (const [where, published] of [['tracing', { ...context, error: undefined }], ['explain', explanation]] as const) {
+      const found = strings(published)
+      for (const [path, text] of found) t.notOk(CONTROL.test(text), `${step}, ${where}: ${path} has no control characters`)
+      // The package's own words (`detail`, titles) aside, everything read from the token is cut.
+      const facts = found.filter(([path]) => /\.facts\.|^\.(kid|tenantId|clientId|version)$/.test(path))
+      // A header that breaks the JOSE rules is not decoded at all: nothing to publish.
+      t.equal(facts.length > 0, step !== 'structure', `${step}, ${where}: facts from the token`)
+      for (const [path, text] of facts) t.ok(text.length <= 128, `${step}, ${where}: ${path} is at most 128 characters (${text.length})`)
+    }
+    const typ = explanation.steps.find(s => s.step === 'structure')?.facts.typ
+    if (step !== 'structure') t.match(typ, /^(JWT)?\\u000a\{"level":50/, `${step}: what was cut is still recognisable, escaped`)
+  }
+  const verified = seen.verify.filter(s => s.event === 'asyncEnd' && s.context.operation === 'verify')
+  t.equal(verified.length, 3)
+  const kidSeen = verified.map(s => s.context.kid)
+  t.equal(kidSeen[0], kid, 'a kid of the provider is published as it is')
+  t.match(kidSeen[1], /^\\u000a\{"level":50.*…$/, 'an unknown kid is cut and escaped')
+  t.equal(kidSeen[1]?.length, 128)
+  t.equal(kidSeen[2], undefined, 'a header that breaks the JOSE rules publishes no kid')
+})
+
+t.test('a token whose signature verified is refused later: its identity is published', async t => {
+  const seen = listen(t)
+  const { fake, verifier } = standalone(t)
+  const token = fake.client(CLIENT_ID).generate({ exp: 1 })
+  await t.rejects(verifier.verify(token), EntraAuthError)
+  t.match(seen.verify.at(-1)?.context, { verdict: 'invalid', step: 'exp', version: '2.0', tenantId: fake.tenantId, clientId: String })
+})
+
+t.test('concurrent traced validations of one token: one signature check, every context settled, no token in any message', async t => {
+  const seen = listen(t)
+  const { fake, verifier } = standalone(t)
+  const good = fake.client(CLIENT_ID).generate()
+  const refused = fake.client(CLIENT_ID).generate({ aud: 'another-api' })
+  await Promise.all(Array.from({ length: 10 }, () => verifier.verify(good)))
+  await Promise.allSettled(Array.from({ length: 10 }, () => verifier.verify(refused)))
+  const ends = seen.verify.filter(s => s.event === 'asyncEnd').map(s => s.context)
+  t.equal(ends.length, 20)
+  t.equal(ends.flatMap(c => c.steps).filter(s => s.step === 'signature').length, 2, 'one signature check per token')
+  t.same(ends.slice(0, 10).map(c => c.verdict), Array(10).fill('valid'))
+  for (const context of ends.slice(10)) t.match(context, { verdict: 'invalid', problem: 'auth_token_audience_invalid', step: 'aud', tenantId: fake.tenantId })
+  t.ok(ends.slice(10).every(c => c.steps.at(-1)?.step === 'aud' && c.steps.at(-1)?.ok === false), 'each refused context ends with the failed step')
+  for (const token of [good, refused]) for (const part of token.split('.')) t.notOk(seen.all().includes(part), 'no message carries any part of the token')
+})
+
+t.test('a fact is cut between characters: never inside an escape or a surrogate pair', async t => {
+  const seen = listen(t)
+  const { verifier } = standalone(t)
+  await verifier.warm()
+  const cases: Array<[string, string, RegExp]> = [
+    ['escape across the cut', `${'B'.repeat(125)}\n${'C'.repeat(40)}`, /^B{125}…$/],
+    ['surrogate pair across the cut', '😀'.repeat(100), /^(😀){63}…$/],
+    ['short enough', `ok\u0000${'D'.repeat(100)}`, /^ok\\u0000D{100}$/]
+  ]
+  for (const [label, kid, expected] of cases) {
+    await t.rejects(verifier.verify(forged({ alg: 'RS256', kid }, { ver: '2.0' })), new EntraAuthError('auth_token_key_error'))
+    const published = seen.verify.at(-1)?.context.kid as string
+    t.match(published, expected, label)
+    t.ok(published.length <= 128 && published.isWellFormed(), label)
+  }
+})

@@ -2,7 +2,8 @@
  * Diagnostics channels (node:diagnostics_channel), the way Fastify core and undici publish theirs:
  * any subscriber (OpenTelemetry, a metrics exporter, a test) can observe validations and the key
  * store with no code in the app. Nothing is built or published while nobody listens: every
- * publisher checks `hasSubscribers` first. No message carries a token.
+ * publisher checks `hasSubscribers` first. No message carries a token, and nothing read from a
+ * token whose signature did not verify is published uncut (core/untrusted.ts).
  */
 import diagnostics, { type Channel } from 'node:diagnostics_channel'
 import type { ProblemType, ValidationStep } from '../entra/problems.js'
@@ -12,7 +13,10 @@ import type { ExplainedStep } from '../entra/steps.js'
 export interface VerifyTraceContext {
   /** `verify` (also behind `introspect` and the route hooks) or `explain`. */
   operation: 'verify' | 'explain'
-  /** Steps as they run; on a cache hit only `nbf` and `exp` run again. */
+  /**
+   * Steps as they run; on a cache hit only `nbf` and `exp` run again; a validation that shared the
+   * work of another in flight for the same token records none (or only its failed step).
+   */
   steps: ExplainedStep[]
   /** Whether the token came from the verified-token cache. */
   cached: boolean
@@ -23,7 +27,11 @@ export interface VerifyTraceContext {
   /** The step and claim a refused token failed at. */
   step?: ValidationStep
   claim?: string
-  /** From the token's header and claims, once read (also for refused tokens, where known). */
+  /**
+   * `version`, `tenantId`, `clientId`: from a token whose signature verified (also when it was
+   * refused later), never from one anybody could have written. `kid`: the key's; for a token that
+   * did not verify, cut to 128 characters with control characters escaped.
+   */
   kid?: string
   version?: string
   tenantId?: string

@@ -4,21 +4,10 @@
  * printing them.
  */
 
-/**
- * C0 controls (ESC starts CSI and OSC sequences: colours, cursor moves, OSC 52 clipboard writes),
- * DEL, C1 controls (8-bit CSI/OSC), line separators, and the Unicode bidirectional controls that
- * reorder text (CVE-2021-42574).
- */
-// eslint-disable-next-line no-control-regex -- matching control characters is the point
-const UNPRINTABLE = /[\u0000-\u001f\u007f-\u009f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]/g
+import { escapeControls } from '../core/untrusted.js'
 
-/**
- * Escapes every character a terminal would interpret as `\uXXXX` (JSON's own escape, so JSON
- * stays valid), line feeds included: a value can't start a line of its own.
- */
-export function escapeControls (text: string): string {
-  return text.replace(UNPRINTABLE, character => `\\u${character.charCodeAt(0).toString(16).padStart(4, '0')}`)
-}
+// One escape for the CLI and for the diagnostics of unverified tokens.
+export { escapeControls }
 
 /** {@link escapeControls} line by line, for text whose line feeds are the program's own. */
 export function escapeLines (text: string): string {
