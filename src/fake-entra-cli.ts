@@ -10,7 +10,8 @@ import type { FakeEntraApi, FakeEntraClient, FakeEntraServerOptions } from './te
 const USAGE = `Usage: fastify-entra-auth fake-entra [options]
 
 Runs a fake Microsoft Entra ID on 127.0.0.1 for development and tests: discovery, keys,
-and a token endpoint (client credentials, authorization code with PKCE, refresh token)
+and a token endpoint (client credentials, authorization code with PKCE, refresh token,
+on-behalf-of)
 whose tokens look like Entra's. Point your API's oidcEndpoint at the printed discovery
 URL and your clients at the printed authority. Ctrl-C stops it.
 
@@ -143,6 +144,26 @@ function quote (value: string): string {
   return /^[\w@%+=:,./-]+$/.test(value) ? value : `'${value.replaceAll("'", "'\\''")}'`
 }
 
+/** With a second --api: the on-behalf-of request the first API makes to call the second for a user. */
+function onBehalfOfLines (options: FakeEntraServerOptions, tokenEndpoint: string): string[] {
+  const [api, downstream] = options.apis ?? []
+  if (api === undefined || downstream === undefined) return []
+  const secret = options.clients === undefined ? 'any-secret' : options.clients.find(client => client.clientId === api.clientId)?.secret
+  if (secret === undefined) return [`On behalf of a user: register API ${api.clientId} as a confidential client (--client ${api.clientId}:<secret>) to call API ${downstream.clientId}.`, '']
+  const form = [
+    'grant_type=urn:ietf:params:oauth:grant-type:jwt-bearer',
+    'requested_token_use=on_behalf_of',
+    `client_id=${api.clientId}`,
+    `client_secret=${secret}`,
+    `scope=api://${downstream.clientId}/.default`
+  ]
+  return [
+    `On behalf of a user: API ${api.clientId} exchanges a user's token for it ($USER_TOKEN) for one for API ${downstream.clientId}:`,
+    `curl -s ${form.map(field => `--data-urlencode ${quote(field)}`).join(' ')} --data-urlencode "assertion=$USER_TOKEN" ${tokenEndpoint}`,
+    ''
+  ]
+}
+
 /** Runs the command; resolves with the exit code once the server has stopped. */
 export async function runFakeEntra (argv: string[]): Promise<number> {
   let options
@@ -184,6 +205,7 @@ export async function runFakeEntra (argv: string[]): Promise<number> {
     `An app-only token for API ${api}${options.clients === undefined ? ' (any client ID and secret work)' : ''}:`,
     `curl -s ${form.map(field => `--data-urlencode ${quote(field)}`).join(' ')} ${server.tokenEndpoint}`,
     '',
+    ...onBehalfOfLines(options, server.tokenEndpoint),
     'Ctrl-C stops it.'
   ]
   process.stdout.write(out.join('\n') + '\n')

@@ -268,6 +268,7 @@ export class FakeEntra {
     return {
       tenantId: this.tenantId,
       signingKey: this.keys[0] as MockJwk,
+      keys: this.keys,
       issuerFor: (tenantId, version) => this.issuerFor(tenantId, version),
       now: this.now,
       authorization: this.authorization,

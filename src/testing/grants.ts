@@ -12,6 +12,8 @@ export interface AuthorizationContext {
   readonly tenantId: string
   /** The signing key (the first published one). */
   readonly signingKey: MockJwk
+  /** Every published key: what an on-behalf-of assertion may be signed with. */
+  readonly keys: readonly MockJwk[]
   issuerFor: (tenantId?: string, version?: '1.0' | '2.0') => string
   /** Milliseconds since the epoch. */
   now: () => number
@@ -40,6 +42,8 @@ export interface UserGrant {
   /** OpenID Connect scopes asked for (`openid`, `offline_access`, …). */
   oidc: string[]
   nonce?: string
+  /** The user the grant is for. Default the configured signed-in user. */
+  user?: SignedInUser
 }
 
 /** An authorization code (RFC 6749 §4.1.2), bound to its client, redirect URI and PKCE challenge. */
@@ -204,8 +208,11 @@ export function appOnlyToken (ctx: AuthorizationContext, api: ResolvedApi, clien
   })
 }
 
+/** A user as tokens name them. */
+export interface SignedInUser { oid: string, name: string, username: string, roles: string[] }
+
 /** The signed-in user with defaults filled in. */
-export function signedInUser (ctx: AuthorizationContext): { oid: string, name: string, username: string, roles: string[] } {
+export function signedInUser (ctx: AuthorizationContext): SignedInUser {
   const user = ctx.authorization.user ?? {}
   return { oid: user.oid ?? FAKE_USER_ID, name: user.name ?? 'Test User', username: user.username ?? 'test.user@contoso.example', roles: user.roles ?? [] }
 }
@@ -217,7 +224,7 @@ function pairwiseSubject (userId: string, appId: string): string {
 
 /** A delegated (user) access token: `scp` from the grant, the user's `oid`, `name`, `preferred_username`. */
 export function delegatedToken (ctx: AuthorizationContext, api: ResolvedApi, grant: UserGrant): string {
-  const user = signedInUser(ctx)
+  const user = grant.user ?? signedInUser(ctx)
   const names = api.version === '1.0'
     ? { amr: ['pwd'], name: user.name, unique_name: user.username, upn: user.username }
     : { name: user.name, preferred_username: user.username }
@@ -236,7 +243,7 @@ export function delegatedToken (ctx: AuthorizationContext, api: ResolvedApi, gra
 
 /** The ID token (OpenID Connect Core §2) for the client: v2.0, `aud` = the client, `nonce` echoed. */
 export function idToken (ctx: AuthorizationContext, grant: UserGrant): string {
-  const user = signedInUser(ctx)
+  const user = grant.user ?? signedInUser(ctx)
   return sign(ctx, '2.0', {
     aud: grant.clientId,
     iss: ctx.issuerFor(ctx.tenantId, '2.0'),
@@ -254,8 +261,8 @@ export function idToken (ctx: AuthorizationContext, grant: UserGrant): string {
 }
 
 /** MSAL's `client_info`: base64url JSON `{ uid, utid }`, the account's home object and tenant IDs. */
-export function clientInfo (ctx: AuthorizationContext): string {
-  return Buffer.from(JSON.stringify({ uid: signedInUser(ctx).oid, utid: ctx.tenantId })).toString('base64url')
+export function clientInfo (ctx: AuthorizationContext, user: SignedInUser = signedInUser(ctx)): string {
+  return Buffer.from(JSON.stringify({ uid: user.oid, utid: ctx.tenantId })).toString('base64url')
 }
 
 /** The token lifetime in seconds, for `expires_in`. */

@@ -1,14 +1,18 @@
 import {
-  appOnlyToken, clientInfo, delegatedToken, idToken, resolveApi, resolveClient, tokenLifetime,
-  type AuthorizationContext, type ResolvedApi, type UserGrant
+  appOnlyToken, clientInfo, delegatedToken, idToken, resolveApi, resolveClient, signedInUser, tokenLifetime,
+  type AuthorizationContext, type ResolvedApi, type SignedInUser, type UserGrant
 } from './grants.js'
+import { assertedUser, type AssertedUser } from './assertion.js'
 import {
   errorResponse, jsonResponse, OAuthError, parseScopes, s256, sameSecret,
   type FakeEntraClient, type FakeHttpRequest, type FakeHttpResponse, type ParsedScopes
 } from './oauth.js'
 
+/** RFC 7523 §2.1's grant type: with `requested_token_use=on_behalf_of`, Entra's on-behalf-of flow. */
+const JWT_BEARER = 'urn:ietf:params:oauth:grant-type:jwt-bearer'
+
 /** The grants the token endpoint supports, as discovery advertises them. */
-export const GRANT_TYPES = ['authorization_code', 'client_credentials', 'refresh_token'] as const
+export const GRANT_TYPES = ['authorization_code', 'client_credentials', 'refresh_token', JWT_BEARER] as const
 
 /** Client authentication methods (RFC 8414 `token_endpoint_auth_methods_supported`); `none` is a public client with PKCE. */
 export const AUTH_METHODS = ['client_secret_post', 'client_secret_basic', 'none'] as const
@@ -137,7 +141,7 @@ function userTokens (ctx: AuthorizationContext, grant: UserGrant, form: Form): F
   if (grant.oidc.includes('offline_access')) body.refresh_token = ctx.grants.issueRefreshToken(grant, ctx.now())
   if (grant.oidc.includes('openid')) body.id_token = idToken(ctx, grant)
   // MSAL asks for `client_info=1` and builds its account (home account ID `uid.utid`) from it.
-  if (form.get('client_info') === '1') body.client_info = clientInfo(ctx)
+  if (form.get('client_info') === '1') body.client_info = clientInfo(ctx, grant.user)
   return jsonResponse(200, body)
 }
 
@@ -174,9 +178,33 @@ function refreshToken (ctx: AuthorizationContext, request: FakeHttpRequest, form
   return userTokens(ctx, next, form)
 }
 
+/** The user an assertion names: the configured one when the object IDs match, else as its claims say. */
+function onBehalfOfUser (ctx: AuthorizationContext, asserted: AssertedUser): SignedInUser {
+  const known = signedInUser(ctx)
+  if (known.oid === asserted.oid) return known
+  return { oid: asserted.oid, name: asserted.name ?? asserted.username ?? asserted.oid, username: asserted.username ?? '', roles: asserted.roles }
+}
+
+/**
+ * On-behalf-of (Microsoft identity platform, "OAuth 2.0 On-Behalf-Of flow"): a middle-tier API,
+ * authenticated as a confidential client, exchanges a user's access token for it (the
+ * `assertion`) for a token for a downstream API, for the same user.
+ */
+function onBehalfOf (ctx: AuthorizationContext, request: FakeHttpRequest, form: Form): FakeHttpResponse {
+  const { client } = authenticateClient(ctx, request, form, false)
+  const use = required(form, 'requested_token_use')
+  if (use !== 'on_behalf_of') throw new OAuthError('invalid_request', 70003, `The requested_token_use '${use}' is not supported: the jwt-bearer grant of this fake Entra is on-behalf-of (requested_token_use=on_behalf_of).`)
+  const asserted = assertedUser(ctx, required(form, 'assertion'), client.clientId)
+  const parsed = parseScopes(required(form, 'scope'))
+  const api = resolveApi(ctx, parsed.resource)
+  const scopes = delegatedScopes(api, client.clientId, parsed)
+  const user = onBehalfOfUser(ctx, asserted)
+  return userTokens(ctx, { clientId: client.clientId, confidential: true, resource: parsed.resource, scopes, oidc: parsed.oidc, user }, form)
+}
+
 /**
  * `POST /{tenant}/oauth2/v2.0/token` (RFC 6749 §3.2): client credentials, authorization code with
- * PKCE, refresh token. Every failure is Entra's JSON error reply with RFC 6749 §5.2's statuses.
+ * PKCE, refresh token, on-behalf-of. Every failure is Entra's JSON error reply with RFC 6749 §5.2's statuses.
  */
 export function tokenEndpoint (ctx: AuthorizationContext, request: FakeHttpRequest): FakeHttpResponse {
   try {
@@ -186,6 +214,7 @@ export function tokenEndpoint (ctx: AuthorizationContext, request: FakeHttpReque
     if (grantType === 'client_credentials') return clientCredentials(ctx, request, form)
     if (grantType === 'authorization_code') return authorizationCode(ctx, request, form)
     if (grantType === 'refresh_token') return refreshToken(ctx, request, form)
+    if (grantType === JWT_BEARER) return onBehalfOf(ctx, request, form)
     throw new OAuthError('unsupported_grant_type', 70003, `The app requested an unsupported grant type '${grantType}'. This fake Entra supports ${GRANT_TYPES.join(', ')}.`)
   } catch (err) {
     if (!(err instanceof OAuthError)) throw err
