@@ -204,7 +204,7 @@ t.test('discovery advertises exactly what the endpoints support; CORS for browse
     authorization_endpoint: `https://login.microsoftonline.com/${entra.tenantId}/oauth2/v2.0/authorize`,
     jwks_uri: entra.jwksUri
   })
-  t.same(document.grant_types_supported, ['authorization_code', 'client_credentials', 'refresh_token'])
+  t.same(document.grant_types_supported, ['authorization_code', 'client_credentials', 'refresh_token', 'urn:ietf:params:oauth:grant-type:jwt-bearer'])
   t.same(document.code_challenge_methods_supported, ['S256'])
   t.same(document.response_types_supported, ['code'])
   t.same(document.response_modes_supported, ['query', 'fragment'])
