@@ -1,5 +1,5 @@
 // One benchmark server, run in its own process by bench/run.js:
-//   node --expose-gc bench/server.js <plain|floor|entra|jwks|jose>
+//   node --expose-gc bench/server.js <plain|floor|fjwt|entra|entra-nocache|jwks|recipe|jose>
 // env BENCH_IDP: origin of the local identity provider (http://127.0.0.1:<port>).
 // Talks to the parent over IPC: sends { type: 'ready', port } once listening, and answers
 // { type: 'heap' } (after a full GC), { type: 'cpu' } and { type: 'stop' }.
@@ -17,10 +17,53 @@ app.decorateRequest('claims', null)
 
 if (scenario === 'plain') {
   app.get(ROUTE, reply)
-} else if (scenario === 'entra') {
+} else if (scenario === 'entra' || scenario === 'entra-nocache') {
   const { entraAuth } = await import('../dist/index.js')
-  await app.register(entraAuth, { clientId: CLIENT_ID, oidcEndpoint: `${idp}${DISCOVERY_PATH}` })
+  const tokenCache = scenario === 'entra-nocache' ? { max: 0 } : undefined
+  await app.register(entraAuth, { clientId: CLIENT_ID, oidcEndpoint: `${idp}${DISCOVERY_PATH}`, tokenCache })
   app.get(ROUTE, { onRequest: app.entraAuth() }, reply)
+} else if (scenario === 'fjwt') {
+  // The @fastify/jwt floor: @fastify/jwt registered plainly with the static public key,
+  // app.jwt.verify(token) and the aud check in onRequest. No key fetching, no other claim rule.
+  const { default: fastifyJwt } = await import('@fastify/jwt')
+  const { keys: [jwk] } = await (await fetch(`${idp}${JWKS_PATH}`)).json()
+  const pem = createPublicKey({ key: jwk, format: 'jwk' }).export({ type: 'spki', format: 'pem' })
+  await app.register(fastifyJwt, { secret: { public: pem }, verify: { algorithms: ['RS256'] } })
+  app.get(ROUTE, {
+    onRequest: async (request, reply) => {
+      let claims
+      try {
+        claims = app.jwt.verify((request.headers.authorization ?? '').slice(7))
+      } catch {
+        return reply.code(401).send({ error: 'invalid_token' })
+      }
+      if (claims.aud !== CLIENT_ID) return reply.code(401).send({ error: 'invalid_token' })
+      request.claims = claims
+    }
+  }, reply)
+} else if (scenario === 'recipe') {
+  // get-jwks' README recipe for @fastify/jwt: a secret callback asking get-jwks for the token's
+  // kid, request.jwtVerify() in onRequest. The key URL is the identity provider's, not the token's iss.
+  const { default: fastifyJwt } = await import('@fastify/jwt')
+  const { default: buildGetJwks } = await import('get-jwks')
+  const getJwks = buildGetJwks()
+  await app.register(fastifyJwt, {
+    decode: { complete: true },
+    verify: { allowedIss: ISSUER, allowedAud: CLIENT_ID },
+    secret: (request, token, callback) => {
+      const { header: { kid, alg } } = token
+      getJwks.getPublicKey({ kid, domain: idp, alg }).then(publicKey => callback(null, publicKey), callback)
+    }
+  })
+  app.get(ROUTE, {
+    onRequest: async (request, reply) => {
+      try {
+        request.claims = await request.jwtVerify()
+      } catch {
+        return reply.code(401).send({ error: 'invalid_token' })
+      }
+    }
+  }, reply)
 } else if (scenario === 'floor') {
   // The floor: one node:crypto RS256 verification with a ready key and JSON.parse of the payload,
   // in an onRequest hook. No header rules, no claim checks, no cache: nothing any validator can skip.
@@ -54,7 +97,7 @@ if (scenario === 'plain') {
   await app.register(fastifyJwtJwks, { jwksUrl: `${idp}${JWKS_PATH}`, audience: CLIENT_ID, issuer: ISSUER })
   app.get(ROUTE, { onRequest: app.authenticate }, reply)
 } else {
-  throw new Error(`unknown scenario '${scenario}' (plain, floor, entra, jwks or jose)`)
+  throw new Error(`unknown scenario '${scenario}' (plain, floor, fjwt, entra, entra-nocache, jwks, recipe or jose)`)
 }
 
 await app.listen({ host: '127.0.0.1', port: 0 })

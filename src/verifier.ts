@@ -4,12 +4,12 @@ import { checkClaims, checkTime, type ClaimRules } from './entra/claims.js'
 import { graphTokenDetail, isGraphToken } from './entra/kinds.js'
 import { checkRequirement, compileRequirement, type ScopeRequirement } from './entra/scopes.js'
 import { STEP_TITLES, type ExplainedStep, type StepFacts, type StepRecorder } from './entra/steps.js'
-import { checkJoseHeader, checkShape, decodeJws, precheckJws, type DecodedJws, type JoseHeader } from './core/jws.js'
+import { checkJoseHeader, checkShape, decodeJws, passesKnownHeaderChecks, precheckJws, type DecodedJws, type JoseHeader } from './core/jws.js'
 import { KeyStore, type KeyStoreLogger, type KeyStoreState, type SigningKey } from './core/keys.js'
 import { resolveOptions, type EntraVerifierOptions, type ResolvedOptions } from './options.js'
 import { EntraAuthError, type ProblemType, type ValidationStep } from './entra/problems.js'
 import { verifySignature } from './core/signature.js'
-import type { EntraToken, Rfc7662Introspection } from './entra/token.js'
+import { deepFreeze, type EntraToken, type Rfc7662Introspection } from './entra/token.js'
 import { TokenCache } from './core/token-cache.js'
 import { untrustedFact, untrustedText } from './core/untrusted.js'
 import { tokenCacheChannel, verifyTracing, type VerifyTraceContext } from './core/tracing.js'
@@ -111,6 +111,11 @@ export function buildVerifier (options: ResolvedOptions, internals: VerifierInte
   const { now, clockTolerance } = options
   /** Validations under way, by token: entries leave when they settle. */
   const inFlight = new Map<string, Promise<EntraToken>>()
+  /**
+   * The header segments of verified tokens, with their decoded, checked and frozen header: Entra
+   * signs with a handful of keys, and every token of one key has the same header, byte for byte.
+   */
+  const headers = new Map<string, JoseHeader>()
 
   /**
    * The cached token of exactly `raw`, judged again for time and key-set usability, synchronously
@@ -161,20 +166,48 @@ export function buildVerifier (options: ResolvedOptions, internals: VerifierInte
 
   /** The validation of a token not (or not to be) found in the cache. */
   async function validate (raw: string, record: StepRecorder | undefined, useCache: boolean): Promise<EntraToken> {
-    const { kid } = checkJoseHeader(precheckJws(raw), raw)
-    let key = keys.currentKey(kid)
-    if (key === undefined) {
-      // The key store may have to fetch: the token's whole shape first (no network before it passes).
-      checkShape(raw)
-      key = await keys.getKey(kid)
-    }
-    const { header, payload } = verifySignature(raw, key, () => untrustedDetail(raw))
+    const { header, payload, key } = verifyKnownHeader(raw) ?? await verifyJws(raw)
     const discovery = keys.peekDiscovery() ?? await keys.discovery()
     if (record !== undefined) recordKeyed(record, header, key)
     const claims = checkClaims(payload, rules, discovery.issuer, key.issuer, record)
-    const token = await admission.admit(raw, header as JoseHeader, claims, discovery.issuer, record)
+    const token = await admission.admit(raw, header, claims, discovery.issuer, record)
     if (useCache) cache.set(raw, token, key, claims.exp * 1000 - now() + clockTolerance)
     return token
+  }
+
+  /**
+   * The hot path, synchronous: a token whose header segment is one a verified token had (so it
+   * passed the header rules), with its key at hand. Undefined when {@link verifyJws} must run.
+   */
+  function verifyKnownHeader (raw: string): Verified | undefined {
+    const first = raw.indexOf('.')
+    const header = first > 0 ? headers.get(raw.slice(0, first)) : undefined
+    if (header === undefined || !passesKnownHeaderChecks(raw, first)) return undefined
+    const key = keys.currentKey(header.kid)
+    if (key === undefined) return undefined
+    try {
+      return { header, payload: verifySignature(raw, key, () => untrustedDetail(raw)).payload, key }
+    } catch (err) {
+      // A refusal names the first rule the token breaks, in the order verifyJws checks them.
+      precheckJws(raw)
+      throw err
+    }
+  }
+
+  /** Every check up to the signature, fetching the key if need be; remembers the header once it verified. */
+  async function verifyJws (raw: string): Promise<Verified> {
+    const header = checkJoseHeader(precheckJws(raw), raw)
+    let key = keys.currentKey(header.kid)
+    if (key === undefined) {
+      // The key store may have to fetch: the token's whole shape first (no network before it passes).
+      checkShape(raw)
+      key = await keys.getKey(header.kid)
+    }
+    const { payload } = verifySignature(raw, key, () => untrustedDetail(raw))
+    if (headers.size >= MAX_HEADERS) headers.clear()
+    const frozen = deepFreeze(header)
+    headers.set(raw.slice(0, raw.indexOf('.')), frozen)
+    return { header: frozen, payload, key }
   }
 
   /** What the steps up to the signature found, once they all passed. */
@@ -329,6 +362,12 @@ export function buildVerifier (options: ResolvedOptions, internals: VerifierInte
     options
   })
 }
+
+/** Header segments remembered (a few keys, each with a v1.0 and a v2.0 header); beyond, the memo starts over. */
+const MAX_HEADERS = 64
+
+/** A token whose signature verified, with its (frozen) header and its key. */
+interface Verified { header: JoseHeader, payload: Record<string, unknown>, key: SigningKey }
 
 /** The steps before the claim rules, in order. */
 const PRE_CLAIM_STEPS = ['structure', 'discovery', 'keys', 'key', 'signature'] as const

@@ -50,11 +50,16 @@ function isCanonicalBase64url (segment: string): boolean {
  * which refuses any other character in every segment.
  */
 function hasCanonicalTail (segment: string): boolean {
-  const tail = segment.length % 4
+  return tailIsCanonical(segment, 0, segment.length)
+}
+
+/** {@link hasCanonicalTail} of `text.slice(start, end)`, without the slice. */
+function tailIsCanonical (text: string, start: number, end: number): boolean {
+  const tail = (end - start) % 4
   // A length of 1 mod 4 can't come from any byte string: Buffer would silently drop it.
   if (tail === 0) return true
   if (tail === 1) return false
-  const last = ALPHABET.indexOf(segment[segment.length - 1] as string)
+  const last = ALPHABET.indexOf(text[end - 1] as string)
   // 2 chars carry 1 byte (4 unused bits), 3 chars carry 2 bytes (2 unused bits).
   return (last & (tail === 2 ? 0x0f : 0x03)) === 0
 }
@@ -138,6 +143,21 @@ export function precheckJws (token: string): Record<string, unknown> {
   }
   if (!isUtf8(Buffer.from(payload, 'base64url'))) throw new EntraAuthError('auth_token_invalid', 'The token payload is not valid UTF-8.')
   return decodeSegment(header, 'header')
+}
+
+/**
+ * The checks of {@link precheckJws} a token must still pass when its header segment is one that
+ * passed them (and {@link checkJoseHeader}) before, byte for byte: size, three segments, canonical
+ * endings, a UTF-8 payload. `first` is the index of the first dot. True when they pass; false says
+ * nothing about why (run `precheckJws` for the refusal). The signature's alphabet is left to
+ * fast-jwt's decoder, and to `precheckJws` again when the signature is refused.
+ */
+export function passesKnownHeaderChecks (token: string, first: number): boolean {
+  if (token.length > MAX_TOKEN_LENGTH) return false
+  const last = token.lastIndexOf('.')
+  if (last === first || last === token.length - 1 || token.indexOf('.', first + 1) !== last) return false
+  return tailIsCanonical(token, first + 1, last) && tailIsCanonical(token, last + 1, token.length) &&
+    isUtf8(Buffer.from(token.slice(first + 1, last), 'base64url'))
 }
 
 /**

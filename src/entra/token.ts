@@ -78,7 +78,7 @@ function strings (roles: unknown): string[] {
  * Freezes `root` and every object and array reachable from it. Iterative, so even a deeply nested
  * claim can't overflow the stack. Runs once per verified token (a cache miss), never per hit.
  */
-function deepFreeze<T extends object> (root: T): Readonly<T> {
+export function deepFreeze<T extends object> (root: T): Readonly<T> {
   const pending: object[] = [root]
   for (let value = pending.pop(); value !== undefined; value = pending.pop()) {
     Object.freeze(value)
