@@ -10,7 +10,7 @@ import { createTenantCheck } from './entra/tenants.js'
 import type { StepRecorder } from './entra/steps.js'
 import type { JoseHeader } from './core/jws.js'
 import type { ResolvedOptions } from './options.js'
-import { EntraToken, type EntraClaims } from './entra/token.js'
+import { mintEntraToken, type EntraClaims, type EntraToken } from './entra/token.js'
 
 /** Fastify's logger, pino, or console-like. */
 export interface AdmissionLogger {
@@ -40,7 +40,7 @@ export function createAdmission (options: ResolvedOptions, logger: AdmissionLogg
 
   async function admit (raw: string, header: JoseHeader, claims: EntraClaims, discoveryIssuer: string, record?: StepRecorder): Promise<EntraToken> {
     discovered(discoveryIssuer)
-    const token = new EntraToken(raw, header, claims, clientClaimOf(claims, discoveryIssuer, host))
+    const token = mintEntraToken(raw, header, claims, clientClaimOf(claims, discoveryIssuer, host))
     if (checkTenant !== null) {
       try {
         await checkTenant(token, record)

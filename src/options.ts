@@ -16,7 +16,7 @@ const Millis = (minimum: 0 | 1): ReturnType<typeof Type.Integer> => Type.Integer
 const TENANT_ID = '^[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}$'
 
 /** TypeBox schema of the plugin's options (see docs/options.md). Unknown keys are refused. */
-export const EntraAuthOptionsSchema = Type.Object({
+const EntraAuthOptionsSchema = Type.Object({
   clientId: Type.String({ minLength: 1, description: 'Application (client) ID of the protected API' }),
   oidcEndpoint: Type.Optional(Type.String({ minLength: 1, description: 'URL of the OpenID configuration document' })),
   tenant: Type.Optional(Type.String({ minLength: 1, description: 'Tenant ID, domain, organizations or common' })),

@@ -72,18 +72,18 @@ export interface EntraVerifier {
   introspect: (token: string) => Promise<Rfc7662Introspection>
   /** Loads discovery and keys now, waiting at most one `jwks.timeout`; never rejects. */
   warm: () => Promise<boolean>
-  /** The discovery document, once loaded (authorization/token endpoints, issuer). */
-  discovery: () => Discovery | undefined
   state: () => EntraVerifierState
   /** Releases the connection pool. */
   close: () => Promise<void>
-  /** The resolved, frozen options. */
-  readonly options: ResolvedOptions
 }
 
-/** What the plugin sees of its verifier: the public one plus the synchronous cache lookup. */
+/** What the package's own modules see of a verifier: the public one plus what they need inside. */
 export interface InternalVerifier extends EntraVerifier {
   readonly [kFromCache]: (raw: string) => EntraToken | undefined
+  /** The discovery document, once loaded (authorization/token endpoints, issuer). */
+  discovery: () => Discovery | undefined
+  /** The resolved, frozen options. */
+  readonly options: ResolvedOptions
 }
 
 export interface VerifierInternals {

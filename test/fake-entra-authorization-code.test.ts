@@ -7,6 +7,7 @@ import t, { type Test } from 'tap'
 import { request } from 'undici'
 import { createEntraVerifier } from '../src/index.js'
 import { FakeEntra } from '../src/testing/index.js'
+import { grantsOf } from '../src/testing/fake-entra.js'
 
 const API = '00000000-0000-4000-8000-0000000000a1'
 const SPA = '00000000-0000-4000-8000-0000000000b1'
@@ -227,7 +228,7 @@ t.test('authorize refusals: PKCE S256 only, response type, scopes go back to the
   t.equal(back({ scope: `api://${API}/Files.Delete` }).get('error'), 'invalid_scope')
   t.equal(back({ scope: 'not a scope' }).get('error'), 'invalid_scope')
   t.equal(back({ scope: undefined }).get('error'), 'invalid_request')
-  t.equal(entra.grants.codes.size, 0, 'no code was issued')
+  t.equal(grantsOf(entra).codes.size, 0, 'no code was issued')
 })
 
 t.test('authorize refusals about the client or the redirect URI are shown, never redirected', async t => {

@@ -7,6 +7,7 @@ import Fastify from 'fastify'
 import t, { type Test } from 'tap'
 import entraAuth, { createEntraVerifier, EntraAuthError, EntraAuthOptionsError, type EntraAuthOptions, type EntraVerifierOptions } from '../src/index.js'
 import { FakeEntra } from '../src/testing/index.js'
+import { resolvedOptionsOf } from './helpers/index.js'
 
 const API_ID = 'a0b1c2d3-0000-4000-8000-00000000a11e'
 const CODE = 'FST_ENTRA_AUTH_INVALID_OPTIONS'
@@ -100,7 +101,7 @@ t.test('jwks durations: whole milliseconds from 0 or 1 to 2^31-1', async t => {
   const app = Fastify({ logger: false })
   t.teardown(() => app.close())
   await app.register(entraAuth, { clientId: API_ID, ...entra.pluginOptions(), jwks: { ttl: 50, cooldown: 0, timeout: 2 ** 31 - 1, maxStale: 0 } })
-  t.same(app.entraAuth.verifier.options.jwks, { ttl: 50, cooldown: 0, timeout: 2 ** 31 - 1, maxStale: 0, maxBytes: 1024 * 1024 }, 'sub-second, zero and the largest timer are fine')
+  t.same(resolvedOptionsOf(app.entraAuth.verifier).jwks, { ttl: 50, cooldown: 0, timeout: 2 ** 31 - 1, maxStale: 0, maxBytes: 1024 * 1024 }, 'sub-second, zero and the largest timer are fine')
 })
 
 t.test('allowedTenants takes tenant IDs (GUIDs) only', async t => {

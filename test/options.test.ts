@@ -7,7 +7,7 @@ import Fastify, { type FastifyInstance } from 'fastify'
 import t, { type Test } from 'tap'
 import entraAuth, { type EntraAuthOptions } from '../src/index.js'
 import { FAKE_TENANT_ID, FakeEntra, type FakeEntraOptions } from '../src/testing/index.js'
-import { RecordingDispatcher } from './helpers/index.js'
+import { RecordingDispatcher, resolvedOptionsOf } from './helpers/index.js'
 
 const CLIENT_ID = 'a0b1c2d3-0000-4000-8000-00000000a11e'
 
@@ -88,7 +88,7 @@ t.test('tenant derives the v2.0 discovery URL on login.microsoftonline.com', asy
       const app = newApp(t)
       await app.register(entraAuth, { clientId: CLIENT_ID, tenant, dispatcher: recorder })
       const expected = `https://login.microsoftonline.com/${tenant}/v2.0/.well-known/openid-configuration`
-      t.equal(app.entraAuth.verifier.options.discoveryUrl.href, expected)
+      t.equal(resolvedOptionsOf(app.entraAuth.verifier).discoveryUrl.href, expected)
       await app.ready()
       t.equal(recorder.urls[0], expected, 'the derived URL is the one fetched')
       t.equal(entra.requests.discovery, 1)
@@ -104,7 +104,7 @@ t.test('authorityHost selects a sovereign cloud', async t => {
       await app.register(entraAuth, { clientId: CLIENT_ID, tenant: FAKE_TENANT_ID, authorityHost: host, dispatcher: recorder, rejectionLogLevel: 'silent' })
       app.get('/me', { onRequest: app.entraAuth() }, async (request) => ({ iss: request.entraToken?.claims.iss }))
       const expected = `https://${host}/${FAKE_TENANT_ID}/v2.0/.well-known/openid-configuration`
-      t.equal(app.entraAuth.verifier.options.discoveryUrl.href, expected)
+      t.equal(resolvedOptionsOf(app.entraAuth.verifier).discoveryUrl.href, expected)
 
       const res = await app.inject({ url: '/me', headers: { authorization: `Bearer ${entra.token(CLIENT_ID)}` } })
       t.equal(res.statusCode, 200)
@@ -120,7 +120,7 @@ t.test('oidcEndpoint over http is accepted on loopback', async t => {
     const app = newApp(t)
     const { entra } = fakeEntra(t, { origin })
     await app.register(entraAuth, { clientId: CLIENT_ID, ...entra.pluginOptions() })
-    t.equal(app.entraAuth.verifier.options.discoveryUrl.href, entra.oidcEndpoint)
+    t.equal(resolvedOptionsOf(app.entraAuth.verifier).discoveryUrl.href, entra.oidcEndpoint)
   }
 })
 
@@ -130,7 +130,7 @@ t.test('jwks accepts sub-second durations and a cooldown of 0', async t => {
   const app = newApp(t)
   await app.register(entraAuth, { clientId: CLIENT_ID, ...entra.pluginOptions(), jwks: { ttl: 50, cooldown: 0, timeout: 250 } })
   app.get('/me', { onRequest: app.entraAuth() }, async () => ({ ok: true }))
-  const { jwks } = app.entraAuth.verifier.options
+  const { jwks } = resolvedOptionsOf(app.entraAuth.verifier)
   t.equal(jwks.ttl, 50)
   t.equal(jwks.cooldown, 0)
   t.equal(jwks.timeout, 250)
@@ -142,7 +142,7 @@ t.test("Fastify's own register options are not refused", async t => {
   const { entra } = fakeEntra(t)
   const app = newApp(t)
   await app.register(entraAuth, { clientId: CLIENT_ID, ...entra.pluginOptions(), prefix: '/api', logLevel: 'warn' } as EntraAuthOptions)
-  t.equal(app.entraAuth.verifier.options.clientId, CLIENT_ID)
+  t.equal(resolvedOptionsOf(app.entraAuth.verifier).clientId, CLIENT_ID)
 })
 
 t.test('a malformed route requirement throws when the route is defined', async t => {

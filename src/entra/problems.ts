@@ -14,6 +14,25 @@ export interface ProblemDefinition {
   readonly challenge: ChallengeError
 }
 
+/** A problem type slug, e.g. `auth_token_expired`. */
+export type ProblemType =
+  | 'auth_header_missing'
+  | 'auth_header_invalid'
+  | 'auth_oidc_error'
+  | 'auth_token_key_error'
+  | 'auth_token_invalid'
+  | 'auth_token_signature_untrusted'
+  | 'auth_token_claim_missing'
+  | 'auth_token_issuer_untrusted'
+  | 'auth_token_audience_invalid'
+  | 'auth_token_expired'
+  | 'auth_token_immature'
+  | 'auth_token_ver_not_supported'
+  | 'auth_token_subject_not_trusted'
+  | 'auth_token_azp_not_trusted'
+  | 'auth_token_insufficient_scopes'
+  | 'auth_tenant_check_error'
+
 const registry = {
   auth_header_missing: {
     status: 401,
@@ -111,7 +130,7 @@ const registry = {
     detail: 'Whether your tenant may use this API could not be checked. This is not a problem with your request: try again later.',
     challenge: null
   }
-} as const satisfies Record<string, ProblemDefinition>
+} as const satisfies Record<ProblemType, ProblemDefinition>
 
 for (const definition of Object.values(registry)) Object.freeze(definition)
 
@@ -119,10 +138,7 @@ for (const definition of Object.values(registry)) Object.freeze(definition)
  * The problem types by slug, deeply frozen: statuses and challenges are the package's, and no
  * caller can change what another part of the app is answered with.
  */
-export const problems: typeof registry = Object.freeze(registry)
-
-/** A problem type slug, e.g. `auth_token_expired`. */
-export type ProblemType = keyof typeof registry
+export const problems: Readonly<Record<ProblemType, ProblemDefinition>> = Object.freeze(registry)
 
 /** RFC 9457 problem details body as the plugin sends it. */
 export interface ProblemBody {

@@ -1,6 +1,5 @@
 import { Type, type Static } from '@sinclair/typebox'
 import type { JoseHeader } from '../core/jws.js'
-import type { TokenPermissions } from './scopes.js'
 
 /**
  * Claims of an Entra access token (v1.0 and v2.0), as a TypeBox schema so they can be used in
@@ -64,6 +63,28 @@ export interface Rfc7662Introspection {
   iss?: string
 }
 
+/** The client claim by Entra's default rule: `azp` for 2.0, `appid` for 1.0 (B2C's 1.0 tokens differ: the verifier says so). */
+export function defaultClientClaim (ver: unknown): 'azp' | 'appid' {
+  return ver === '2.0' ? 'azp' : 'appid'
+}
+
+/** `scp` words ∪ `roles`, in that order, without duplicates. */
+export function scopesOf (claims: Readonly<Record<string, unknown>>): string[] {
+  const scopes = words(claims.scp)
+  for (const role of strings(claims.roles)) if (!scopes.includes(role)) scopes.push(role)
+  return scopes
+}
+
+/**
+ * App-only (client-credentials) claims: the optional claim `idtyp: 'app'` is authoritative when
+ * present; otherwise an app token has no `scp` and `oid == sub`.
+ * https://learn.microsoft.com/entra/identity-platform/access-token-claims-reference#payload-claims
+ */
+export function isAppOnlyClaims (claims: Readonly<Record<string, unknown>>): boolean {
+  if (claims.idtyp !== undefined) return claims.idtyp === 'app'
+  return claims.scp === undefined && claims.oid !== undefined && claims.oid === claims.sub
+}
+
 function words (scp: unknown): string[] {
   // Entra's `scp` is one space-delimited string; anything else grants nothing.
   return typeof scp === 'string' ? scp.split(' ').filter(word => word !== '') : []
@@ -119,8 +140,22 @@ export class FrozenSet<T> implements ReadonlySet<T> {
 /** What `util.inspect` and so `console.log` show instead of the token string. */
 const REDACTED = '[redacted]'
 
+/** Set only while {@link mintEntraToken} runs: user code can't construct an `EntraToken`. */
+let minting = false
+
+/** Makes the `EntraToken` of a token that passed every check: the verifier's only way to make one. */
+export function mintEntraToken (raw: string, header: JoseHeader, claims: EntraClaims, clientClaim?: 'azp' | 'appid'): EntraToken {
+  minting = true
+  try {
+    return new (EntraToken as unknown as new (...args: unknown[]) => EntraToken)(raw, header, claims, clientClaim)
+  } finally {
+    minting = false
+  }
+}
+
 /**
- * A validated Entra access token. Only ever constructed after every check passed.
+ * A validated Entra access token, made by the verifier only after every check passed (no public
+ * constructor: use `instanceof` and the type).
  *
  * Deeply immutable: the verified-token cache hands the same instance to every request presenting
  * the same token, so nothing one request's code does to it can reach another request. `raw` is not
@@ -134,7 +169,7 @@ const REDACTED = '[redacted]'
  * })
  * ```
  */
-export class EntraToken implements TokenPermissions {
+export class EntraToken {
   // Private fields are not properties: spread, JSON, `Object.keys` and `util.inspect` never see
   // them, and `Object.freeze` doesn't stop the lazy sets below from being filled in once.
   readonly #raw: string
@@ -157,15 +192,14 @@ export class EntraToken implements TokenPermissions {
    * is the claim the token was validated with: by default `azp` for 2.0 and `appid` for 1.0;
    * Azure AD B2C's 1.0 tokens name their client in `azp`.
    */
-  constructor (raw: string, header: JoseHeader, claims: EntraClaims, clientClaim?: 'azp' | 'appid') {
+  private constructor (raw: string, header: JoseHeader, claims: EntraClaims, clientClaim?: 'azp' | 'appid') {
+    if (!minting) throw new TypeError('fastify-entra-auth: an EntraToken is made only by the verifier, after every check passed: use verify()')
     this.#raw = raw
-    this.#clientClaim = clientClaim ?? (claims.ver === '2.0' ? 'azp' : 'appid')
+    this.#clientClaim = clientClaim ?? defaultClientClaim(claims.ver)
     this.header = deepFreeze(header)
     this.claims = deepFreeze(claims)
     this.version = claims.ver
-    const scopes = words(claims.scp)
-    for (const role of strings(claims.roles)) if (!scopes.includes(role)) scopes.push(role)
-    this.scopes = Object.freeze(scopes) as string[]
+    this.scopes = Object.freeze(scopesOf(claims)) as string[]
     // A subclass freezes itself once its own fields are set.
     if (new.target === EntraToken) Object.freeze(this)
   }
@@ -211,15 +245,9 @@ export class EntraToken implements TokenPermissions {
     return typeof value === 'string' ? value : undefined
   }
 
-  /**
-   * True for app-only (client-credentials) tokens. The optional claim `idtyp: 'app'` is
-   * authoritative when present; otherwise an app token has no `scp` and `oid == sub`.
-   * https://learn.microsoft.com/entra/identity-platform/access-token-claims-reference#payload-claims
-   */
+  /** True for app-only (client-credentials) tokens: `idtyp` `app` when present, else no `scp` and `oid == sub`. */
   get isAppOnly (): boolean {
-    const idtyp = this.claims.idtyp
-    if (idtyp !== undefined) return idtyp === 'app'
-    return this.claims.scp === undefined && this.claims.oid !== undefined && this.claims.oid === this.claims.sub
+    return isAppOnlyClaims(this.claims)
   }
 
   /** RFC 7662 introspection response for this (valid) token. */

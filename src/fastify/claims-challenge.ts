@@ -7,7 +7,7 @@ import type { FastifyReply } from 'fastify'
 import { sendProblemReply } from './problem-reply.js'
 import { kVerifier } from '../core/internal.js'
 import type { EntraToken } from '../entra/token.js'
-import type { EntraVerifier } from '../verifier.js'
+import type { EntraVerifier, InternalVerifier } from '../verifier.js'
 
 /**
  * A claims request (OpenID Connect Core §5.5), e.g. an authentication context
@@ -127,7 +127,8 @@ export function buildClaimsChallenge (options: { claims: ClaimsRequest, authoriz
  */
 export function claimsChallenge (reply: FastifyReply, token: EntraToken | null | undefined, options: ClaimsChallengeOptions): boolean {
   if (!supportsClaimsChallenge(token)) return false
-  const verifier = options.verifier ?? (reply.server as { [kVerifier]?: EntraVerifier })[kVerifier]
+  // Every verifier is made by createEntraVerifier or the plugin: both are InternalVerifiers.
+  const verifier = (options.verifier ?? (reply.server as { [kVerifier]?: EntraVerifier })[kVerifier]) as InternalVerifier | undefined
   const authorizationUri = options.authorizationUri ?? verifier?.discovery()?.authorizationEndpoint
   if (authorizationUri === undefined) {
     throw new TypeError('fastify-entra-auth: no authorizationUri given and no discovery document with an authorization_endpoint to take it from')

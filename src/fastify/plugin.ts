@@ -1,4 +1,4 @@
-import type { FastifyInstance, FastifyReply, FastifyRequest, onRequestAsyncHookHandler } from 'fastify'
+import type { FastifyInstance, FastifyPluginAsync, FastifyReply, FastifyRequest, onRequestAsyncHookHandler } from 'fastify'
 import fp from 'fastify-plugin'
 import { keyStoreClockOf, kFromCache, kVerifier } from '../core/internal.js'
 import { checkRequirement, compileRequirement, type CompiledRequirement, type ScopeRequirement } from '../entra/scopes.js'
@@ -297,4 +297,4 @@ async function entraAuthPlugin (fastify: FastifyInstance, opts: EntraAuthOptions
  * app.get('/me', { onRequest: app.entraAuth() }, async (request) => request.entraToken!.claims)
  * ```
  */
-export const entraAuth = fp(entraAuthPlugin, { name: 'fastify-entra-auth', fastify: '5.x' })
+export const entraAuth: FastifyPluginAsync<EntraAuthOptions> = fp(entraAuthPlugin, { name: 'fastify-entra-auth', fastify: '5.x' })

@@ -3,9 +3,8 @@
  * app-only / ID token, Microsoft Graph token, who it names, its times. Pure: no I/O, no options.
  */
 import { graphTokenDetail, isGraphToken, looksLikeIdToken } from '../entra/kinds.js'
-import type { JoseHeader } from '../core/jws.js'
-import { EntraToken, type EntraClaims } from '../entra/token.js'
-import { decodeToken, normalizeToken } from './decode.js'
+import { defaultClientClaim, isAppOnlyClaims, scopesOf, type EntraToken } from '../entra/token.js'
+import { decodeToken } from './decode.js'
 
 /** The token's shape by Entra's rules. */
 export type TokenKind = 'delegated' | 'app-only' | 'id-token' | 'unknown'
@@ -79,18 +78,22 @@ function stringOf (value: unknown): string | undefined {
   return typeof value === 'string' ? value : undefined
 }
 
-/** ID tokens carry neither delegated scopes, app roles nor a client claim (as entra/claims.ts judges). */
-export function identityOf (token: EntraToken, claims: Record<string, unknown>): TokenIdentity {
+/**
+ * Who a token names, from its claims by the rules `EntraToken` applies; `verified`, when given,
+ * supplies the client claim the verifier chose (Azure AD B2C's 1.0 tokens name theirs in `azp`).
+ */
+export function identityOf (claims: Record<string, unknown>, verified?: EntraToken): TokenIdentity {
   const ver = claims.ver
+  const version = ver === '2.0' || ver === '1.0' ? ver : undefined
   return {
-    tenantId: token.tenantId,
-    objectId: token.objectId,
+    tenantId: stringOf(claims.tid),
+    objectId: stringOf(claims.oid),
     subject: stringOf(claims.sub),
     // For a token without a valid `ver`, show whichever client claim it has.
-    clientId: ver === '2.0' || ver === '1.0' ? token.clientId : stringOf(claims.azp) ?? stringOf(claims.appid),
-    version: ver === '2.0' || ver === '1.0' ? ver : undefined,
-    isAppOnly: token.isAppOnly,
-    scopes: token.scopes,
+    clientId: verified?.clientId ?? (version === undefined ? stringOf(claims.azp) ?? stringOf(claims.appid) : stringOf(claims[defaultClientClaim(version)])),
+    version,
+    isAppOnly: isAppOnlyClaims(claims),
+    scopes: scopesOf(claims),
     name: [claims.name, claims.preferred_username, claims.upn, claims.unique_name].map(stringOf).find(v => v !== undefined)
   }
 }
@@ -110,13 +113,12 @@ const KIND_WORDS: Readonly<Record<TokenKind, string>> = {
 export function describeToken (token: string, options: { now?: number } = {}): TokenDescription {
   const now = options.now ?? Date.now()
   const { header, claims } = decodeToken(token)
-  const entraToken = new EntraToken(normalizeToken(token), header as JoseHeader, claims as EntraClaims)
-  const identity = identityOf(entraToken, claims)
+  const identity = identityOf(claims)
   const version = identity.version
   const graph = isGraphToken(header, claims)
   const kind: TokenKind = looksLikeIdToken(claims)
     ? 'id-token'
-    : entraToken.isAppOnly
+    : identity.isAppOnly
       ? 'app-only'
       : typeof claims.scp === 'string' || claims.idtyp === 'user' ? 'delegated' : 'unknown'
 

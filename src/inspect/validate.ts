@@ -202,7 +202,7 @@ export async function inspectToken (token: string, options?: InspectOptions): Pr
       discoveryUrl: resolved.discoveryUrl.href,
       steps: stepsOf(explanation.steps, requirement !== undefined),
       problem: problem === null ? null : { type: problem.type, status: problem.status, title: problem.title, detail: problem.detail },
-      identity: verified === null ? null : identityOf(verified, verified.claims)
+      identity: verified === null ? null : identityOf(verified.claims, verified)
     }
   }
 }

@@ -41,8 +41,6 @@ export interface FakeEntraOptions extends FakeAuthorizationOptions {
 /** Fixed tenant ID used by the fake (a GUID, as Entra's are). */
 export const FAKE_TENANT_ID = '72f988bf-0000-4000-8000-00000000f00d'
 
-interface Counts { discovery: number, jwks: number }
-
 /** Options of {@link FakeEntra.clientCredentials}. */
 export interface ClientCredentialsRequest {
   clientId: string
@@ -98,6 +96,13 @@ function headerRecord (headers: Dispatcher.DispatchOptions['headers']): Record<s
  * await entra.close()
  * ```
  */
+let grantStoreOf: (entra: FakeEntra) => GrantStore
+
+/** The codes and refresh tokens a fake issued: for the package's own tests, not exported by `./testing`. */
+export function grantsOf (entra: FakeEntra): GrantStore {
+  return grantStoreOf(entra)
+}
+
 export class FakeEntra {
   readonly tenantId: string
   readonly origin: string
@@ -108,13 +113,18 @@ export class FakeEntra {
   keys: MockJwk[]
   mode: FakeEntraMode = 'ok'
   /** Discovery and JWKS requests received so far. */
-  readonly requests: Counts = { discovery: 0, jwks: 0 }
+  readonly requests: { discovery: number, jwks: number } = { discovery: 0, jwks: 0 }
   /** Token and authorize requests received so far. */
   readonly oauthRequests = { token: 0, authorize: 0 }
   /** The authorization server's registrations: APIs, clients, the signed-in user, token lifetime. */
   readonly authorization: FakeAuthorizationOptions
-  /** Issued authorization codes and refresh tokens. */
-  readonly grants = new GrantStore()
+  /** Issued authorization codes and refresh tokens (internal: see {@link grantsOf}). */
+  readonly #grants = new GrantStore()
+
+  static {
+    grantStoreOf = entra => entra.#grants
+  }
+
   /** The token endpoint, `{origin}/{tenant}/oauth2/v2.0/token`. */
   readonly tokenEndpoint: string
   /** The authorize endpoint, `{origin}/{tenant}/oauth2/v2.0/authorize`. */
@@ -194,7 +204,7 @@ export class FakeEntra {
   }
 
   /**
-   * Gets an app-only access token with the client-credentials grant, through {@link dispatcher}
+   * Gets an app-only access token with the client-credentials grant, through {@link FakeEntra.dispatcher}
    * (no socket), as a daemon would from Entra's token endpoint.
    *
    * @example
@@ -229,7 +239,7 @@ export class FakeEntra {
 
   /**
    * Answers one HTTP request: discovery, JWKS, token and authorize endpoints. Both the in-process
-   * {@link dispatcher} and the loopback HTTP server (`startFakeEntraServer`) call it.
+   * {@link FakeEntra.dispatcher} and the loopback HTTP server (`startFakeEntraServer`) call it.
    */
   handle (request: FakeHttpRequest): FakeHttpResponse {
     try {
@@ -272,7 +282,7 @@ export class FakeEntra {
       issuerFor: (tenantId, version) => this.issuerFor(tenantId, version),
       now: this.now,
       authorization: this.authorization,
-      grants: this.grants
+      grants: this.#grants
     }
   }
 

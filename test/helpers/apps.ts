@@ -6,7 +6,13 @@
 import Fastify, { type FastifyInstance, type FastifyServerOptions } from 'fastify'
 import entraAuth, { type EntraAuthDecorator, type EntraAuthOptions } from '../../src/index.js'
 import { FakeEntra, MockClaims, MockJwtClient, MOCK_ISSUER, type FakeEntraOptions } from '../../src/testing/index.js'
+import type { EntraVerifier, InternalVerifier } from '../../src/verifier.js'
 import { bearer } from './http.js'
+
+/** The resolved options of a verifier (internal: not part of the public `EntraVerifier`). */
+export function resolvedOptionsOf (verifier: EntraVerifier): InternalVerifier['options'] {
+  return (verifier as InternalVerifier).options
+}
 
 /** Client ID of the flask-entra-auth suite's fixture app. */
 export const CLIENT_ID = 'test_app_1'
