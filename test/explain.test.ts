@@ -3,9 +3,10 @@
  * order of checks, with what each compared; the verdict equals `verify`'s; no extra fetch; errors
  * of `verify` carry the step and claim they came from.
  */
+import diagnostics from 'node:diagnostics_channel'
 import Fastify from 'fastify'
 import t from 'tap'
-import entraAuth, { createEntraVerifier, EntraAuthError, type EntraVerifier, type Explanation, type ValidationStep } from '../src/index.js'
+import entraAuth, { CHANNELS, createEntraVerifier, EntraAuthError, type EntraVerifier, type Explanation, type ValidationStep } from '../src/index.js'
 import { FakeEntra, MockJwk, MockJwtClient } from '../src/testing/index.js'
 
 const CLIENT_ID = '6e1c9b1a-0000-4000-8000-00000000a11d'
@@ -180,4 +181,45 @@ t.test('the allowedTenants predicate and requirePermissions are steps too', asyn
   const noPermission = await verifierWith({ requirePermissions: true }).explain(user.generate({ scp: false, roles: false }))
   t.match(noPermission.problem, { type: 'auth_token_insufficient_scopes', step: 'permissions' })
   t.match(noPermission.steps.at(-1), { step: 'permissions', ok: false, facts: { scp: [], roles: [] } })
+})
+
+t.test('explain() never touches the token cache: it neither reads, fills, nor evicts it, nor shares a validation in flight', async t => {
+  const lookups: unknown[] = []
+  const onLookup = (message: unknown): void => { lookups.push(message) }
+  diagnostics.subscribe(CHANNELS.tokenCache, onLookup)
+  t.teardown(() => diagnostics.unsubscribe(CHANNELS.tokenCache, onLookup))
+  const calls: string[] = []
+  let offset = 0
+  const verifier = verifierWith({ allowedTenants: (tid: string) => { calls.push(tid); return true }, now: () => Date.now() + offset })
+  const token = user.generate()
+
+  const explained = await verifier.explain(token)
+  t.equal(explained.valid, true)
+  t.same(verifier.state().tokenCache.size, 0, 'a valid token explained is not cached')
+  t.same(lookups, [], 'no cache lookup')
+
+  const verified = await verifier.verify(token)
+  t.equal(verifier.state().tokenCache.size, 1)
+  t.equal(calls.length, 2, 'verify asked the predicate itself: explain left nothing behind')
+  lookups.length = 0
+  const again = await verifier.explain(token)
+  t.ok(again.steps.some(step => step.step === 'signature'), 'the cached token is validated afresh')
+  t.not(again.token, verified, 'not the cached token object')
+  t.equal(calls.length, 3, 'and the predicate asked again')
+  t.same(lookups, [], 'no cache lookup')
+  t.equal(await verifier.verify(token), verified, 'the cached token is still there')
+
+  // Explaining a cached token at a time it has expired does not evict it (verify would).
+  offset = 2 * 60 * 60 * 1000
+  t.equal((await verifier.explain(token)).problem?.type, 'auth_token_expired')
+  offset = 0
+  t.equal(await verifier.verify(token), verified, 'still cached')
+
+  // Concurrent explain() and verify() of a new token: each runs its own validation.
+  const fresh = user.generate({ sub: 'concurrent' })
+  calls.length = 0
+  const [a, b] = await Promise.all([verifier.explain(fresh), verifier.verify(fresh)])
+  t.equal(a.valid, true)
+  t.not(a.token, b)
+  t.equal(calls.length, 2)
 })
