@@ -1,17 +1,17 @@
 #!/usr/bin/env node
 /**
  * `fastify-entra-auth inspect <token>`: the token debugger. Only argv and I/O live here; the
- * work is done by inspect.ts. Exit codes: 0 valid (or decoded), 1 invalid, 2 usage error,
+ * work is done by inspect/. Exit codes: 0 valid (or decoded), 1 invalid, 2 usage error,
  * 3 identity provider unreachable. Everything printed is escaped: tokens are attacker-chosen.
  * `fastify-entra-auth fake-entra` is fake-entra-cli.ts.
  */
 import { readFileSync } from 'node:fs'
 import { createRequire } from 'node:module'
 import { parseArgs } from 'node:util'
-import type { InspectOptions } from './inspect.js'
+import type { InspectOptions } from './inspect/validate.js'
 import { escapeLines } from './inspect/terminal.js'
 
-/** Exit code of a usage error (inspect.ts's EXIT.usage, without loading it for --help). */
+/** Exit code of a usage error (inspect/format.ts's EXIT.usage, without loading it for --help). */
 const USAGE_ERROR = 2
 
 const USAGE = `Usage: fastify-entra-auth inspect <token | -> [options]
@@ -138,7 +138,7 @@ async function main (argv: string[]): Promise<number> {
   }
   const token = args.token === '-' ? readFileSync(0, 'utf8') : args.token
   // Loaded only now, so usage errors, --help and --version answer at once.
-  const { exitCodeOf, formatReport, inspectToken, EXIT } = await import('./inspect.js')
+  const [{ inspectToken }, { exitCodeOf, formatReport, EXIT }] = await Promise.all([import('./inspect/validate.js'), import('./inspect/format.js')])
   let report
   try {
     report = await inspectToken(token, args.options)

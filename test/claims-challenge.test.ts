@@ -4,7 +4,7 @@
  */
 import Fastify, { type FastifyInstance } from 'fastify'
 import t, { type Test } from 'tap'
-import { buildClaimsChallenge, claimsChallenge, createEntraVerifier, INSUFFICIENT_CLAIMS, supportsClaimsChallenge, type EntraAuthOptions } from '../src/index.js'
+import entraAuth, { buildClaimsChallenge, claimsChallenge, createEntraVerifier, type EntraAuthOptions, INSUFFICIENT_CLAIMS, supportsClaimsChallenge } from '../src/index.js'
 import { FakeEntra } from '../src/testing/index.js'
 import { bearer, entraApp } from './helpers/index.js'
 
@@ -154,4 +154,24 @@ t.test('buildClaimsChallenge', async t => {
   for (const authorizationUri of ['', 'https://x/"', 'https://x/\\', 'https://x/\r\nSet-Cookie: a=b', 'https://x/a b', 'https://x/ä']) {
     t.throws(() => buildClaimsChallenge({ claims: STEP_UP, authorizationUri }), TypeError, JSON.stringify(authorizationUri))
   }
+})
+
+const DECORATED_API = '6e1c9b1a-0000-4000-8000-00000000a11d'
+
+t.test('with decorator: "filesAuth", the helper still finds the verifier', async t => {
+  const entra = new FakeEntra()
+  t.teardown(() => entra.close())
+  const app = Fastify()
+  await app.register(entraAuth, { clientId: DECORATED_API, ...entra.pluginOptions(), decorator: 'filesAuth' } as EntraAuthOptions)
+  t.teardown(() => app.close())
+  const auth = (app as unknown as { filesAuth: (requirement?: string[]) => never }).filesAuth
+  app.get('/step-up', { onRequest: auth() }, async (request, reply) => {
+    claimsChallenge(reply, request.entraToken, { claims: '{"access_token":{"acrs":{"essential":true,"value":"c1"}}}' })
+    return reply
+  })
+  await app.ready()
+  t.equal((app as unknown as { entraAuth?: unknown }).entraAuth, undefined, 'no default decorator to fall back on')
+  const res = await app.inject({ url: '/step-up', headers: bearer(entra.token(DECORATED_API, { xms_cc: ['cp1'] })) })
+  t.equal(res.statusCode, 401)
+  t.match(res.headers['www-authenticate'], /authorization_uri="https:\/\/login\.microsoftonline\.com\/[^"]+\/oauth2\/v2\.0\/authorize"/)
 })

@@ -1,13 +1,17 @@
 /**
- * The token debugger: `describeToken` / `inspectToken` (src/inspect.ts) in-process, with the
+ * The token debugger: `describeToken` / `inspectToken` (src/inspect/) in-process, with the
  * fake Entra serving keys through the `dispatcher` option, and the real vectors of
  * test/fixtures/entra. The built CLI runs as a process in test/e2e/cli.test.ts.
  */
 import t, { type Test } from 'tap'
 import type { ProblemType } from '../src/index.js'
-import { describeToken, exitCodeOf, formatReport, inspectToken, type InspectOptions, type InspectReport, type StepName } from '../src/inspect.js'
-import { FakeEntra, FAKE_TENANT_ID, MockClaims, MockJwk, MockJwtClient } from '../src/testing/index.js'
+import { describeToken } from '../src/inspect/describe.js'
+import { exitCodeOf, formatReport } from '../src/inspect/format.js'
+import { type InspectOptions, type InspectReport, inspectToken, type StepName } from '../src/inspect/validate.js'
+import { FAKE_TENANT_ID, FakeEntra, MockClaims, MockJwk, MockJwtClient } from '../src/testing/index.js'
 import { readFixture } from './helpers/fixtures.js'
+import { readdirSync, readFileSync } from 'node:fs'
+import { join } from 'node:path'
 
 const CLIENT_ID = '6e1c9b1a-0000-4000-8000-00000000a11d'
 const STEPS: StepName[] = ['structure', 'discovery', 'keys', 'key', 'signature', 'claims', 'nbf', 'exp', 'ver', 'iss', 'aud', 'sub', 'client']
@@ -247,4 +251,43 @@ t.test('real Entra token 04 validates against its real JWKS at its time', async 
   failsAt(t, await inspectToken(V04.token, { ...base, at: V04.at, clientId: CLIENT_ID }), 'aud', 'auth_token_audience_invalid')
   const flipped = V04.token.slice(0, -2) + (V04.token.at(-2) === 'A' ? 'B' : 'A') + V04.token.at(-1)
   failsAt(t, await inspectToken(flipped, { ...base, at: V04.at }), 'signature', 'auth_token_signature_untrusted')
+})
+
+t.test('inspect makes exactly one discovery and one JWKS fetch, for any token', async t => {
+  const fake = new FakeEntra()
+  t.teardown(() => fake.close())
+  const user = fake.client(CLIENT_ID)
+  const now = Math.floor(Date.now() / 1000)
+  const tokens = {
+    valid: user.generate(),
+    expired: user.generate({ exp: now - 60 }),
+    'other audience': user.generate({ aud: 'x' }),
+    'unknown kid': new MockJwtClient({ key: fake.newKey('unpublished'), claims: user.claims }).generate(),
+    'other key, same kid': new MockJwtClient({ key: new MockJwk({ kid: (fake.keys[0] as MockJwk).kid, fresh: true }), claims: user.claims }).generate(),
+    'missing scope': user.generate()
+  }
+  for (const [name, token] of Object.entries(tokens)) {
+    fake.requests.discovery = 0
+    fake.requests.jwks = 0
+    // The CLI's key timings are the defaults: an unknown kid refetches the key set only after the
+    // cooldown (the test kit's own options set it to 0, so a key published later counts at once).
+    const { jwks, ...defaults } = fake.pluginOptions()
+    const options = { clientId: CLIENT_ID, ...defaults, ...(name === 'missing scope' ? { requirement: ['Nope'] } : {}) } as InspectOptions
+    const report = await inspectToken(token, options)
+    t.equal(report.validation?.valid, name === 'valid', `${name}: verdict`)
+    t.same(fake.requests, { discovery: 1, jwks: 1 }, `${name}: one fetch of each document`)
+  }
+  fake.requests.discovery = 0
+  fake.requests.jwks = 0
+  await inspectToken('not.a.token', { clientId: CLIENT_ID, ...fake.pluginOptions() } as InspectOptions)
+  t.same(fake.requests, { discovery: 0, jwks: 0 }, 'a malformed token costs no fetch')
+})
+
+t.test('the debugger imports neither the key store nor the claim rules', async t => {
+  const dir = join(import.meta.dirname, '..', 'src')
+  const files = ['cli.ts', ...readdirSync(join(dir, 'inspect')).map(file => `inspect/${file}`)]
+  for (const file of files) {
+    const imports = [...readFileSync(join(dir, file), 'utf8').matchAll(/from '([^']+)'/g)].map(match => match[1])
+    t.notOk(imports.some(path => /(^|\/)(keys|entra\/claims|signature|jwks)\.js$/.test(path ?? '')), `${file}: ${imports.join(', ')}`)
+  }
 })

@@ -5,9 +5,11 @@
  * problems as `EntraAuthError`.
  */
 import t from 'tap'
-import { createEntraVerifier, EntraAuthError, problems, type EntraAuthOptions, type ProblemType } from '../src/index.js'
+import entraAuth, { createEntraVerifier, EntraAuthError, type EntraAuthOptions, problems, type ProblemType } from '../src/index.js'
 import { FakeEntra } from '../src/testing/index.js'
-import { assertProblem, seedFixture, type SeedFixture } from './helpers/index.js'
+import { API_ID, assertProblem, bearer, captureLogs, closing, fakeEntra, seedFixture, type SeedFixture } from './helpers/index.js'
+import fastifyAuth from '@fastify/auth'
+import Fastify from 'fastify'
 
 interface ProblemCase {
   type: ProblemType
@@ -24,35 +26,35 @@ interface ProblemCase {
 }
 
 /** The Authorization header value for `token`. */
-const bearer = (token: string): string => `Bearer ${token}`
+const bearerValue = (token: string): string => `Bearer ${token}`
 
 const CASES: ProblemCase[] = [
   { type: 'auth_header_missing' },
   // A malformed Bearer credential (another scheme, e.g. Basic, gets a challenge without error code).
   { type: 'auth_header_invalid', authorization: () => 'Bearer not a token' },
-  { type: 'auth_oidc_error', setup: fx => { fx.entra.mode = 'discovery-404' }, authorization: fx => bearer(fx.client.generate()) },
-  { type: 'auth_token_key_error', authorization: fx => bearer(fx.client.sign({ alg: 'RS256', typ: 'JWT', kid: 'no-such-key' }, fx.client.claims.build())) },
-  { type: 'auth_token_invalid', authorization: fx => bearer(fx.client.sign({ alg: 'none', typ: 'JWT', kid: fx.client.key.kid }, fx.client.claims.build())) },
+  { type: 'auth_oidc_error', setup: fx => { fx.entra.mode = 'discovery-404' }, authorization: fx => bearerValue(fx.client.generate()) },
+  { type: 'auth_token_key_error', authorization: fx => bearerValue(fx.client.sign({ alg: 'RS256', typ: 'JWT', kid: 'no-such-key' }, fx.client.claims.build())) },
+  { type: 'auth_token_invalid', authorization: fx => bearerValue(fx.client.sign({ alg: 'none', typ: 'JWT', kid: fx.client.key.kid }, fx.client.claims.build())) },
   {
     type: 'auth_token_signature_untrusted',
     authorization: fx => {
       const [header, payload] = fx.client.generate().split('.')
-      return bearer(`${header}.${payload}.${fx.client.generate({ sub: 'someone_else' }).split('.')[2]}`)
+      return bearerValue(`${header}.${payload}.${fx.client.generate({ sub: 'someone_else' }).split('.')[2]}`)
     }
   },
-  { type: 'auth_token_claim_missing', authorization: fx => bearer(fx.client.generate({ iss: false })) },
-  { type: 'auth_token_issuer_untrusted', authorization: fx => bearer(fx.client.generate({ iss: 'https://evil.example.com' })) },
-  { type: 'auth_token_audience_invalid', authorization: fx => bearer(fx.client.generate({ aud: 'another_app' })) },
-  { type: 'auth_token_expired', authorization: fx => bearer(fx.client.generate({ exp: 1 })) },
-  { type: 'auth_token_immature', authorization: fx => bearer(fx.client.generate({ nbf: 4070908800 })) },
-  { type: 'auth_token_ver_not_supported', authorization: fx => bearer(fx.client.generate({ ver: '3.0' })) },
-  { type: 'auth_token_subject_not_trusted', authorization: fx => bearer(fx.client.generate({ sub: 'intruder' })) },
-  { type: 'auth_token_azp_not_trusted', authorization: fx => bearer(fx.client.generate({ azp: 'rogue_app' })) },
-  { type: 'auth_token_insufficient_scopes', url: '/scopes/0', authorization: fx => bearer(fx.client.generate({ scp: 'SCOPE_A', roles: false })), scope: 'SCOPE_A SCOPE_B' },
+  { type: 'auth_token_claim_missing', authorization: fx => bearerValue(fx.client.generate({ iss: false })) },
+  { type: 'auth_token_issuer_untrusted', authorization: fx => bearerValue(fx.client.generate({ iss: 'https://evil.example.com' })) },
+  { type: 'auth_token_audience_invalid', authorization: fx => bearerValue(fx.client.generate({ aud: 'another_app' })) },
+  { type: 'auth_token_expired', authorization: fx => bearerValue(fx.client.generate({ exp: 1 })) },
+  { type: 'auth_token_immature', authorization: fx => bearerValue(fx.client.generate({ nbf: 4070908800 })) },
+  { type: 'auth_token_ver_not_supported', authorization: fx => bearerValue(fx.client.generate({ ver: '3.0' })) },
+  { type: 'auth_token_subject_not_trusted', authorization: fx => bearerValue(fx.client.generate({ sub: 'intruder' })) },
+  { type: 'auth_token_azp_not_trusted', authorization: fx => bearerValue(fx.client.generate({ azp: 'rogue_app' })) },
+  { type: 'auth_token_insufficient_scopes', url: '/scopes/0', authorization: fx => bearerValue(fx.client.generate({ scp: 'SCOPE_A', roles: false })), scope: 'SCOPE_A SCOPE_B' },
   {
     type: 'auth_tenant_check_error',
     options: { allowedTenants: async () => { throw new Error('tenant database unreachable') } },
-    authorization: fx => bearer(fx.client.generate({ additionalClaims: { tid: '3b7f0c52-2d9e-4f5a-9c1e-7a8b6d5e4f30' } }))
+    authorization: fx => bearerValue(fx.client.generate({ additionalClaims: { tid: '3b7f0c52-2d9e-4f5a-9c1e-7a8b6d5e4f30' } }))
   }
 ]
 
@@ -194,4 +196,68 @@ t.test('createEntraVerifier (standalone)', async t => {
     t.match(err, { type: 'auth_oidc_error', status: 503 })
     t.ok(down.requests.discovery >= 1, 'the discovery document was asked for')
   })
+})
+
+const REJECTED = 'fastify-entra-auth: request rejected'
+
+t.test('an identity provider outage: 503 with Retry-After, and the log line names the reason', async t => {
+  const modes = [
+    { mode: 'jwks-404', reason: /404/ },
+    { mode: 'discovery-404', reason: /404/ },
+    { mode: 'discovery-not-json', reason: /json/i },
+    { mode: 'jwks-empty', reason: /\S/ }
+  ] as const
+  for (const { mode, reason } of modes) {
+    await t.test(mode, async t => {
+      const entra = fakeEntra(t)
+      entra.mode = mode
+      const logs = captureLogs()
+      const app = closing(t, Fastify({ logger: logs.logger }))
+      await app.register(entraAuth, { clientId: API_ID, ...entra.pluginOptions() })
+      app.get('/me', { onRequest: app.entraAuth() }, async () => ({ ok: true }))
+      const token = entra.token(API_ID)
+      const res = await app.inject({ url: '/me', headers: bearer(token) })
+      assertProblem(t, res, 'auth_oidc_error', { credential: `Bearer ${token}` })
+      t.equal(res.headers['retry-after'], '5', 'Retry-After: 5 (seconds)')
+
+      const rejections = logs.lines.filter(line => line.msg === REJECTED)
+      t.equal(rejections.length, 1, 'one log line')
+      t.match(rejections[0], { problem: 'auth_oidc_error', status: 503, reason }, 'with the fetch failure as reason')
+      t.type(rejections[0]?.reason, 'string')
+      for (const part of token.split('.')) t.notOk(logs.raw.some(line => line.includes(part)), 'no log line contains the token')
+    })
+  }
+})
+
+t.test('other rejections carry no reason and no Retry-After', async t => {
+  const entra = fakeEntra(t)
+  const logs = captureLogs()
+  const app = closing(t, Fastify({ logger: logs.logger }))
+  await app.register(entraAuth, { clientId: API_ID, ...entra.pluginOptions() })
+  app.get('/me', { onRequest: app.entraAuth('Files.Read') }, async () => ({ ok: true }))
+  assertProblem(t, await app.inject('/me'), 'auth_header_missing')
+  assertProblem(t, await app.inject({ url: '/me', headers: bearer(entra.token(API_ID, { scp: 'Other' })) }), 'auth_token_insufficient_scopes', { scope: 'Files.Read' })
+  const rejections = logs.lines.filter(line => line.msg === REJECTED)
+  t.same(rejections.map(line => Object.hasOwn(line, 'reason')), [false, false])
+})
+
+t.test('EntraAuthError.headers: Retry-After exactly for 503 problems', async t => {
+  for (const type of Object.keys(problems) as ProblemType[]) {
+    const headers = new EntraAuthError(type).headers
+    if (problems[type].status === 503) t.same(headers, { 'www-authenticate': 'Bearer', 'retry-after': '5' }, type)
+    else t.same(Object.keys(headers), ['www-authenticate'], type)
+  }
+})
+
+t.test('@fastify/auth with Fastify\'s default error handler: the 503 keeps Retry-After', async t => {
+  const entra = fakeEntra(t)
+  entra.mode = 'jwks-404'
+  const app = closing(t, Fastify())
+  await app.register(fastifyAuth)
+  await app.register(entraAuth, { clientId: API_ID, rejectionLogLevel: 'silent', ...entra.pluginOptions() })
+  app.get('/me', { onRequest: app.auth([app.entraAuth.strategy()]) }, async () => ({ ok: true }))
+  const res = await app.inject({ url: '/me', headers: bearer(entra.token(API_ID)) })
+  t.equal(res.statusCode, 503)
+  t.equal(res.headers['retry-after'], '5')
+  t.equal(res.headers['www-authenticate'], 'Bearer')
 })

@@ -174,7 +174,7 @@ function checkReply (t: Test, res: LightMyRequestResponse, expected: Expected, s
       const types = Array.isArray(expected.type) ? expected.type : [expected.type]
       t.ok(types.includes(body.type), `${label}: type ${body.type} is one of ${types.join(', ')}`)
     }
-    // RFC 6750 §3.1: another scheme's credentials get a challenge without error code (exact cases: hardening-header.test.ts).
+    // RFC 6750 §3.1: another scheme's credentials get a challenge without error code (exact cases: bearer.test.ts).
     if (body.type === 'auth_header_invalid') t.match(res.headers['www-authenticate'], /^Bearer(?: error="invalid_request"|$)/)
     else if (expected.status === 401 && body.type !== 'auth_header_missing') t.match(res.headers['www-authenticate'], /error="invalid_token"/)
     if (expected.status === 403) t.match(res.headers['www-authenticate'], /error="insufficient_scope"/)

@@ -47,7 +47,7 @@ function tryLock (): boolean {
 }
 
 /** Builds the package unless `files` (relative to the root) are present and newer than src/. */
-export async function ensureBuilt (files: string[] = ['dist/index.js', 'dist/testing/index.js', 'dist/cli.js', 'dist/inspect.js']): Promise<void> {
+export async function ensureBuilt (files: string[] = ['dist/index.js', 'dist/testing/index.js', 'dist/cli.js', 'dist/inspect/validate.js']): Promise<void> {
   while (!tryLock()) await new Promise(resolve => setTimeout(resolve, 100))
   try {
     if (!fresh(files)) await promisify(execFile)('npm', ['run', 'build', '--silent'], { cwd: ROOT, timeout: 120_000 })

@@ -1,6 +1,6 @@
 /**
  * The Python seed's 58 acceptance cases (seed.md), one subtest each, against the seed's fixture
- * app (test/helpers.ts `seedApp`), with this package's corrections: 503 for provider outages,
+ * app (test/helpers/ `seedApp`), with this package's corrections: 503 for provider outages,
  * 403 for authenticated-but-not-allowed, real Entra `scp` strings.
  */
 import type { LightMyRequestResponse } from 'fastify'

@@ -1,10 +1,12 @@
 /**
  * The token debugger's output, in-process: attacker-chosen strings are escaped in everything it
  * prints, and an unreachable identity provider has its own exit code. The CLI as a process is
- * in test/e2e/hardening-cli.test.ts.
+ * in test/e2e/cli.test.ts.
  */
 import t from 'tap'
-import { describeToken, exitCodeOf, formatReport, inspectToken } from '../src/inspect.js'
+import { describeToken } from '../src/inspect/describe.js'
+import { exitCodeOf, formatReport } from '../src/inspect/format.js'
+import { inspectToken } from '../src/inspect/validate.js'
 import { escapeControls, escapeLines } from '../src/inspect/terminal.js'
 import { FakeEntra } from '../src/testing/index.js'
 
