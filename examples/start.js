@@ -3,7 +3,8 @@
  *
  * - No ENTRA_* variables: an embedded fake Entra ID (fake-entra-server.js) serves discovery, keys
  *   and a token endpoint on loopback, and every printed command carries a token it signed; the
- *   last ones get a token from its token endpoint with curl. Works offline.
+ *   last ones get a token from its token endpoint with curl. A downstream example API
+ *   (downstream.js) runs beside it: the example API's /data calls it on the user's behalf. Works offline.
  * - ENTRA_CLIENT_ID with ENTRA_TENANT (or ENTRA_OIDC_ENDPOINT; ENTRA_AUTHORITY_HOST for other
  *   clouds): the same API is protected by your real tenant.
  *
@@ -13,9 +14,12 @@
 import { relative } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { buildApp, routes } from './app.js'
+import { buildDownstreamApp } from './downstream.js'
 import { startFakeEntra } from './fake-entra-server.js'
 
 const FAKE_CLIENT_ID = '00000000-0000-0000-0000-000000000001'
+/** The downstream example API (downstream.js) that /data calls on the user's behalf. */
+const DOWNSTREAM_CLIENT_ID = '00000000-0000-0000-0000-000000000002'
 /** Another API of the same tenant: its tokens must not work here. */
 const OTHER_API_ID = '00000000-0000-0000-0000-0000000000ff'
 
@@ -120,7 +124,8 @@ function printFake (base, entra, clientId) {
     { path: '/me', token: tokens.userV1, why: 'a v1.0 user token works too' },
     { path: '/files', token: tokens.user, why: "user token with delegated scope 'Files.Read'" },
     { path: '/reports', token: tokens.app, why: "app-only token with app role 'Reports.Read.All'" },
-    { path: '/admin', token: tokens.admin, why: "user token with scope 'Files.Read' and app role 'Admin'" }
+    { path: '/admin', token: tokens.admin, why: "user token with scope 'Files.Read' and app role 'Admin'" },
+    { path: '/data', token: tokens.user, why: 'the API calls the downstream API with an on-behalf-of token for this user' }
   ]
   for (const example of works) printExample(base, { ...example, expect: '200' })
   console.log('')
@@ -159,10 +164,15 @@ const real = realEntraOptions()
 const port = portOf(env.PORT)
 // The fake's token endpoint grants app-only tokens for this API the app role that /reports needs.
 const fake = real === undefined
-  ? await startFakeEntra({ apis: [{ clientId: FAKE_CLIENT_ID, appRoles: ['Reports.Read.All'], scopes: ['Files.Read'] }] })
+  ? await startFakeEntra({ apis: [{ clientId: FAKE_CLIENT_ID, appRoles: ['Reports.Read.All'], scopes: ['Files.Read'] }, { clientId: DOWNSTREAM_CLIENT_ID, scopes: ['Data.Read'] }] })
   : undefined
 const auth = real ?? { clientId: FAKE_CLIENT_ID, oidcEndpoint: fake.oidcEndpoint }
-const app = await buildApp(auth, { logger: { level: env.LOG_LEVEL ?? 'warn' } })
+// With the fake: a second API, called by /data on the user's behalf (the fake takes any client secret).
+const downstreamApp = fake === undefined ? undefined : await buildDownstreamApp({ clientId: DOWNSTREAM_CLIENT_ID, oidcEndpoint: fake.oidcEndpoint }, { logger: { level: env.LOG_LEVEL ?? 'warn' } })
+const downstream = downstreamApp === undefined
+  ? undefined
+  : { url: (await downstreamApp.listen({ host: '127.0.0.1', port: 0 })).replace(/\/$/, ''), tokenEndpoint: fake.tokenEndpoint, clientSecret: 'example-api-secret', scope: `api://${DOWNSTREAM_CLIENT_ID}/Data.Read` }
+const app = await buildApp(auth, { logger: { level: env.LOG_LEVEL ?? 'warn' } }, downstream)
 
 let closing = false
 async function shutdown (signal) {
@@ -175,6 +185,7 @@ async function shutdown (signal) {
   // Nothing should keep the process alive after this; if something does, don't hang the terminal.
   setTimeout(() => process.exit(0), 5000).unref()
   await app.close()
+  await downstreamApp?.close()
   await fake?.close()
 }
 process.on('SIGINT', () => { shutdown('SIGINT').catch(err => { console.error(err); process.exit(1) }) })
@@ -182,6 +193,7 @@ process.on('SIGTERM', () => { shutdown('SIGTERM').catch(err => { console.error(e
 
 const base = (await listen(app, port)).replace(/\/$/, '')
 console.log(`fastify-entra-auth example API on ${base}`)
+if (downstream !== undefined) console.log(`downstream example API on ${downstream.url} (client ID ${DOWNSTREAM_CLIENT_ID}): /data calls it on the user's behalf`)
 if (fake !== undefined) printFake(base, fake.entra, auth.clientId)
 else printReal(base, real)
 console.log('')

@@ -147,6 +147,23 @@ t.test('the caller is the API as a confidential client; the request names a know
   t.ok(document.grant_types_supported.includes(JWT_BEARER), 'discovery advertises the grant')
 })
 
+t.test('consent: an API registered with permissions gets only those; a scope not consented is AADSTS65001 consent_required', async t => {
+  const entra = fake({ clients: [{ clientId: API, secret: SECRET, permissions: [`api://${DOWNSTREAM}/Data.Read`] }] })
+  t.teardown(() => entra.close())
+  const assertion = entra.token(API, { scp: 'access_as_user' })
+  const all = await token(entra, obo(assertion))
+  t.equal(all.status, 200)
+  t.equal(claimsOf(all.body.access_token as string).scp, 'Data.Read', '.default: the consented scopes only')
+  const write = await token(entra, obo(assertion, { scope: `api://${DOWNSTREAM}/Data.Read api://${DOWNSTREAM}/Data.Write` }))
+  refused(t, write, 400, 'invalid_grant', 65001, /not consented to use the application with ID '.*' for scope 'Data.Write'/)
+  t.equal(write.body.suberror, 'consent_required', "Entra's suberror: the client must ask the user")
+  const none = fake({ clients: [{ clientId: API, secret: SECRET, permissions: [] }] })
+  t.teardown(() => none.close())
+  const nothing = await token(none, obo(none.token(API, { scp: 'access_as_user' })))
+  refused(t, nothing, 400, 'invalid_grant', 65001, /for scope 'Data.Read Data.Write'/)
+  t.equal(nothing.body.suberror, 'consent_required')
+})
+
 /** MSAL's network interface on the fake's dispatcher. */
 function networkClient (entra: FakeEntra): INetworkModule {
   async function send<T> (url: string, method: 'GET' | 'POST', options?: NetworkRequestOptions): Promise<NetworkResponse<T>> {

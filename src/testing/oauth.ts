@@ -42,6 +42,11 @@ export interface FakeEntraClient {
   appRoles?: string[]
   /** Its registered redirect URIs. Default: any `https` URL, and `http` on loopback (as Entra allows for development). */
   redirectUris?: string[]
+  /**
+   * Delegated permissions consented for this app on other APIs (its API permissions), as
+   * `api://{client id}/{scope}`: what on-behalf-of may ask for. Default: every scope they expose.
+   */
+  permissions?: string[]
 }
 
 /** The test user that the authorize endpoint signs in. */
@@ -79,6 +84,8 @@ export const FAKE_USER_ID = '00000000-0000-4000-8000-0000000051e5'
 export class OAuthError extends Error {
   /** The RFC 6749 §5.2 error code, e.g. `invalid_grant`. */
   readonly error: string
+  /** Entra's `suberror`, e.g. `consent_required`: what the client should do next. */
+  suberror: string | undefined = undefined
 
   constructor (code: string, readonly aadsts: number, description: string, readonly status = 400, readonly headers: Record<string, string> = {}) {
     super(description)
@@ -106,6 +113,7 @@ export function errorResponse (error: OAuthError, now: number, correlationId?: s
   const timestamp = entraTimestamp(now)
   return jsonResponse(error.status, {
     error: error.error,
+    ...(error.suberror === undefined ? {} : { suberror: error.suberror }),
     error_description: `AADSTS${error.aadsts}: ${error.message} Trace ID: ${traceId} Correlation ID: ${correlation} Timestamp: ${timestamp}`,
     error_codes: [error.aadsts],
     timestamp,

@@ -186,6 +186,20 @@ function onBehalfOfUser (ctx: AuthorizationContext, asserted: AssertedUser): Sig
 }
 
 /**
+ * The scopes of `api` the client may ask for on a user's behalf: its consented `permissions`, when
+ * registered. `.default` takes what is consented; a named scope that is not is AADSTS65001.
+ */
+function consented (client: FakeEntraClient, api: ResolvedApi, parsed: ParsedScopes, scopes: string[]): string[] {
+  if (client.permissions === undefined) return scopes
+  const permitted = scopes.filter(scope => client.permissions?.includes(`api://${api.clientId}/${scope}`) === true)
+  const missing = parsed.names.includes('.default') ? (permitted.length === 0 ? scopes : []) : scopes.filter(scope => !permitted.includes(scope))
+  if (missing.length === 0) return permitted
+  const error = new OAuthError('invalid_grant', 65001, `The user or administrator has not consented to use the application with ID '${client.clientId}' for scope '${missing.join(' ')}' of '${parsed.resource.uri}'. Send an interactive authorization request for this user and resource.`)
+  error.suberror = 'consent_required'
+  throw error
+}
+
+/**
  * On-behalf-of (Microsoft identity platform, "OAuth 2.0 On-Behalf-Of flow"): a middle-tier API,
  * authenticated as a confidential client, exchanges a user's access token for it (the
  * `assertion`) for a token for a downstream API, for the same user.
@@ -197,7 +211,7 @@ function onBehalfOf (ctx: AuthorizationContext, request: FakeHttpRequest, form: 
   const asserted = assertedUser(ctx, required(form, 'assertion'), client.clientId)
   const parsed = parseScopes(required(form, 'scope'))
   const api = resolveApi(ctx, parsed.resource)
-  const scopes = delegatedScopes(api, client.clientId, parsed)
+  const scopes = consented(client, api, parsed, delegatedScopes(api, client.clientId, parsed))
   const user = onBehalfOfUser(ctx, asserted)
   return userTokens(ctx, { clientId: client.clientId, confidential: true, resource: parsed.resource, scopes, oidc: parsed.oidc, user }, form)
 }

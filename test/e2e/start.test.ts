@@ -104,7 +104,7 @@ t.test('with no ENTRA_* variables: embedded fake Entra, printed curl commands wo
   const failing = examples.filter(example => example.status !== 200)
   t.ok(valid.length >= 4, 'a valid command per protected route')
   t.ok(failing.length >= 2, 'commands that fail, with the reason')
-  t.same([...new Set(valid.map(example => new URL(example.url).pathname))].sort(), ['/admin', '/files', '/me', '/reports'])
+  t.same([...new Set(valid.map(example => new URL(example.url).pathname))].sort(), ['/admin', '/data', '/files', '/me', '/reports'])
 
   // The first valid command, and the same URL without its token.
   const first = valid[0] as Example
