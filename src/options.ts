@@ -2,6 +2,7 @@ import { Type, type TSchema } from '@sinclair/typebox'
 import { Value } from '@sinclair/typebox/value'
 import type { FastifyRequest } from 'fastify'
 import type { Dispatcher } from 'undici'
+import { isLoopbackHost } from './core/http.js'
 import { EntraAuthError } from './entra/problems.js'
 import { FrozenSet, type EntraToken } from './entra/token.js'
 
@@ -347,7 +348,6 @@ const FASTIFY_REGISTER_KEYS = ['prefix', 'logLevel', 'logSerializers']
 
 const TENANT = /^[A-Za-z0-9][A-Za-z0-9._-]*(\/[A-Za-z0-9._-]+)?$/
 const HOST = /^[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)*(:\d{1,5})?$/
-const LOOPBACK = new Set(['localhost', '127.0.0.1', '[::1]'])
 
 /** The value as an error message shows it: short, and never more than a glimpse of a string. */
 function shown (value: unknown): string {
@@ -397,7 +397,7 @@ function discoveryUrlOf (value: string, name: string, issues: string[]): URL | u
     issues.push(`option '${name}' must be an absolute URL, got '${value}'`)
     return undefined
   }
-  if (url.protocol !== 'https:' && !(url.protocol === 'http:' && LOOPBACK.has(url.hostname))) {
+  if (url.protocol !== 'https:' && !(url.protocol === 'http:' && isLoopbackHost(url.hostname))) {
     issues.push(`option '${name}' must use https (http is allowed for localhost only), got '${value}'`)
   }
   if (url.username !== '' || url.password !== '') issues.push(`option '${name}' must not carry credentials`)

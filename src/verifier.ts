@@ -7,7 +7,7 @@ import { STEP_TITLES, type ExplainedStep, type StepFacts, type StepRecorder } fr
 import { checkJoseHeader, checkShape, decodeJws, passesKnownHeaderChecks, precheckJws, type DecodedJws, type JoseHeader } from './core/jws.js'
 import { KeyStore, type KeyStoreLogger, type KeyStoreState, type SigningKey } from './core/keys.js'
 import { resolveOptions, type EntraVerifierOptions, type ResolvedOptions } from './options.js'
-import { EntraAuthError, type ProblemType, type ValidationStep } from './entra/problems.js'
+import { asAuthError, EntraAuthError, type ProblemBody, type ValidationStep } from './entra/problems.js'
 import { verifySignature } from './core/signature.js'
 import { deepFreeze, type EntraToken, type Rfc7662Introspection } from './entra/token.js'
 import { TokenCache } from './core/token-cache.js'
@@ -15,17 +15,8 @@ import { untrustedFact, untrustedText } from './core/untrusted.js'
 import { tokenCacheChannel, verifyTracing, type VerifyTraceContext } from './core/tracing.js'
 import type { Discovery } from './core/discovery.js'
 
-/** The failure of an explained validation, as `verify` would have rejected. */
-export interface ExplainedProblem {
-  type: ProblemType
-  status: number
-  title: string
-  detail: string
-  /** The step that failed. */
-  step: ValidationStep
-  /** The claim that failed, for a claim rule. */
-  claim: string | undefined
-}
+/** The failure of an explained validation, as `verify` would have rejected: the problem body, the failed step and claim. */
+export type ExplainedProblem = Omit<ProblemBody, 'contact'> & { step: ValidationStep, claim: string | undefined }
 
 /** What `explain()` resolves with: the steps validation ran, in order, and the verdict. */
 export interface Explanation {
@@ -324,7 +315,7 @@ export function buildVerifier (options: ResolvedOptions, internals: VerifierInte
       const error = asAuthError(err)
       // Idempotent: a traced validation has completed its steps already.
       completeSteps(raw, error, steps)
-      return { valid: false, problem: { type: error.type, status: error.status, title: error.title, detail: error.detail, step: error.step, claim: error.claim }, steps, token: null, at }
+      return { valid: false, problem: { ...error.toProblem(), step: error.step, claim: error.claim }, steps, token: null, at }
     }
   }
 
@@ -375,11 +366,6 @@ const PRE_CLAIM_STEPS = ['structure', 'discovery', 'keys', 'key', 'signature'] a
 /** A recorder that appends to `steps` (what passed says what it checked; failures get the error's detail). */
 function recorderInto (steps: ExplainedStep[]): StepRecorder {
   return (step, ok, facts) => { steps.push({ step, ok, detail: ok ? STEP_TITLES[step] : '', facts }) }
-}
-
-/** Anything but an `EntraAuthError` is refused as `auth_token_invalid`, as the plugin does. */
-function asAuthError (err: unknown): EntraAuthError {
-  return err instanceof EntraAuthError ? err : new EntraAuthError('auth_token_invalid', undefined, { cause: err })
 }
 
 /** Whether a refused token failed after its signature verified (at the claims or later). */

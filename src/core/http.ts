@@ -2,6 +2,11 @@ import type { IncomingHttpHeaders } from 'node:http'
 import { brotliDecompressSync, gunzipSync, inflateSync } from 'node:zlib'
 import { Agent, Dispatcher, request } from 'undici'
 
+/** Loopback (RFC 6890: 127.0.0.0/8, ::1) or `localhost`; a URL's hostname (`[::1]`) or a bare host. */
+export function isLoopbackHost (host: string): boolean {
+  return host === 'localhost' || host === '::1' || host === '[::1]' || /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(host)
+}
+
 /** Why fetching an identity-provider document failed; logged, never sent to clients. */
 export class FetchFailure extends Error {
   override name = 'FetchFailure'

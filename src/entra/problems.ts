@@ -140,6 +140,11 @@ for (const definition of Object.values(registry)) Object.freeze(definition)
  */
 export const problems: Readonly<Record<ProblemType, ProblemDefinition>> = Object.freeze(registry)
 
+/** The one adapter for unexpected errors: anything but an `EntraAuthError` refuses the token. */
+export function asAuthError (err: unknown): EntraAuthError {
+  return err instanceof EntraAuthError ? err : new EntraAuthError('auth_token_invalid', undefined, { cause: err })
+}
+
 /** RFC 9457 problem details body as the plugin sends it. */
 export interface ProblemBody {
   type: ProblemType

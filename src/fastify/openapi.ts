@@ -32,11 +32,12 @@ export function tagHook<T extends object> (hook: T, info: RouteHookInfo): T {
   return hook
 }
 
-const ROUTE_HOOKS = ['onRequest', 'preParsing', 'preValidation', 'preHandler'] as const
+/** Route hooks Fastify runs with `(request, reply)`; the first four run before the handler and can protect it. */
+export const ROUTE_HOOKS = ['onRequest', 'preParsing', 'preValidation', 'preHandler', 'preSerialization', 'onSend', 'onResponse', 'onTimeout', 'onError'] as const
 
 /** The first hook of `owner` among a route's own hooks. */
 export function findHook (route: RouteOptions, owner: symbol): RouteHookInfo | undefined {
-  for (const name of ROUTE_HOOKS) {
+  for (const name of ROUTE_HOOKS.slice(0, 4)) {
     const value: unknown = route[name]
     for (const hook of Array.isArray(value) ? value : [value]) {
       const info = typeof hook === 'function' ? (hook as { [kRouteHook]?: RouteHookInfo })[kRouteHook] : undefined

@@ -3,9 +3,9 @@ import fp from 'fastify-plugin'
 import { keyStoreClockOf, kFromCache, kVerifier } from '../core/internal.js'
 import { checkRequirement, compileRequirement, type CompiledRequirement, type ScopeRequirement } from '../entra/scopes.js'
 import { verifyTracing } from '../core/tracing.js'
-import { endpointsFromDiscoveryUrl, findHook, markRoute, tagHook, wrapSwagger, type OpenApiContribution } from './openapi.js'
+import { endpointsFromDiscoveryUrl, findHook, markRoute, ROUTE_HOOKS, tagHook, wrapSwagger, type OpenApiContribution } from './openapi.js'
 import { resolveOptions, type EntraAuthOptions } from '../options.js'
-import { EntraAuthError } from '../entra/problems.js'
+import { asAuthError, EntraAuthError } from '../entra/problems.js'
 import { sendProblemReply } from './problem-reply.js'
 import { findToken } from './sources.js'
 import type { EntraToken, Rfc7662Introspection } from '../entra/token.js'
@@ -100,9 +100,6 @@ declare module 'fastify' {
 /** Stable code of the error for a route that passes the decorator itself as a hook. */
 export const HOOK_NOT_CALLED = 'FST_ENTRA_AUTH_HOOK_NOT_CALLED'
 
-/** Route hooks Fastify runs with `(request, reply)`, where a hook factory passed uncalled would land. */
-const ROUTE_HOOKS = ['onRequest', 'preParsing', 'preValidation', 'preHandler', 'preSerialization', 'onSend', 'onResponse', 'onTimeout', 'onError'] as const
-
 function hookNotCalled (name: string, where: string): TypeError {
   const error = new TypeError(`fastify-entra-auth: ${where} uses fastify.${name} as a hook without calling it; call it to get the hook: { onRequest: fastify.${name}() }, or fastify.${name}(['Scope']) to require scopes`)
   return Object.assign(error, { code: HOOK_NOT_CALLED })
@@ -167,10 +164,9 @@ async function entraAuthPlugin (fastify: FastifyInstance, opts: EntraAuthOptions
 
   /** Any failure becomes a problem: client-caused ones never surface as 5xx. */
   function asProblem (request: FastifyRequest, err: unknown): EntraAuthError {
-    if (err instanceof EntraAuthError) return err
     // An input we did not foresee made something throw: refuse the token, and say so in the log.
-    request.log.error({ err }, 'fastify-entra-auth: unexpected error while validating a token')
-    return new EntraAuthError('auth_token_invalid')
+    if (!(err instanceof EntraAuthError)) request.log.error({ err }, 'fastify-entra-auth: unexpected error while validating a token')
+    return asAuthError(err)
   }
 
   /** Admits or throws an `EntraAuthError`; `null` for an optional route called without credentials. */

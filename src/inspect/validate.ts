@@ -6,18 +6,13 @@
 import { compileRequirement, type ScopeRequirement } from '../entra/scopes.js'
 import { STEP_TITLES, TOKEN_STEPS, type ExplainedStep } from '../entra/steps.js'
 import { resolveOptions, type EntraVerifierOptions, type ResolvedOptions } from '../options.js'
-import { EntraAuthError, type ProblemType, type ValidationStep } from '../entra/problems.js'
+import { asAuthError, type ProblemBody, type ProblemType, type ValidationStep } from '../entra/problems.js'
 import { buildVerifier } from '../verifier.js'
 import { normalizeToken } from './decode.js'
 import { describeToken, identityOf, iso, relativeTime, type TokenDescription, type TokenIdentity } from './describe.js'
 
 /** A problem as the plugin would answer it. */
-export interface InspectProblem {
-  type: ProblemType
-  status: number
-  title: string
-  detail: string
-}
+export type InspectProblem = Omit<ProblemBody, 'contact'>
 
 /** The validation steps, in the plugin's order (see `explain()`). */
 export type StepName = Exclude<ValidationStep, 'request'>
@@ -65,10 +60,8 @@ export type InspectOptions = EntraVerifierOptions & {
   requirement?: ScopeRequirement
 }
 
-/** Anything but an `EntraAuthError` is what the plugin answers `auth_token_invalid` for. */
 function problemOf (err: unknown): InspectProblem {
-  const error = err instanceof EntraAuthError ? err : new EntraAuthError('auth_token_invalid')
-  return { type: error.type, status: error.status, title: error.title, detail: error.detail }
+  return asAuthError(err).toProblem()
 }
 
 function list (values: unknown): string {

@@ -1,13 +1,10 @@
+import { isLoopbackHost } from '../core/http.js'
 import { resolveClient, type AuthorizationContext } from './grants.js'
 import { errorResponse, OAuthError, type FakeHttpRequest, type FakeHttpResponse } from './oauth.js'
 import { userGrantScopes } from './token-endpoint.js'
 
 /** How the authorize endpoint returns its answer (OAuth 2.0 Multiple Response Type Encoding Practices). */
 export const RESPONSE_MODES = ['query', 'fragment'] as const
-
-function isLoopbackHost (hostname: string): boolean {
-  return hostname === 'localhost' || hostname === '[::1]' || /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(hostname)
-}
 
 /**
  * The redirect URI, if the client may use it: one of its registered URIs, or (no URIs registered)

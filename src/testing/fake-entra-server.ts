@@ -1,5 +1,6 @@
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http'
-import { isIP, type AddressInfo } from 'node:net'
+import type { AddressInfo } from 'node:net'
+import { isLoopbackHost } from '../core/http.js'
 import { FakeEntra, FAKE_TENANT_ID, type FakeEntraOptions } from './fake-entra.js'
 import { checkApis } from './grants.js'
 
@@ -35,13 +36,6 @@ export interface FakeEntraServer {
   readonly oidcEndpoint: string
   readonly tokenEndpoint: string
   close: () => Promise<void>
-}
-
-/** Loopback addresses (RFC 6890: 127.0.0.0/8 and ::1) and `localhost`. */
-function isLoopback (host: string): boolean {
-  if (host === 'localhost') return true
-  if (isIP(host) === 4) return host.startsWith('127.')
-  return host === '::1' || host === '[::1]'
 }
 
 async function readBody (request: IncomingMessage): Promise<string> {
@@ -100,7 +94,7 @@ async function answer (entra: FakeEntra, request: IncomingMessage, response: Ser
  */
 export async function startFakeEntraServer (options: FakeEntraServerOptions = {}): Promise<FakeEntraServer> {
   const { port = 0, host = '127.0.0.1', allowNonLoopback = false, issuer, log, ...entraOptions } = options
-  if (!isLoopback(host) && !allowNonLoopback) {
+  if (!isLoopbackHost(host) && !allowNonLoopback) {
     throw new TypeError(`startFakeEntraServer: host '${host}' is not a loopback address. The fake Entra signs anyone in and accepts any secret; set allowNonLoopback: true to listen there anyway.`)
   }
   checkApis('startFakeEntraServer', entraOptions.apis)
