@@ -1,7 +1,6 @@
 /**
  * `fastify-entra-auth fake-entra`: runs the test kit's fake Entra ID as a loopback server until
  * Ctrl-C, and prints its authority, discovery URL and a curl command that gets a token.
- * Only argv and I/O live here; the server is testing/fake-entra-server.ts.
  */
 import { parseArgs } from 'node:util'
 import { apiIdProblem } from './testing/grants.js'

@@ -1,8 +1,4 @@
-/**
- * Claim checks of an Entra access token, run only after the signature verified. Pure: no
- * Fastify, no I/O. Order, as documented in docs/security.md: required claims → nbf → exp → ver → iss → aud →
- * sub → client.
- */
+/** Claim checks of an Entra access token, run only after the signature verified. */
 import { EntraAuthError } from './problems.js'
 import type { EntraClaims } from './token.js'
 import { clientClaimOf, issuerRule, issuerTenant, keyMaySign } from './issuers.js'

@@ -1,10 +1,4 @@
-/**
- * `requirePermissions`: a token with neither `scp` nor `roles` carries no permission. In a
- * multi-tenant app any application of any tenant can get one by client credentials, so
- * Microsoft.Identity.Web refuses them unless the API says it authorizes by ACL
- * (`AllowWebApiToBeAuthorizedByACL`). Pure, no Fastify.
- * https://learn.microsoft.com/entra/identity-platform/scenario-protected-web-api-verification-scope-app-roles
- */
+/** `requirePermissions`: a token with neither `scp` nor `roles` carries no permission. */
 import { EntraAuthError } from './problems.js'
 import { TENANT_TEMPLATE } from './issuers.js'
 import type { TokenPermissions } from './scopes.js'

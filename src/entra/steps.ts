@@ -1,7 +1,6 @@
 /**
  * What a validation reports about each of its steps, for `explain()`, the tracing channels and the
- * token debugger. The rules call a recorder only when one is given: validating a request passes
- * none, so it builds no step record.
+ * token debugger.
  */
 import type { ProblemType, ValidationStep } from './problems.js'
 

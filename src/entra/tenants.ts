@@ -1,7 +1,6 @@
 /**
  * The predicate form of `allowedTenants`: multi-tenant (SaaS) APIs admit the tenants that signed
- * up, which live in a database rather than in a constant. No Fastify, no I/O of its own; the
- * predicate gets a deadline and its refusals a short memory (docs/security.md).
+ * up, which live in a database rather than in a constant.
  */
 import { createHash } from 'node:crypto'
 import { EntraAuthError } from './problems.js'

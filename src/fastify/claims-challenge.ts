@@ -1,7 +1,6 @@
 /**
  * Continuous Access Evaluation claims challenges: telling a client that can handle one (its token
  * carries `xms_cc: ['cp1']`) to come back with a token satisfying a claims request.
- * https://learn.microsoft.com/entra/identity-platform/claims-challenge
  */
 import type { FastifyReply } from 'fastify'
 import { sendProblemReply } from './problem-reply.js'

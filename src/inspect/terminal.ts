@@ -1,8 +1,4 @@
-/**
- * Text for a terminal, safe from what it contains. The `inspect` CLI prints attacker-chosen
- * strings (a token's `kid`, `name`, `sub`, …); a terminal would act on some characters instead of
- * printing them.
- */
+/** Text for a terminal, safe from what it contains. */
 
 import { escapeControls } from '../core/untrusted.js'
 
