@@ -150,9 +150,11 @@ export function buildVerifier (options: ResolvedOptions, internals: VerifierInte
     if (pending !== undefined) return await pending
     const validation = validate(raw, record, true)
     inFlight.set(raw, validation)
-    const settled = (): void => { inFlight.delete(raw) }
-    validation.then(settled, settled)
-    return await validation
+    try {
+      return await validation
+    } finally {
+      inFlight.delete(raw)
+    }
   }
 
   /** The validation of a token not (or not to be) found in the cache. */
