@@ -229,3 +229,24 @@ t.test('a fact is cut between characters: never inside an escape or a surrogate 
     t.ok(published.length <= 128 && published.isWellFormed(), label)
   }
 })
+
+t.test('a token whose payload is not JSON: the published error quotes none of it', async t => {
+  const seen = listen(t)
+  const { fake, verifier } = standalone(t)
+  await verifier.warm()
+  const header = Buffer.from(JSON.stringify({ alg: 'RS256', kid: fake.keys[0]?.kid })).toString('base64url')
+  // V8's JSON.parse error quotes a short input whole, control characters included.
+  const payload = Buffer.from('{"tid":\u001b[2J\n{"level":60}').toString('base64url')
+  await t.rejects(verifier.verify(`${header}.${payload}.${Buffer.alloc(256, 7).toString('base64url')}`), EntraAuthError)
+  const context = seen.verify.at(-1)?.context as VerifyTraceContext
+  t.match(context, { verdict: 'invalid', problem: 'auth_token_invalid' })
+  const texts: string[] = []
+  const walk = (value: unknown, depth = 0): void => {
+    if (depth > 5 || value === null || typeof value !== 'object') return
+    if (value instanceof Error) texts.push(value.message)
+    for (const item of [...Object.values(value), (value as { cause?: unknown }).cause]) walk(item, depth + 1)
+  }
+  walk(context.error)
+  t.ok(texts.length > 0)
+  for (const text of texts) t.notOk(CONTROL.test(text) || text.includes('level'), `no part of the payload: ${JSON.stringify(text)}`)
+})

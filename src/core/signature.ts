@@ -54,7 +54,8 @@ export function mapJwtError (err: unknown, untrustedDetail: () => string | undef
   if (err instanceof EntraAuthError) return err
   const code = (err as { code?: unknown } | null)?.code
   if (typeof code === 'string' && MALFORMED.has(code)) {
-    return new EntraAuthError('auth_token_invalid', 'The token is not a JWT with a JSON object header and payload.', { cause: err })
+    // Not fast-jwt's error itself: its originalError (V8's SyntaxError) quotes the unverified payload.
+    return new EntraAuthError('auth_token_invalid', 'The token is not a JWT with a JSON object header and payload.', { cause: new Error(code) })
   }
   return new EntraAuthError('auth_token_signature_untrusted', untrustedDetail(), { cause: err })
 }
