@@ -5,12 +5,13 @@
  * configured token versions can't work with its issuer.
  */
 import { checkPermissions, requiresPermissions } from './entra/permissions.js'
-import { clientClaimOf, issuerWarnings } from './entra/issuers.js'
+import { issuerWarnings } from './entra/issuers.js'
+import type { CheckedClaims } from './entra/claims.js'
 import { createTenantCheck } from './entra/tenants.js'
-import type { StepRecorder } from './entra/steps.js'
+import { runSteps, type Step, type StepRecorder } from './entra/steps.js'
 import type { JoseHeader } from './core/jws.js'
 import type { ResolvedOptions } from './options.js'
-import { mintEntraToken, type EntraClaims, type EntraToken } from './entra/token.js'
+import { mintEntraToken, type EntraToken } from './entra/token.js'
 
 /** Fastify's logger, pino, or console-like. */
 export interface AdmissionLogger {
@@ -21,9 +22,14 @@ export interface AdmissionLogger {
 export interface Admission {
   /** Call with the discovery issuer whenever it is at hand; logs configuration warnings once. */
   discovered: (discoveryIssuer: string) => void
-  /** Builds the token and runs the tenant predicate and the permission rule; rejects with `EntraAuthError`. */
-  admit: (raw: string, header: JoseHeader, claims: EntraClaims, discoveryIssuer: string, record?: StepRecorder) => Promise<EntraToken>
+  /** Builds the token and runs the tenant predicate and the permission rule; throws (or, with a predicate, rejects) `EntraAuthError`. */
+  admit: (raw: string, header: JoseHeader, checked: CheckedClaims, discoveryIssuer: string, record?: StepRecorder) => EntraToken | Promise<EntraToken>
 }
+
+/** `requirePermissions`, as a step. */
+const PERMISSION_STEPS: ReadonlyArray<Step<EntraToken>> = [
+  { step: 'permissions', rule: checkPermissions, facts: token => ({ scp: [...token.delegated], roles: [...token.roles] }) }
+]
 
 export function createAdmission (options: ResolvedOptions, logger: AdmissionLogger | undefined): Admission {
   const host = options.discoveryUrl.hostname
@@ -38,26 +44,30 @@ export function createAdmission (options: ResolvedOptions, logger: AdmissionLogg
     }
   }
 
-  async function admit (raw: string, header: JoseHeader, claims: EntraClaims, discoveryIssuer: string, record?: StepRecorder): Promise<EntraToken> {
+  function admit (raw: string, header: JoseHeader, checked: CheckedClaims, discoveryIssuer: string, record?: StepRecorder): EntraToken | Promise<EntraToken> {
     discovered(discoveryIssuer)
-    const token = mintEntraToken(raw, header, claims, clientClaimOf(claims, discoveryIssuer, host))
-    if (checkTenant !== null) {
-      try {
-        await checkTenant(token, record)
-      } catch (err) {
-        const cause = (err as { cause?: unknown }).cause
-        if (cause !== undefined && logger !== undefined) {
-          const message = 'fastify-entra-auth: the allowedTenants predicate failed; the request was refused with 503'
-          if (logger.error !== undefined) logger.error({ err: cause }, message)
-          else logger.warn({ err: cause }, message)
-        }
-        throw err
+    const token = mintEntraToken(raw, header, checked.payload, checked.clientClaim)
+    // Synchronous unless there is a tenant predicate: no promise on the request path for nothing.
+    if (checkTenant === null) return permitted(token, discoveryIssuer, record)
+    return tenantAdmits(checkTenant, token, record).then(() => permitted(token, discoveryIssuer, record))
+  }
+
+  async function tenantAdmits (check: NonNullable<typeof checkTenant>, token: EntraToken, record: StepRecorder | undefined): Promise<void> {
+    try {
+      await check(token, record)
+    } catch (err) {
+      const cause = (err as { cause?: unknown }).cause
+      if (cause !== undefined && logger !== undefined) {
+        const message = 'fastify-entra-auth: the allowedTenants predicate failed; the request was refused with 503'
+        if (logger.error !== undefined) logger.error({ err: cause }, message)
+        else logger.warn({ err: cause }, message)
       }
+      throw err
     }
-    if (requiresPermissions(options.requirePermissions, discoveryIssuer)) {
-      if (record !== undefined) record('permissions', token.all.size > 0, { scp: [...token.delegated], roles: [...token.roles] })
-      checkPermissions(token)
-    }
+  }
+
+  function permitted (token: EntraToken, discoveryIssuer: string, record: StepRecorder | undefined): EntraToken {
+    if (requiresPermissions(options.requirePermissions, discoveryIssuer)) runSteps(PERMISSION_STEPS, token, record)
     return token
   }
 

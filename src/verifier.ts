@@ -162,9 +162,10 @@ export function buildVerifier (options: ResolvedOptions, internals: VerifierInte
     const { header, payload, key } = verifyKnownHeader(raw) ?? await verifyJws(raw)
     const discovery = keys.peekDiscovery() ?? await keys.discovery()
     if (record !== undefined) recordKeyed(record, header, key)
-    const claims = checkClaims(payload, rules, discovery.issuer, key.issuer, record)
-    const token = await admission.admit(raw, header, claims, discovery.issuer, record)
-    if (useCache) cache.set(raw, token, key, claims.exp * 1000 - now() + clockTolerance)
+    const checked = checkClaims(payload, rules, discovery.issuer, key.issuer, record)
+    const admitted = admission.admit(raw, header, checked, discovery.issuer, record)
+    const token = admitted instanceof Promise ? await admitted : admitted
+    if (useCache) cache.set(raw, token, key, checked.payload.exp * 1000 - now() + clockTolerance)
     return token
   }
 

@@ -1,9 +1,9 @@
-/** Claim checks of an Entra access token, run only after the signature verified. */
+/** Claim checks of an Entra access token, run only after the signature verified; each rule is written once, as a step. */
 import { EntraAuthError } from './problems.js'
 import type { EntraClaims } from './token.js'
-import { clientClaimOf, issuerRule, issuerTenant, keyMaySign } from './issuers.js'
+import { issuerRule, issuerTenant, keyMaySign, type IssuerRule } from './issuers.js'
 import { graphTokenDetail, isGraphToken, looksLikeIdToken } from './kinds.js'
-import type { StepRecorder } from './steps.js'
+import { runSteps, type Step, type StepFacts, type StepRecorder } from './steps.js'
 
 export interface ClaimRules {
   readonly audiences: ReadonlySet<string>
@@ -17,85 +17,222 @@ export interface ClaimRules {
   readonly discoveryUrl?: URL
 }
 
-/** Names the missing client claim, so the caller sees both what is wrong and why. */
-function idTokenDetail (clientClaim: 'azp' | 'appid'): string {
-  return `The token has no '${clientClaim}' claim (the client application), so it looks like an ID token, which proves a sign-in to the client app and is not meant for APIs. Send an access token requested for this API instead.`
+/** Claims that passed every rule, and the claim naming their client application. */
+export interface CheckedClaims {
+  readonly payload: EntraClaims
+  readonly clientClaim: 'azp' | 'appid'
 }
 
 /** Detail of `auth_token_issuer_untrusted` for a tenant `allowedTenants` does not admit. */
 export const TENANT_NOT_ALLOWED = 'The token was issued by a tenant this API does not allow. Sign in with an account of an allowed tenant.'
 
+/** Names the missing client claim, so the caller sees both what is wrong and why. */
+function idTokenDetail (clientClaim: 'azp' | 'appid'): string {
+  return `The token has no '${clientClaim}' claim (the client application), so it looks like an ID token, which proves a sign-in to the client app and is not meant for APIs. Send an access token requested for this API instead.`
+}
+
 function isFiniteNumber (value: unknown): value is number {
   return typeof value === 'number' && Number.isFinite(value)
 }
 
-function invalidClaim (name: string, expected: string, record: StepRecorder | undefined): never {
-  record?.('claims', false, { claim: name, expected })
+/**
+ * Required claims, present and non-null, in the order the Python flask-entra-auth checks them. The
+ * client claim depends on the version and issuer (see `issuerRule`); an unknown version is left
+ * to the `ver` check.
+ */
+const REQUIRED = Object.freeze({
+  azp: Object.freeze(['iss', 'sub', 'aud', 'exp', 'nbf', 'azp', 'ver']),
+  appid: Object.freeze(['iss', 'sub', 'aud', 'exp', 'nbf', 'appid', 'ver']),
+  unknown: Object.freeze(['iss', 'sub', 'aud', 'exp', 'nbf', 'ver'])
+})
+
+/** One token's claims under judgement, and what the rules found (read by the step facts). */
+interface ClaimCheck {
+  readonly payload: Record<string, unknown>
+  readonly rules: ClaimRules
+  readonly discoveryIssuer: string
+  readonly keyIssuer: string | undefined
+  /** How the token's version is judged against the discovery issuer; null when no issuer can be trusted. */
+  readonly issuer: IssuerRule | null
+  readonly clientClaim: 'azp' | 'appid' | undefined
+  readonly required: readonly string[]
+  /** The claim found missing, or of the wrong type, and what was expected of it. */
+  missing?: string
+  idToken?: boolean
+  invalid?: string
+  expected?: string
+  /** Which `iss` rule refused the token: the issuer, its `tid`, `allowedTenants` or the signing key. */
+  issRefusal?: 'issuer' | 'tid' | 'tenant' | 'key'
+  issuedBy?: string | undefined
+}
+
+function invalidClaim (c: ClaimCheck, name: string, expected: string): never {
+  c.invalid = name
+  c.expected = expected
   throw new EntraAuthError('auth_token_invalid', `The token '${name}' claim must be ${expected}.`, { step: 'claims', claim: name })
 }
 
-/**
- * Required claims, present and non-null, in the order the Python flask-entra-auth checks them. The
- * client claim depends on the version and issuer (see `clientClaimOf`); an unknown version is left
- * to the `ver` check.
- */
-function checkRequired (payload: Record<string, unknown>, clientClaim: 'azp' | 'appid' | undefined, record: StepRecorder | undefined): readonly string[] {
-  const required = ['iss', 'sub', 'aud', 'exp', 'nbf', ...(clientClaim === undefined ? [] : [clientClaim]), 'ver']
-  for (const claim of required) {
+/** Required claims present; claim types: anything else is a malformed token, never "no limit" (e.g. `exp: 1e400`). */
+function wellFormed (c: ClaimCheck): void {
+  const { payload } = c
+  for (const claim of c.required) {
     if (payload[claim] === undefined || payload[claim] === null) {
-      const idToken = claim === clientClaim && looksLikeIdToken(payload)
-      record?.('claims', false, { required, missing: claim, idToken })
+      const idToken = claim === c.clientClaim && looksLikeIdToken(payload)
+      c.missing = claim
+      c.idToken = idToken
       const detail = idToken
         ? idTokenDetail(claim)
         : `The token has no '${claim}' claim, which every Microsoft Entra access token carries. Request a new access token for this API.`
       throw new EntraAuthError('auth_token_claim_missing', detail, { claim })
     }
   }
-  return required
-}
-
-/** Claim types: anything else is a malformed token, never "no limit" (e.g. `exp: 1e400`). */
-function checkTypes (payload: Record<string, unknown>, record: StepRecorder | undefined): void {
-  if (!isFiniteNumber(payload.exp)) invalidClaim('exp', 'a finite number', record)
-  if (!isFiniteNumber(payload.nbf)) invalidClaim('nbf', 'a finite number', record)
-  if (payload.iat !== undefined && !isFiniteNumber(payload.iat)) invalidClaim('iat', 'a finite number', record)
-  if (typeof payload.iss !== 'string') invalidClaim('iss', 'a string', record)
-  if (typeof payload.sub !== 'string') invalidClaim('sub', 'a string', record)
+  if (!isFiniteNumber(payload.exp)) invalidClaim(c, 'exp', 'a finite number')
+  if (!isFiniteNumber(payload.nbf)) invalidClaim(c, 'nbf', 'a finite number')
+  if (payload.iat !== undefined && !isFiniteNumber(payload.iat)) invalidClaim(c, 'iat', 'a finite number')
+  if (typeof payload.iss !== 'string') invalidClaim(c, 'iss', 'a string')
+  if (typeof payload.sub !== 'string') invalidClaim(c, 'sub', 'a string')
   const aud = payload.aud
   if (typeof aud !== 'string' && !(Array.isArray(aud) && aud.length > 0 && aud.every(a => typeof a === 'string'))) {
-    invalidClaim('aud', 'a string or an array of strings', record)
+    invalidClaim(c, 'aud', 'a string or an array of strings')
   }
 }
+
+function version (c: ClaimCheck): void {
+  const ver = c.payload.ver
+  const accepted = c.rules.tokenVersions
+  if ((ver !== '1.0' && ver !== '2.0') || !accepted.has(ver)) {
+    throw new EntraAuthError('auth_token_ver_not_supported', `The token version ${JSON.stringify(ver)} is not accepted; this API accepts ${[...accepted].join(' and ')}. Set accessTokenAcceptedVersion in the API's app manifest, or change the tokenVersions option.`)
+  }
+}
+
+function issuer (c: ClaimCheck): void {
+  const { payload, rules, issuer: rule } = c
+  const iss = payload.iss as string
+  const tid = payload.tid
+  if (rule === null || !rule.accepted.includes(iss)) {
+    c.issRefusal = 'issuer'
+    throw new EntraAuthError('auth_token_issuer_untrusted')
+  }
+  // With a fixed issuer nothing binds `tid`; Entra always issues both for the same tenant, so a
+  // token where they differ is not one of Entra's, and `tid` must not be trusted for allowedTenants.
+  const issuedBy = c.issuedBy = issuerTenant(iss)
+  if (tid !== undefined && issuedBy !== undefined && tid !== issuedBy) {
+    c.issRefusal = 'tid'
+    throw new EntraAuthError('auth_token_issuer_untrusted', "The token's 'tid' names another tenant than its issuer. Request a new token from Microsoft Entra ID.", { claim: 'tid' })
+  }
+  if (rules.allowedTenants !== null && !(typeof tid === 'string' && rules.allowedTenants.has(tid))) {
+    c.issRefusal = 'tenant'
+    throw new EntraAuthError('auth_token_issuer_untrusted', TENANT_NOT_ALLOWED, { claim: 'tid' })
+  }
+  // Key issuers are written in v2.0 form; the rule gives the token's issuer in that form, whatever
+  // the cloud's host pairing (China: sts.chinacloudapi.cn ↔ login.partner.microsoftonline.cn).
+  if (!keyMaySign(c.keyIssuer, rule.v2Issuer, tid)) {
+    c.issRefusal = 'key'
+    throw new EntraAuthError('auth_token_issuer_untrusted', "The token's signing key belongs to another issuer or tenant than the token claims. Request a token from the tenant this API trusts.")
+  }
+}
+
+function issuerFacts (c: ClaimCheck): StepFacts {
+  const { payload, rules } = c
+  const iss = payload.iss
+  const tid = payload.tid
+  const expected = c.issuer?.accepted ?? null
+  switch (c.issRefusal) {
+    case 'issuer': return { iss, expected, discoveryIssuer: c.discoveryIssuer, tid }
+    case 'tid': return { iss, expected, tid, issuerTenant: c.issuedBy }
+    case 'tenant': return { iss, expected, tid, allowedTenants: [...rules.allowedTenants as ReadonlySet<string>] }
+    default: return { iss, expected, tid, ...(rules.allowedTenants === null ? {} : { allowedTenants: [...rules.allowedTenants] }), keyIssuer: c.keyIssuer }
+  }
+}
+
+function audience (c: ClaimCheck): void {
+  const aud = c.payload.aud as string | string[]
+  const audiences = c.rules.audiences
+  if (typeof aud === 'string' ? audiences.has(aud) : aud.some(a => audiences.has(a))) return
+  throw new EntraAuthError('auth_token_audience_invalid', isGraphToken({}, c.payload) ? graphTokenDetail() : undefined)
+}
+
+function subject (c: ClaimCheck): void {
+  const allowed = c.rules.allowedSubjects
+  if (allowed !== null && !allowed.has(c.payload.sub as string)) throw new EntraAuthError('auth_token_subject_not_trusted')
+}
+
+function clientApp (c: ClaimCheck): void {
+  const allowed = c.rules.allowedApps
+  if (allowed === null) return
+  // Never fall back from one client claim to the other: a v2 token's `appid` is not checked.
+  const claim = (c.issuer as IssuerRule).clientClaim
+  const client = c.payload[claim]
+  if (typeof client !== 'string' || !allowed.has(client)) throw new EntraAuthError('auth_token_azp_not_trusted', undefined, { claim })
+}
+
+const listed = (set: ReadonlySet<string> | null): string[] | null => set === null ? null : [...set]
+
+/** The steps before the time claims (`claims`), and after them, in the contract's order. */
+const SHAPE_STEPS: ReadonlyArray<Step<ClaimCheck>> = [
+  {
+    step: 'claims',
+    rule: wellFormed,
+    facts: (c, ok) => ok
+      ? { required: [...c.required] }
+      : c.missing !== undefined ? { required: [...c.required], missing: c.missing, idToken: c.idToken } : { claim: c.invalid, expected: c.expected }
+  }
+]
+
+const ISSUER_STEPS: ReadonlyArray<Step<ClaimCheck>> = [
+  { step: 'ver', rule: version, facts: c => ({ ver: c.payload.ver, accepted: [...c.rules.tokenVersions] }) },
+  { step: 'iss', rule: issuer, facts: issuerFacts },
+  { step: 'aud', rule: audience, facts: c => ({ aud: c.payload.aud, accepted: [...c.rules.audiences] }) },
+  { step: 'sub', rule: subject, facts: c => ({ sub: c.payload.sub, allowed: listed(c.rules.allowedSubjects) }) },
+  {
+    step: 'client',
+    rule: clientApp,
+    facts: c => {
+      const claim = (c.issuer as IssuerRule).clientClaim
+      return { claim, [claim]: c.payload[claim], allowed: listed(c.rules.allowedApps) }
+    }
+  }
+]
+
+/** The time claims (seconds) against the clock (ms), with tolerance. */
+interface TimeCheck {
+  readonly nbf: number
+  readonly exp: number
+  readonly now: number
+  readonly clockTolerance: number
+}
+
+/** A time claim against the clock: `inSeconds` is negative for a time in the past. */
+function timeFacts (claim: 'nbf' | 'exp', value: number, c: TimeCheck): Record<string, unknown> {
+  return { [claim]: value, now: c.now / 1000, inSeconds: value - c.now / 1000, clockTolerance: c.clockTolerance }
+}
+
+const TIME_STEPS: ReadonlyArray<Step<TimeCheck>> = [
+  {
+    step: 'nbf',
+    rule: c => { if (c.nbf * 1000 > c.now + c.clockTolerance) throw new EntraAuthError('auth_token_immature') },
+    facts: c => timeFacts('nbf', c.nbf, c)
+  },
+  {
+    step: 'exp',
+    // RFC 7519 §4.1.4: the token must not be accepted "on or after" exp.
+    rule: c => { if (c.exp * 1000 <= c.now - c.clockTolerance) throw new EntraAuthError('auth_token_expired') },
+    facts: c => timeFacts('exp', c.exp, c)
+  }
+]
 
 /**
  * `nbf` and `exp` (seconds) against the configured clock, with tolerance. Also run on every hit of
  * the verified-token cache, since a cached token may have expired since.
  */
 export function checkTime (nbf: number, exp: number, rules: Pick<ClaimRules, 'now' | 'clockTolerance'>, record?: StepRecorder): void {
-  const now = rules.now()
-  if (record !== undefined) {
-    record('nbf', !(nbf * 1000 > now + rules.clockTolerance), timeFacts('nbf', nbf, now, rules.clockTolerance))
-  }
-  if (nbf * 1000 > now + rules.clockTolerance) {
-    throw new EntraAuthError('auth_token_immature')
-  }
-  if (record !== undefined) {
-    record('exp', !(exp * 1000 <= now - rules.clockTolerance), timeFacts('exp', exp, now, rules.clockTolerance))
-  }
-  // RFC 7519 §4.1.4: the token must not be accepted "on or after" exp.
-  if (exp * 1000 <= now - rules.clockTolerance) {
-    throw new EntraAuthError('auth_token_expired')
-  }
-}
-
-/** A time claim against the clock: `inSeconds` is negative for a time in the past. */
-function timeFacts (claim: 'nbf' | 'exp', value: number, nowMs: number, clockTolerance: number): Record<string, unknown> {
-  return { [claim]: value, now: nowMs / 1000, inSeconds: value - nowMs / 1000, clockTolerance }
+  runSteps(TIME_STEPS, { nbf, exp, now: rules.now(), clockTolerance: rules.clockTolerance }, record)
 }
 
 /**
- * Runs every claim check and returns the claims typed. `discoveryIssuer` is the configured
- * provider's issuer (maybe a `{tenantid}` template); `keyIssuer` the signing key's `issuer` member.
+ * Runs every claim check and returns the claims typed, with the claim naming the client.
+ * `discoveryIssuer` is the configured provider's issuer (maybe a `{tenantid}` template);
+ * `keyIssuer` the signing key's `issuer` member.
  */
 export function checkClaims (
   payload: Record<string, unknown>,
@@ -103,80 +240,14 @@ export function checkClaims (
   discoveryIssuer: string,
   keyIssuer: string | undefined,
   record?: StepRecorder
-): EntraClaims {
-  const discoveryHost = rules.discoveryUrl?.hostname
-  const required = checkRequired(payload, clientClaimOf(payload, discoveryIssuer, discoveryHost), record)
-  checkTypes(payload, record)
-  record?.('claims', true, { required })
-
-  checkTime(payload.nbf as number, payload.exp as number, rules, record)
-
+): CheckedClaims {
   const ver = payload.ver
-  if (record !== undefined) record('ver', (ver === '1.0' || ver === '2.0') && rules.tokenVersions.has(ver), { ver, accepted: [...rules.tokenVersions] })
-  if ((ver !== '1.0' && ver !== '2.0') || !rules.tokenVersions.has(ver)) {
-    throw new EntraAuthError('auth_token_ver_not_supported', `The token version ${JSON.stringify(ver)} is not accepted; this API accepts ${[...rules.tokenVersions].join(' and ')}. Set accessTokenAcceptedVersion in the API's app manifest, or change the tokenVersions option.`)
-  }
-
-  const iss = payload.iss as string
-  const tid = payload.tid
-  const rule = issuerRule(discoveryIssuer, ver, tid, iss, discoveryHost)
-  if (rule === null || !rule.accepted.includes(iss)) {
-    record?.('iss', false, { iss, expected: rule?.accepted ?? null, discoveryIssuer, tid })
-    throw new EntraAuthError('auth_token_issuer_untrusted')
-  }
-  // With a fixed issuer nothing binds `tid`; Entra always issues both for the same tenant, so a
-  // token where they differ is not one of Entra's, and `tid` must not be trusted for allowedTenants.
-  const issuedBy = issuerTenant(iss)
-  if (tid !== undefined && issuedBy !== undefined && tid !== issuedBy) {
-    record?.('iss', false, { iss, expected: rule.accepted, tid, issuerTenant: issuedBy })
-    throw new EntraAuthError('auth_token_issuer_untrusted', "The token's 'tid' names another tenant than its issuer. Request a new token from Microsoft Entra ID.", { claim: 'tid' })
-  }
-  if (rules.allowedTenants !== null && !(typeof tid === 'string' && rules.allowedTenants.has(tid))) {
-    record?.('iss', false, { iss, expected: rule.accepted, tid, allowedTenants: [...rules.allowedTenants] })
-    throw new EntraAuthError('auth_token_issuer_untrusted', TENANT_NOT_ALLOWED, { claim: 'tid' })
-  }
-  // Key issuers are written in v2.0 form; the rule gives the token's issuer in that form, whatever
-  // the cloud's host pairing (China: sts.chinacloudapi.cn ↔ login.partner.microsoftonline.cn).
-  if (record !== undefined) {
-    record('iss', keyMaySign(keyIssuer, rule.v2Issuer, tid), {
-      iss,
-      expected: rule.accepted,
-      tid,
-      ...(rules.allowedTenants === null ? {} : { allowedTenants: [...rules.allowedTenants] }),
-      keyIssuer
-    })
-  }
-  if (!keyMaySign(keyIssuer, rule.v2Issuer, tid)) {
-    throw new EntraAuthError('auth_token_issuer_untrusted', "The token's signing key belongs to another issuer or tenant than the token claims. Request a token from the tenant this API trusts.")
-  }
-
-  const aud = payload.aud as string | string[]
-  const audienceOk = typeof aud === 'string' ? rules.audiences.has(aud) : aud.some(a => rules.audiences.has(a))
-  record?.('aud', audienceOk, { aud, accepted: [...rules.audiences] })
-  if (!audienceOk) {
-    throw new EntraAuthError('auth_token_audience_invalid', isGraphToken({}, payload) ? graphTokenDetail() : undefined)
-  }
-
-  if (record !== undefined) {
-    record('sub', rules.allowedSubjects === null || rules.allowedSubjects.has(payload.sub as string), { sub: payload.sub, allowed: rules.allowedSubjects === null ? null : [...rules.allowedSubjects] })
-  }
-  if (rules.allowedSubjects !== null && !rules.allowedSubjects.has(payload.sub as string)) {
-    throw new EntraAuthError('auth_token_subject_not_trusted')
-  }
-  if (record !== undefined) {
-    const client = payload[rule.clientClaim]
-    record('client', rules.allowedApps === null || (typeof client === 'string' && rules.allowedApps.has(client)), {
-      claim: rule.clientClaim,
-      [rule.clientClaim]: client,
-      allowed: rules.allowedApps === null ? null : [...rules.allowedApps]
-    })
-  }
-  if (rules.allowedApps !== null) {
-    // Never fall back from one client claim to the other: a v2 token's `appid` is not checked.
-    const client = payload[rule.clientClaim]
-    if (typeof client !== 'string' || !rules.allowedApps.has(client)) {
-      throw new EntraAuthError('auth_token_azp_not_trusted', undefined, { claim: rule.clientClaim })
-    }
-  }
-  return payload as EntraClaims
+  // The client claim is required before `iss` is judged, so the issuer rule is known from the start.
+  const rule = ver === '1.0' || ver === '2.0' ? issuerRule(discoveryIssuer, ver, payload.tid, payload.iss, rules.discoveryUrl?.hostname) : null
+  const clientClaim = ver === '1.0' || ver === '2.0' ? rule?.clientClaim ?? (ver === '2.0' ? 'azp' : 'appid') : undefined
+  const c: ClaimCheck = { payload, rules, discoveryIssuer, keyIssuer, issuer: rule, clientClaim, required: REQUIRED[clientClaim ?? 'unknown'] }
+  runSteps(SHAPE_STEPS, c, record)
+  checkTime(payload.nbf as number, payload.exp as number, rules, record)
+  runSteps(ISSUER_STEPS, c, record)
+  return { payload: payload as EntraClaims, clientClaim: (rule as IssuerRule).clientClaim }
 }

@@ -74,11 +74,17 @@ function cloudOfV2Host (host: string): Cloud | undefined {
  * the host the discovery document was fetched from decides between them.
  */
 function stsCloud (discoveryIssuer: string, discoveryHost: string | undefined): Cloud | undefined {
+  // Asked for every token, always about the same configured issuer: the last answer is kept.
+  const last = lastSts
+  if (last !== undefined && last.issuer === discoveryIssuer && last.host === discoveryHost) return last.cloud
   const host = STS_ISSUER.exec(discoveryIssuer)?.[1]
-  if (host === undefined) return undefined
-  const candidates = CLOUDS.filter(cloud => cloud.v1Hosts.includes(host))
-  return candidates.find(cloud => discoveryHost !== undefined && cloud.loginHosts.includes(discoveryHost)) ?? candidates[0]
+  const candidates = host === undefined ? [] : CLOUDS.filter(cloud => cloud.v1Hosts.includes(host))
+  const cloud = candidates.find(cloud => discoveryHost !== undefined && cloud.loginHosts.includes(discoveryHost)) ?? candidates[0]
+  lastSts = { issuer: discoveryIssuer, host: discoveryHost, cloud }
+  return cloud
 }
+
+let lastSts: { readonly issuer: string, readonly host: string | undefined, readonly cloud: Cloud | undefined } | undefined
 
 /** True when the discovery issuer is Entra's v1.0 (STS) form, as in the v1.0 metadata documents. */
 export function isStsIssuer (discoveryIssuer: string, discoveryHost?: string): boolean {
@@ -126,29 +132,14 @@ export function issuerRule (discoveryIssuer: string, version: '1.0' | '2.0', tid
   return { clientClaim: 'appid', accepted: cloud.v1Hosts.map(host => `https://${host}/${match[2] as string}/`), v2Issuer: bound }
 }
 
-/**
- * The client claim a token must carry, for the required-claims step (which runs before `iss` is
- * judged): `azp` for 2.0, and for 1.0 `azp` only under the B2C rule above, else `appid`.
- * Undefined for an unknown version (left to the `ver` check).
- */
-export function clientClaimOf (payload: Record<string, unknown>, discoveryIssuer: string, discoveryHost?: string): 'azp' | 'appid' | undefined {
-  const ver = payload.ver
-  if (ver !== '1.0' && ver !== '2.0') return undefined
-  return issuerRule(discoveryIssuer, ver, payload.tid, payload.iss, discoveryHost)?.clientClaim ?? (ver === '2.0' ? 'azp' : 'appid')
-}
-
-/**
- * The issuer a token of `version` must carry (the accepted ones joined by " or "), for messages.
- * Null when no issuer can be trusted for it.
- */
-export function expectedIssuer (discoveryIssuer: string, version: '1.0' | '2.0', tid: unknown, iss?: unknown, discoveryHost?: string): string | null {
-  return issuerRule(discoveryIssuer, version, tid, iss, discoveryHost)?.accepted.join(' or ') ?? null
-}
-
 /** The tenant GUID an Entra issuer names, if it names one. */
 export function issuerTenant (iss: string): string | undefined {
-  return ISSUER_TENANT.exec(iss)?.[1]
+  // Asked for every token, nearly always about the same issuer: the last answer is kept.
+  if (iss !== lastIssuer.iss) lastIssuer = { iss, tenant: ISSUER_TENANT.exec(iss)?.[1] }
+  return lastIssuer.tenant
 }
+
+let lastIssuer: { readonly iss: string, readonly tenant: string | undefined } = { iss: '', tenant: undefined }
 
 /**
  * Entra's signing keys name the issuer they sign for. A key may only verify a token whose issuer

@@ -47,3 +47,35 @@ export const STEP_TITLES: Readonly<Record<ValidationStep, string>> = Object.free
 export const TOKEN_STEPS: readonly ValidationStep[] = Object.freeze([
   'structure', 'discovery', 'keys', 'key', 'signature', 'claims', 'nbf', 'exp', 'ver', 'iss', 'aud', 'sub', 'client', 'tenant', 'permissions', 'scopes'
 ] as const)
+
+/**
+ * One validation step: its rule, written once, and what diagnostics show of it. The rule returns,
+ * or throws the step's `EntraAuthError`; on the way it may leave in its context what it found, which
+ * `facts` reads (never judging again).
+ */
+export interface Step<C> {
+  readonly step: ValidationStep
+  readonly rule: (context: C) => void
+  /** What the step compared, for `explain()`, tracing and the inspector: built only when recording. */
+  readonly facts: (context: C, ok: boolean) => StepFacts
+}
+
+/**
+ * Runs `steps` in order on `context`. Without a recorder (the request path) that is only the rules;
+ * with one, each outcome is recorded (a failed step, then its error rethrown).
+ */
+export function runSteps<C> (steps: readonly Step<C>[], context: C, record: StepRecorder | undefined): void {
+  if (record === undefined) {
+    for (const step of steps) step.rule(context)
+    return
+  }
+  for (const step of steps) {
+    try {
+      step.rule(context)
+    } catch (err) {
+      record(step.step, false, step.facts(context, false))
+      throw err
+    }
+    record(step.step, true, step.facts(context, true))
+  }
+}
