@@ -146,9 +146,24 @@ export function buildVerifier (options: ResolvedOptions, internals: VerifierInte
     const cached = fromCache(raw, record, trace)
     if (cached !== undefined) return cached
     // Concurrent validations of one token share one signature check and one tenant predicate call.
-    const pending = inFlight.get(raw)
-    if (pending !== undefined) return await pending
-    const validation = validate(raw, record, true)
+    // Only an asynchronous validation (key fetch, tenant predicate) can have company.
+    if (inFlight.size !== 0) {
+      const pending = inFlight.get(raw)
+      if (pending !== undefined) return await pending
+    }
+    let validation: EntraToken | Promise<EntraToken>
+    try {
+      validation = validate(raw, record, true)
+    } catch (err) {
+      // A refusal found synchronously is shared with this token's validations started in the same
+      // tick, as an asynchronous one is (a success is shared through the cache).
+      const refusal = Promise.reject(err)
+      refusal.catch(() => {})
+      inFlight.set(raw, refusal)
+      queueMicrotask(() => { if (inFlight.get(raw) === refusal) inFlight.delete(raw) })
+      throw err
+    }
+    if (!(validation instanceof Promise)) return validation
     inFlight.set(raw, validation)
     try {
       return await validation
@@ -157,16 +172,33 @@ export function buildVerifier (options: ResolvedOptions, internals: VerifierInte
     }
   }
 
-  /** The validation of a token not (or not to be) found in the cache. */
-  async function validate (raw: string, record: StepRecorder | undefined, useCache: boolean): Promise<EntraToken> {
-    const { header, payload, key } = verifyKnownHeader(raw) ?? await verifyJws(raw)
+  /**
+   * The validation of a token not (or not to be) found in the cache: synchronous (no promise)
+   * when the header is known, the key and discovery document at hand and there is no tenant predicate.
+   */
+  function validate (raw: string, record: StepRecorder | undefined, useCache: boolean): EntraToken | Promise<EntraToken> {
+    const verified = verifyKnownHeader(raw)
+    const discovery = keys.peekDiscovery()
+    if (verified === undefined || discovery === undefined) return validateFetching(raw, verified, record, useCache)
+    return admitVerified(raw, verified, discovery.issuer, record, useCache)
+  }
+
+  async function validateFetching (raw: string, known: Verified | undefined, record: StepRecorder | undefined, useCache: boolean): Promise<EntraToken> {
+    const verified = known ?? await verifyJws(raw)
     const discovery = keys.peekDiscovery() ?? await keys.discovery()
+    return await admitVerified(raw, verified, discovery.issuer, record, useCache)
+  }
+
+  /** The claim rules and admission of a token whose signature verified; caches it when `useCache`. */
+  function admitVerified (raw: string, { header, payload, key }: Verified, discoveryIssuer: string, record: StepRecorder | undefined, useCache: boolean): EntraToken | Promise<EntraToken> {
     if (record !== undefined) recordKeyed(record, header, key)
-    const checked = checkClaims(payload, rules, discovery.issuer, key.issuer, record)
-    const admitted = admission.admit(raw, header, checked, discovery.issuer, record)
-    const token = admitted instanceof Promise ? await admitted : admitted
-    if (useCache) cache.set(raw, token, key, checked.payload.exp * 1000 - now() + clockTolerance)
-    return token
+    const checked = checkClaims(payload, rules, discoveryIssuer, key.issuer, record)
+    const admitted = admission.admit(raw, header, checked, discoveryIssuer, record)
+    if (!useCache) return admitted
+    const exp = checked.payload.exp
+    if (admitted instanceof Promise) return admitted.then(token => { cache.set(raw, token, key, exp * 1000 - now() + clockTolerance); return token })
+    cache.set(raw, admitted, key, exp * 1000 - now() + clockTolerance)
+    return admitted
   }
 
   /**

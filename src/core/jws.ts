@@ -156,9 +156,14 @@ export function passesKnownHeaderChecks (token: string, first: number): boolean 
   if (token.length > MAX_TOKEN_LENGTH) return false
   const last = token.lastIndexOf('.')
   if (last === first || last === token.length - 1 || token.indexOf('.', first + 1) !== last) return false
-  return tailIsCanonical(token, first + 1, last) && tailIsCanonical(token, last + 1, token.length) &&
-    isUtf8(Buffer.from(token.slice(first + 1, last), 'base64url'))
+  if (!tailIsCanonical(token, first + 1, last) || !tailIsCanonical(token, last + 1, token.length)) return false
+  // Decoded into one reusable buffer: a new one per token was a kilobyte of garbage.
+  const length = scratch.write(token.slice(first + 1, last), 0, 'base64url')
+  return isUtf8(scratch.subarray(0, length))
 }
+
+/** Room for the largest payload a token of MAX_TOKEN_LENGTH characters can carry. */
+const scratch = Buffer.allocUnsafeSlow(MAX_TOKEN_LENGTH * 3 / 4)
 
 /**
  * The rest of the token's shape, for when the key store may have to fetch: a payload in canonical

@@ -75,7 +75,9 @@ function invalidClaim (c: ClaimCheck, name: string, expected: string): never {
 /** Required claims present; claim types: anything else is a malformed token, never "no limit" (e.g. `exp: 1e400`). */
 function wellFormed (c: ClaimCheck): void {
   const { payload } = c
-  for (const claim of c.required) {
+  const required = c.required
+  for (let i = 0; i < required.length; i++) {
+    const claim = required[i] as string
     if (payload[claim] === undefined || payload[claim] === null) {
       const idToken = claim === c.clientClaim && looksLikeIdToken(payload)
       c.missing = claim
@@ -136,7 +138,8 @@ function issuerFacts (c: ClaimCheck): StepFacts {
   const { payload, rules } = c
   const iss = payload.iss
   const tid = payload.tid
-  const expected = c.issuer?.accepted ?? null
+  // A copy: the rule may be shared with other tokens (see issuerRule).
+  const expected = c.issuer === null ? null : [...c.issuer.accepted]
   switch (c.issRefusal) {
     case 'issuer': return { iss, expected, discoveryIssuer: c.discoveryIssuer, tid }
     case 'tid': return { iss, expected, tid, issuerTenant: c.issuedBy }

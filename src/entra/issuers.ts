@@ -115,6 +115,18 @@ export interface IssuerRule {
  *   form, is validated with `azp`. Never both claims, never one as a fallback for the other.
  */
 export function issuerRule (discoveryIssuer: string, version: '1.0' | '2.0', tid: unknown, iss: unknown, discoveryHost?: string): IssuerRule | null {
+  // Asked for every token, nearly always with the same arguments: the last (frozen) answer is kept.
+  const last = lastRule
+  if (last !== undefined && last.discoveryIssuer === discoveryIssuer && last.version === version && last.tid === tid && last.iss === iss && last.discoveryHost === discoveryHost) return last.rule
+  const rule = ruleOf(discoveryIssuer, version, tid, iss, discoveryHost)
+  if (rule !== null) Object.freeze(rule.accepted)
+  lastRule = { discoveryIssuer, version, tid, iss, discoveryHost, rule: rule === null ? null : Object.freeze(rule) }
+  return lastRule.rule
+}
+
+let lastRule: { readonly discoveryIssuer: string, readonly version: string, readonly tid: unknown, readonly iss: unknown, readonly discoveryHost: string | undefined, readonly rule: IssuerRule | null } | undefined
+
+function ruleOf (discoveryIssuer: string, version: '1.0' | '2.0', tid: unknown, iss: unknown, discoveryHost?: string): IssuerRule | null {
   const bound = bindTenant(discoveryIssuer, tid)
   if (bound === null) return null
   const sts = stsCloud(discoveryIssuer, discoveryHost)

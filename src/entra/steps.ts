@@ -65,11 +65,13 @@ export interface Step<C> {
  * with one, each outcome is recorded (a failed step, then its error rethrown).
  */
 export function runSteps<C> (steps: readonly Step<C>[], context: C, record: StepRecorder | undefined): void {
+  // Indexed loops: for…of over these (frozen) arrays allocated an iterator result per step.
   if (record === undefined) {
-    for (const step of steps) step.rule(context)
+    for (let i = 0; i < steps.length; i++) (steps[i] as Step<C>).rule(context)
     return
   }
-  for (const step of steps) {
+  for (let i = 0; i < steps.length; i++) {
+    const step = steps[i] as Step<C>
     try {
       step.rule(context)
     } catch (err) {
