@@ -8,7 +8,7 @@ import { checkJoseHeader, checkShape, decodeJws, passesKnownHeaderChecks, preche
 import { KeyStore, type KeyStoreLogger, type KeyStoreState, type SigningKey } from './core/keys.js'
 import { resolveOptions, type EntraVerifierOptions, type ResolvedOptions } from './options.js'
 import { asAuthError, EntraAuthError, type ProblemBody, type ValidationStep } from './entra/problems.js'
-import { verifySignature } from './core/signature.js'
+import { verifySignature, type VerifiedJws } from './core/signature.js'
 import { deepFreeze, type EntraToken, type Rfc7662Introspection } from './entra/token.js'
 import { TokenCache } from './core/token-cache.js'
 import { untrustedFact, untrustedText } from './core/untrusted.js'
@@ -216,6 +216,8 @@ export function buildVerifier (options: ResolvedOptions, internals: VerifierInte
     } catch (err) {
       // A refusal names the first rule the token breaks, in the order verifyJws checks them.
       precheckJws(raw)
+      // A signature refused by a known kid: verifyJws may refresh a re-published key.
+      if (err instanceof EntraAuthError && err.type === 'auth_token_signature_untrusted') return undefined
       throw err
     }
   }
@@ -229,7 +231,15 @@ export function buildVerifier (options: ResolvedOptions, internals: VerifierInte
       checkShape(raw)
       key = await keys.getKey(header.kid)
     }
-    const { payload } = verifySignature(raw, key, () => untrustedDetail(raw))
+    let verified: VerifiedJws
+    try {
+      verified = verifySignature(raw, key, () => untrustedDetail(raw))
+    } catch (err) {
+      // A kid re-published with new key material: refresh (at most once per cooldown), judge again.
+      key = await keys.keyAfterSignatureFailure(header.kid, key, err)
+      verified = verifySignature(raw, key, () => untrustedDetail(raw))
+    }
+    const { payload } = verified
     if (headers.size >= MAX_HEADERS) headers.clear()
     const frozen = deepFreeze(header)
     headers.set(raw.slice(0, raw.indexOf('.')), frozen)

@@ -13,6 +13,14 @@ export class FetchFailure extends Error {
 }
 
 /**
+ * A refresh that failed because a library (get-jwks, @fastify/jwt, Fastify) failed to load or to
+ * work: an outage like a failed fetch, but logged at error level with its cause.
+ */
+export class LibraryFailure extends FetchFailure {
+  override name = 'LibraryFailure'
+}
+
+/**
  * A connection pool whose timeouts really apply: get-jwks' own `timeout` fetch option is ignored
  * by `fetch`, so the deadline lives here (connect/headers/body) and in each fetch's own signal.
  */
@@ -53,26 +61,39 @@ class Delegate extends Dispatcher {
   }
 }
 
-function decompress (body: Buffer, encoding: string | undefined, maxBytes: number): Buffer {
-  const options = { maxOutputLength: maxBytes }
-  switch (encoding?.trim().toLowerCase()) {
-    case undefined: case '': case 'identity': return body
-    case 'gzip': case 'x-gzip': return gunzipSync(body, options)
-    case 'deflate': return inflateSync(body, options)
-    case 'br': return brotliDecompressSync(body, options)
-    default: throw new FetchFailure(`unsupported content-encoding '${encoding}'`)
-  }
+/** The content codings the guard decodes (RFC 9110 §8.4.1); any other is refused before the body. */
+const DECODERS: Readonly<Record<string, ((body: Buffer, options: { maxOutputLength: number }) => Buffer) | null>> = {
+  '': null,
+  identity: null,
+  gzip: gunzipSync,
+  'x-gzip': gunzipSync,
+  deflate: inflateSync,
+  br: brotliDecompressSync
 }
 
-/** Wraps the app's (or our) handler: refuses redirects and other origins, caps the size, reports the body. */
+function decoderOf (encoding: string | undefined): ((body: Buffer, options: { maxOutputLength: number }) => Buffer) | null | undefined {
+  const name = (encoding ?? '').trim().toLowerCase()
+  return Object.hasOwn(DECODERS, name) ? DECODERS[name] : undefined
+}
+
+/**
+ * Wraps the library's handler: refuses redirects and other origins, caps the size, and hands the
+ * handler only a complete, decoded body. The response is held back until it has ended and decoded
+ * within `maxBytes`, then passed on without `content-encoding`: whatever fails (an unknown coding, a
+ * corrupt or oversized compressed body) fails the request before the handler saw a response, which
+ * every `fetch` reports (one failing after the headers were passed on could be lost, issue 19).
+ */
 class GuardHandler implements Dispatcher.DispatchHandler {
   readonly #inner: Dispatcher.DispatchHandler
   readonly #guard: GuardOptions
   readonly #url: string
-  #chunks: Buffer[] | null = null
+  #chunks: Buffer[] = []
   #size = 0
-  #encoding: string | undefined
+  #decode: ((body: Buffer, options: { maxOutputLength: number }) => Buffer) | null = null
   #statusCode = 0
+  #statusMessage: string | undefined
+  #headers: IncomingHttpHeaders = {}
+  #done = false
 
   constructor (inner: Dispatcher.DispatchHandler, guard: GuardOptions, url: string) {
     this.#inner = inner
@@ -117,13 +138,17 @@ class GuardHandler implements Dispatcher.DispatchHandler {
       this.#refuse(controller, new FetchFailure(`response larger than ${this.#guard.maxBytes} bytes`))
       return
     }
-    if (this.#guard.onResponse !== undefined) {
-      this.#statusCode = statusCode
-      this.#chunks = []
-      const encoding = headers['content-encoding']
-      this.#encoding = Array.isArray(encoding) ? encoding.join(',') : encoding
+    const raw = headers['content-encoding']
+    const encoding = Array.isArray(raw) ? raw.join(',') : raw
+    const decode = decoderOf(encoding)
+    if (decode === undefined) {
+      this.#refuse(controller, new FetchFailure(`unsupported content-encoding '${encoding ?? ''}'`))
+      return
     }
-    this.#inner.onResponseStart?.(controller, statusCode, headers, statusMessage)
+    this.#decode = decode
+    this.#statusCode = statusCode
+    this.#statusMessage = statusMessage
+    this.#headers = headers
   }
 
   onResponseData (controller: Dispatcher.DispatchController, chunk: Buffer): void {
@@ -132,25 +157,31 @@ class GuardHandler implements Dispatcher.DispatchHandler {
       this.#refuse(controller, new FetchFailure(`response larger than ${this.#guard.maxBytes} bytes`))
       return
     }
-    this.#chunks?.push(chunk)
-    this.#inner.onResponseData?.(controller, chunk)
+    this.#chunks.push(chunk)
   }
 
   onResponseEnd (controller: Dispatcher.DispatchController, trailers: IncomingHttpHeaders): void {
-    if (this.#chunks !== null && this.#guard.onResponse !== undefined) {
-      try {
-        this.#guard.onResponse(this.#url, this.#statusCode, decompress(Buffer.concat(this.#chunks), this.#encoding, this.#guard.maxBytes))
-      } catch (err) {
-        const failure = err instanceof FetchFailure ? err : new FetchFailure(`response could not be decoded: ${(err as Error).message}`)
-        this.#guard.onRefused?.(this.#url, failure)
-        this.#inner.onResponseError?.(controller, failure)
-        return
-      }
+    let body: Buffer = Buffer.concat(this.#chunks)
+    this.#chunks = []
+    try {
+      if (this.#decode !== null) body = this.#decode(body, { maxOutputLength: this.#guard.maxBytes })
+    } catch (err) {
+      const failure = new FetchFailure(`response could not be decoded within ${this.#guard.maxBytes} bytes: ${(err as Error).message}`)
+      this.#guard.onRefused?.(this.#url, failure)
+      this.onResponseError(controller, failure)
+      return
     }
+    this.#guard.onResponse?.(this.#url, this.#statusCode, body)
+    const { 'content-encoding': _encoding, 'content-length': _length, ...headers } = this.#headers
+    this.#done = true
+    this.#inner.onResponseStart?.(controller, this.#statusCode, { ...headers, 'content-length': String(body.length) }, this.#statusMessage)
+    if (body.length > 0) this.#inner.onResponseData?.(controller, body)
     this.#inner.onResponseEnd?.(controller, trailers)
   }
 
   onResponseError (controller: Dispatcher.DispatchController, error: Error): void {
+    if (this.#done) return
+    this.#done = true
     this.#inner.onResponseError?.(controller, error)
   }
 }
@@ -161,7 +192,8 @@ class GuardHandler implements Dispatcher.DispatchHandler {
  * - goes to `origin` only, and never follows a redirect: `maxRedirections: 0` turns off undici's
  *   redirect interceptor per request, and a 3xx, or a response that arrives after a redirect,
  *   fails the fetch;
- * - is capped at `maxBytes`;
+ * - is capped at `maxBytes`, decoded by the guard (gzip, deflate, br; any other coding is refused)
+ *   within `maxBytes`, and passed on only once complete and decoded;
  * - reports its response to `onResponse`, so the key layer learns the whole JWKS that get-jwks fetched.
  * Built with undici's public interceptor API (`Dispatcher.compose`).
  */
@@ -171,6 +203,47 @@ export function guardDispatcher (inner: Dispatcher, guard: GuardOptions): Dispat
     return dispatch({ ...opts, maxRedirections: 0 } as Dispatcher.DispatchOptions, new GuardHandler(handler, guard, url.href))
   }
   return new Delegate(inner).compose(interceptor)
+}
+
+/** The controller of a response served from memory: it only records what the handler asks. */
+class MemoryController implements Dispatcher.DispatchController {
+  aborted = false
+  paused = false
+  reason: Error | null = null
+  abort (reason: Error): void {
+    this.aborted = true
+    this.reason = reason
+  }
+
+  pause (): void { this.paused = true }
+  resume (): void { this.paused = false }
+}
+
+/**
+ * `dispatcher`, except that a request whose URL `answer` knows is answered from memory (200, JSON),
+ * on a later tick, without a connection. The key layer uses it so that get-jwks resolves every
+ * `kid` of one refresh against the one document fetched for it (see core/jwks.ts).
+ */
+export function answeringFromMemory (dispatcher: Dispatcher, answer: (url: string) => Buffer | undefined): Dispatcher {
+  return dispatcher.compose(dispatch => (opts, handler) => {
+    const body = answer(new URL(opts.path, opts.origin).href)
+    if (body === undefined) return dispatch(opts, handler)
+    setImmediate(() => {
+      const controller = new MemoryController()
+      const failed = (): boolean => {
+        if (controller.aborted) handler.onResponseError?.(controller, controller.reason ?? new Error('aborted'))
+        return controller.aborted
+      }
+      handler.onRequestStart?.(controller, {})
+      if (failed()) return
+      handler.onResponseStart?.(controller, 200, { 'content-type': 'application/json', 'content-length': String(body.length) }, 'OK')
+      if (failed()) return
+      handler.onResponseData?.(controller, body)
+      if (failed()) return
+      handler.onResponseEnd?.(controller, {})
+    })
+    return true
+  })
 }
 
 /** Refuses a body that is not JSON, whatever its content type says (Entra and test servers disagree). */
@@ -194,20 +267,43 @@ export function failureReason (err: unknown, timeout: number): string {
 }
 
 /**
+ * Runs `run` with one deadline: at `timeout` ms its signal aborts and the returned promise rejects
+ * with a `FetchFailure`, whether or not the work underneath noticed the abort (a `fetch` whose body
+ * failed in an unexpected way may never settle). The timer is cleared when `run` settles first.
+ */
+export async function withDeadline<T> (timeout: number, what: string, run: (signal: AbortSignal) => Promise<T>): Promise<T> {
+  const controller = new AbortController()
+  let timer: NodeJS.Timeout | undefined
+  const deadline = new Promise<never>((resolve, reject) => {
+    timer = setTimeout(() => {
+      const failure = new FetchFailure(`${what}: no complete response within ${timeout} ms`)
+      controller.abort(failure)
+      reject(failure)
+    }, timeout)
+    timer.unref()
+  })
+  try {
+    return await Promise.race([run(controller.signal), deadline])
+  } finally {
+    clearTimeout(timer)
+  }
+}
+
+/**
  * GETs a JSON document through a guarded dispatcher with one deadline for the whole response.
  */
 export async function fetchJson (url: URL, dispatcher: Dispatcher, timeout: number, what: string): Promise<unknown> {
-  // A fresh signal per fetch: a shared one would abort every later fetch once fired.
-  const signal = AbortSignal.timeout(timeout)
-  try {
-    const { statusCode, body } = await request(url, { method: 'GET', dispatcher, signal, headers: { accept: 'application/json', 'accept-encoding': 'identity' } })
-    if (statusCode < 200 || statusCode > 299) {
-      body.dump().catch(() => {})
-      throw new FetchFailure(`${what}: HTTP status ${statusCode}`)
+  return await withDeadline(timeout, what, async signal => {
+    try {
+      const { statusCode, body } = await request(url, { method: 'GET', dispatcher, signal, headers: { accept: 'application/json', 'accept-encoding': 'identity' } })
+      if (statusCode < 200 || statusCode > 299) {
+        body.dump().catch(() => {})
+        throw new FetchFailure(`${what}: HTTP status ${statusCode}`)
+      }
+      return parseJson(Buffer.from(await body.arrayBuffer()), what)
+    } catch (err) {
+      if (err instanceof FetchFailure) throw err
+      throw new FetchFailure(`${what}: ${failureReason(err, timeout)}`, { cause: err })
     }
-    return parseJson(Buffer.from(await body.arrayBuffer()), what)
-  } catch (err) {
-    if (err instanceof FetchFailure) throw err
-    throw new FetchFailure(`${what}: ${failureReason(err, timeout)}`, { cause: err })
-  }
+  })
 }

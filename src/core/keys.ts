@@ -1,8 +1,9 @@
 import { createPublicKey, type JsonWebKey, type KeyObject } from 'node:crypto'
 import type { Dispatcher } from 'undici'
 import { parseDiscovery, type Discovery } from './discovery.js'
-import { createAgent, failureReason, fetchJson, FetchFailure, guardDispatcher } from './http.js'
-import { JwksSource } from './jwks.js'
+import { createAgent, failureReason, fetchJson, FetchFailure, guardDispatcher, LibraryFailure } from './http.js'
+import { JwksSource, type JwksSourceOptions, type ResolvedJwk } from './jwks.js'
+import { buildJwtVerifiers, type JwtVerify } from './signature.js'
 import type { KeyTimings } from '../options.js'
 import { EntraAuthError } from '../entra/problems.js'
 import { keysFetchChannel, keysRefreshChannel } from './tracing.js'
@@ -18,15 +19,19 @@ export interface SigningKey {
   /** Entra's non-standard JWK `issuer` member: the issuer (template) this key may sign for. */
   readonly issuer: string | undefined
   readonly publicKey: KeyObject
-  /** SPKI PEM of `publicKey`, the form @fastify/jwt (fast-jwt) takes; made once per key. */
+  /** get-jwks' PEM of the key (`getPublicKey`): what @fastify/jwt was registered with. */
   readonly pem: string
   /** `kid`, modulus, exponent and issuer: equal fingerprints are the same key across refreshes. */
   readonly fingerprint: string
+  /** This key's `jwt.verify`, from @fastify/jwt registered for it when the key was installed. */
+  readonly verify: JwtVerify
 }
 
 /** Minimal logger: Fastify's, pino, or console-like. */
 export interface KeyStoreLogger {
   warn: (obj: object, msg: string) => void
+  /** A library that fails to load or to work (falls back to `warn`). */
+  error?: (obj: object, msg: string) => void
 }
 
 /** What health checks can read about the key store. */
@@ -70,55 +75,88 @@ function isSigningJwk (jwk: Record<string, unknown>): boolean {
 }
 
 /**
- * A usable RSA public key, or undefined. Degenerate keys are refused: a short modulus, and a
- * public exponent that is even or below 3 (with e = 1 the "signature" is the padded hash itself,
- * which anyone can compute; RFC 8017 §3.1 requires 3 <= e <= n - 1).
+ * Whether an RSA public key is usable. Degenerate keys are refused: a short modulus, and a public
+ * exponent that is even or below 3 (with e = 1 the "signature" is the padded hash itself, which
+ * anyone can compute; RFC 8017 §3.1 requires 3 <= e <= n - 1).
  */
-function rsaKeyOf (jwk: Record<string, unknown>): KeyObject | undefined {
-  let key: KeyObject
+function isStrongRsa (key: KeyObject): boolean {
+  const details = key.asymmetricKeyDetails
+  const exponent = details?.publicExponent
+  if (key.asymmetricKeyType !== 'rsa' || (details?.modulusLength ?? 0) < MIN_MODULUS_BITS) return false
+  return typeof exponent === 'bigint' && exponent >= 3n && exponent % 2n === 1n
+}
+
+function rsaKeyOf (jwk: Readonly<Record<string, unknown>>): KeyObject | undefined {
   try {
-    key = createPublicKey({ key: { kty: 'RSA', n: jwk.n, e: jwk.e } as JsonWebKey, format: 'jwk' })
+    const key = createPublicKey({ key: { kty: 'RSA', n: jwk.n, e: jwk.e } as JsonWebKey, format: 'jwk' })
+    return isStrongRsa(key) ? key : undefined
   } catch {
     return undefined
   }
-  const details = key.asymmetricKeyDetails
-  const exponent = details?.publicExponent
-  if ((details?.modulusLength ?? 0) < MIN_MODULUS_BITS) return undefined
-  if (typeof exponent !== 'bigint' || exponent < 3n || exponent % 2n === 0n) return undefined
-  return key
+}
+
+function fingerprintOf (jwk: Readonly<Record<string, unknown>>): string {
+  const issuer = typeof jwk.issuer === 'string' && jwk.issuer.trim() !== '' ? jwk.issuer : null
+  return JSON.stringify([jwk.kid, jwk.n, jwk.e, issuer])
 }
 
 /**
- * Turns a JWKS document into usable RS256 verification keys. Anything that is not an RSA signing
- * key is left out, so it can never verify a token. A key whose `issuer` member is not a string is
- * skipped (it must not mean "unrestricted"); a blank one counts as absent. Keys equal to one of
- * `previous` keep its object, so cached tokens stay valid across refreshes. A set with no usable
- * key is a failed fetch: the last good set keeps serving.
+ * The usable entries of a JWKS document, one per `kid`, before get-jwks resolves them. Anything
+ * that is not an RSA signing key is left out, so it can never verify a token. A key whose `issuer`
+ * member is not a string is skipped (it must not mean "unrestricted"). A document without a `keys`
+ * array, or with no usable key, is a failed fetch: the last good set keeps serving.
  */
-export function parseKeySet (document: unknown, previous: ReadonlyMap<string, SigningKey> | undefined): Map<string, SigningKey> {
+export function usableEntries (document: unknown, previous: ReadonlyMap<string, SigningKey> | undefined): Array<Readonly<Record<string, unknown>>> {
   const keys = (document as { keys?: unknown } | null)?.keys
   if (document === null || typeof document !== 'object' || !Array.isArray(keys)) {
     throw new FetchFailure("JWKS has no 'keys' array")
   }
-  const result = new Map<string, SigningKey>()
+  const result = new Map<string, Readonly<Record<string, unknown>>>()
   for (const jwk of keys as unknown[]) {
     if (jwk === null || typeof jwk !== 'object' || Array.isArray(jwk)) continue
-    const { kid, n, e, issuer: rawIssuer } = jwk as Record<string, unknown>
-    if (typeof kid !== 'string' || kid === '' || result.has(kid) || !isSigningJwk(jwk as Record<string, unknown>)) continue
-    if (rawIssuer !== undefined && typeof rawIssuer !== 'string') continue
-    const issuer = typeof rawIssuer === 'string' && rawIssuer.trim() !== '' ? rawIssuer : undefined
-    const fingerprint = JSON.stringify([kid, n, e, issuer ?? null])
-    const known = previous?.get(kid)
-    if (known !== undefined && known.fingerprint === fingerprint) {
-      result.set(kid, known)
-      continue
-    }
-    const publicKey = rsaKeyOf(jwk as Record<string, unknown>)
-    if (publicKey === undefined) continue
-    const pem = publicKey.export({ type: 'spki', format: 'pem' }) as string
-    result.set(kid, Object.freeze({ kid, issuer, publicKey, pem, fingerprint }))
+    const entry = jwk as Record<string, unknown>
+    const { kid, issuer } = entry
+    if (typeof kid !== 'string' || kid === '' || result.has(kid) || !isSigningJwk(entry)) continue
+    if (issuer !== undefined && typeof issuer !== 'string') continue
+    if (previous?.get(kid)?.fingerprint !== fingerprintOf(entry) && rsaKeyOf(entry) === undefined) continue
+    result.set(kid, entry)
   }
   if (result.size === 0) throw new NoUsableKeys('JWKS has no usable RS256 signing key')
+  return [...result.values()]
+}
+
+/**
+ * The key set from get-jwks' answers. A key equal to one of `previous` keeps its object (and its
+ * @fastify/jwt), so cached tokens stay valid across refreshes; the new ones get @fastify/jwt
+ * registered now. Rejects with a `LibraryFailure` when @fastify/jwt fails.
+ */
+export async function installKeySet (resolved: ReadonlyMap<string, ResolvedJwk>, previous: ReadonlyMap<string, SigningKey> | undefined, timeout: number): Promise<Map<string, SigningKey>> {
+  const fresh: Array<Omit<SigningKey, 'verify'>> = []
+  const inOrder: Array<SigningKey | number> = []
+  for (const [kid, { jwk, pem }] of resolved) {
+    const fingerprint = fingerprintOf(jwk)
+    const known = previous?.get(kid)
+    if (known !== undefined && known.fingerprint === fingerprint) {
+      inOrder.push(known)
+      continue
+    }
+    let publicKey: KeyObject
+    try {
+      publicKey = createPublicKey(pem)
+    } catch {
+      continue
+    }
+    if (!isStrongRsa(publicKey)) continue
+    const issuer = typeof jwk.issuer === 'string' && jwk.issuer.trim() !== '' ? jwk.issuer : undefined
+    inOrder.push(fresh.push({ kid, issuer, publicKey, pem, fingerprint }) - 1)
+  }
+  const verifiers = await buildJwtVerifiers(fresh.map(key => key.pem), timeout)
+  const result = new Map<string, SigningKey>()
+  for (const item of inOrder) {
+    const key = typeof item === 'number' ? Object.freeze({ ...fresh[item] as Omit<SigningKey, 'verify'>, verify: verifiers[item] as JwtVerify }) : item
+    result.set(key.kid, key)
+  }
+  if (result.size === 0) throw new LibraryFailure('get-jwks resolved none of the usable keys of the JWKS')
   return result
 }
 
@@ -129,6 +167,8 @@ export interface KeyStoreOptions {
   logger?: KeyStoreLogger | undefined
   /** Monotonic milliseconds; tests pass a fake one to move time without sleeping. */
   clock?: (() => number) | undefined
+  /** get-jwks' `buildGetJwks` (tests pass a wrapper that records what get-jwks resolved). */
+  buildGetJwks?: JwksSourceOptions['buildGetJwks']
 }
 
 /**
@@ -152,6 +192,7 @@ export class KeyStore {
   readonly #ownsDispatcher: boolean
   readonly #logger: KeyStoreLogger | undefined
   readonly #clock: () => number
+  readonly #buildGetJwks: JwksSourceOptions['buildGetJwks']
   #jwks: JwksSource | null = null
   #discovery: Stamped<Discovery> | null = null
   #keySet: KeySet | null = null
@@ -177,6 +218,7 @@ export class KeyStore {
     })
     this.#logger = options.logger
     this.#clock = options.clock ?? (() => performance.now())
+    this.#buildGetJwks = options.buildGetJwks
   }
 
   /** The discovery document, loading it if needed. Rejects with `auth_oidc_error`. */
@@ -197,7 +239,7 @@ export class KeyStore {
   async getKey (kid: string): Promise<SigningKey> {
     let set = this.#keySet
     if (set === null || !this.#usable(set.fetchedAt)) {
-      set = await this.refresh()
+      set = await this.refresh(kid)
     } else {
       this.revalidate()
     }
@@ -208,11 +250,33 @@ export class KeyStore {
     if (this.#inFlight !== null) {
       set = await this.#inFlight.catch(() => set as KeySet)
     } else if (this.#clock() - set.fetchedAt >= this.#timings.cooldown) {
-      set = await this.refresh()
+      set = await this.refresh(kid)
     }
     const refreshed = set.keys.get(kid)
     if (refreshed !== undefined) return refreshed
     throw new EntraAuthError('auth_token_key_error')
+  }
+
+  /**
+   * After `failed`, the key for `kid`, did not verify a token's signature (`error`): a provider may
+   * re-publish a `kid` with new key material (contract §6). Refreshes at most once per `cooldown`
+   * (or joins the refresh in flight) and resolves with the key now published under `kid` when it
+   * is another one; otherwise rethrows `error`. Any other error is rethrown as it is.
+   */
+  async keyAfterSignatureFailure (kid: string, failed: SigningKey, error: unknown): Promise<SigningKey> {
+    if (!(error instanceof EntraAuthError) || error.type !== 'auth_token_signature_untrusted') throw error
+    let set = this.#keySet
+    if (set !== null && set.keys.get(kid) === failed) {
+      const last = set
+      if (this.#inFlight !== null) {
+        set = await this.#inFlight.catch(() => last)
+      } else if (this.#clock() - set.fetchedAt >= this.#timings.cooldown) {
+        set = await this.refresh(kid).catch(() => last)
+      }
+    }
+    const key = set?.keys.get(kid)
+    if (key === undefined || key === failed) throw error
+    return key
   }
 
   /**
@@ -253,7 +317,7 @@ export class KeyStore {
    * On failure it resolves with the last good set while that is within `ttl + maxStale`,
    * and rejects with `auth_oidc_error` otherwise.
    */
-  refresh (): Promise<KeySet> {
+  refresh (kid?: string): Promise<KeySet> {
     if (this.#inFlight !== null) return this.#inFlight
     if (this.#clock() < this.#retryAt && this.#lastFailure !== null) {
       // The provider failed moments ago: don't let every request turn into another fetch.
@@ -261,7 +325,7 @@ export class KeyStore {
       return last !== null && this.#usable(last.fetchedAt) ? Promise.resolve(last) : Promise.reject(this.#lastFailure)
     }
     if (keysRefreshChannel.hasSubscribers) keysRefreshChannel.publish({ event: 'start', discoveryUrl: this.#discoveryUrl.href })
-    this.#inFlight = this.#load().finally(() => { this.#inFlight = null })
+    this.#inFlight = this.#load(kid).finally(() => { this.#inFlight = null })
     return this.#inFlight
   }
 
@@ -280,7 +344,7 @@ export class KeyStore {
     }
   }
 
-  async #load (): Promise<KeySet> {
+  async #load (kid: string | undefined): Promise<KeySet> {
     const { timeout } = this.#timings
     let discoveryFailed = false
     let step: 'discovery' | 'keys' = 'discovery'
@@ -303,9 +367,13 @@ export class KeyStore {
       step = 'keys'
       this.#jwksFetches++
       const jwksUri = discovery.value.jwksUri
-      if (this.#jwks?.jwksUri.href !== jwksUri.href) this.#jwks = new JwksSource({ jwksUri, dispatcher: this.#dispatcher, timeout })
+      if (this.#jwks?.jwksUri.href !== jwksUri.href) this.#jwks = new JwksSource({ jwksUri, dispatcher: this.#dispatcher, timeout, buildGetJwks: this.#buildGetJwks })
       const source = this.#jwks
-      const keys = parseKeySet(await this.#traced('jwks', jwksUri, () => source.fetch()), this.#keySet?.keys)
+      const previous = this.#keySet?.keys
+      // get-jwks asks for the token's kid; with none, a kid of the current set (see core/jwks.ts).
+      const firstKid = kid ?? previous?.keys().next().value
+      const resolved = await this.#traced('jwks', jwksUri, () => source.fetch(firstKid, document => usableEntries(document, previous)))
+      const keys = await installKeySet(resolved, previous, timeout)
       this.#keySet = { keys, fetchedAt: this.#clock() }
       if (!discoveryFailed) this.#lastError = undefined
       this.#lastFailure = null
@@ -337,6 +405,12 @@ export class KeyStore {
 
   #warn (err: unknown, what: string): void {
     const reason = failureReason(err, this.#timings.timeout)
+    if (err instanceof LibraryFailure) {
+      // An incompatible library release, not the provider: error level, with the library's error.
+      const log = this.#logger?.error ?? this.#logger?.warn
+      log?.call(this.#logger, { discoveryUrl: this.#discoveryUrl.href, reason, err: err.cause }, `fastify-entra-auth: could not install ${what}: a library failed`)
+      return
+    }
     this.#logger?.warn({ discoveryUrl: this.#discoveryUrl.href, reason }, `fastify-entra-auth: could not refresh ${what} from the identity provider`)
   }
 

@@ -1,24 +1,23 @@
-import { createRequire } from 'node:module'
+import type { FastifyInstance, FastifyPluginCallback } from 'fastify'
+import { LibraryFailure } from './http.js'
 import type { SigningKey } from './keys.js'
 import { EntraAuthError } from '../entra/problems.js'
 
 /**
  * The @fastify/jwt layer: RS256 signatures are verified by @fastify/jwt's `jwt.verify(token)`
- * (its engine is fast-jwt), one @fastify/jwt instance per signing key.
+ * (its engine is fast-jwt).
  *
- * How it is used, and why (each fact has a tripwire test):
- * - @fastify/jwt's plugin function (its public `fastifyJwt` export) is applied to a private
- *   decoration target, never to a Fastify instance. Registered on an app it decorates
- *   `fastify.jwt`, `request.user` and `request.jwtVerify`, and an app that registers its own
- *   @fastify/jwt then crashes at boot in most arrangements; here nothing of ours reaches the app,
- *   and the standalone verifier (no Fastify at all) runs the very same code.
+ * How it is used, and why:
+ * - @fastify/jwt is registered as a plugin (`register`) on a private Fastify instance, built when
+ *   a key set is installed (during a refresh, never during a request): one `namespace` per new key.
+ *   The app's own instance is never touched, so an app that registers its own @fastify/jwt keeps
+ *   its decorators, and the standalone verifier runs the very same code.
  * - `jwt.verify(token)` without per-call options reuses the one fast-jwt verifier built at
- *   registration for its static key; with per-call options, or with a key function, @fastify/jwt
- *   and fast-jwt build a verifier and convert the PEM (~0.1 ms) on every call. So each key of the
- *   set gets its own @fastify/jwt instance, made on first use and dropped with the key.
- * - On the hot path fast-jwt decodes the token once and checks the signature; our own pre-check
- *   reads the (small) header and the payload's bytes only. Its request-level `jwtVerify` would
- *   decode the token a second time before asking for the key.
+ *   registration for its static key (with per-call options, @fastify/jwt and fast-jwt build a
+ *   verifier and convert the PEM on every call): each key gets its own namespace, and the key keeps
+ *   its `verify` for as long as it stays in the key set.
+ * - If @fastify/jwt fails to load or register, the refresh fails (`LibraryFailure`): the key store
+ *   logs it at error level, the last good set keeps serving, and without one requests get 503.
  * - Time claims are left to the Entra rules (`ignoreExpiration`, `ignoreNotBefore`), so the order
  *   of checks stays: signature → required claims → nbf → exp → …
  * - fast-jwt's errors carry codes, not statuses: each is mapped below.
@@ -30,14 +29,62 @@ export interface VerifiedJws {
   readonly payload: Record<string, unknown>
 }
 
-type JwtVerify = (token: string) => unknown
-type FastifyJwtPlugin = (instance: object, options: object, done: (err?: Error) => void) => void
+/** One key's `jwt.verify`, as @fastify/jwt decorated it. */
+export type JwtVerify = (token: string) => unknown
 
-const require = createRequire(import.meta.url)
-const fastifyJwt = (require('@fastify/jwt') as { fastifyJwt: FastifyJwtPlugin }).fastifyJwt
+interface Libraries {
+  fastify: (options: object) => FastifyInstance
+  fastifyJwt: FastifyPluginCallback<Record<string, unknown>>
+}
 
-/** Where @fastify/jwt would put `request.user`: a symbol, so it can't clash with anything. */
-const kUser = Symbol('fastify-entra-auth.jws')
+/**
+ * Tests only: replaces @fastify/jwt's plugin function, so a test can simulate a release that fails
+ * to register. Never set by the package.
+ */
+export const fastifyJwtOverride: { plugin: unknown } = { plugin: undefined }
+
+let libraries: Promise<Libraries> | undefined
+
+/** Fastify and @fastify/jwt, loaded on the first key set (a failed load is tried again next time). */
+async function load (): Promise<Libraries> {
+  libraries ??= Promise.all([import('fastify'), import('@fastify/jwt')]).then(([fastify, jwt]) => ({
+    fastify: fastify.default as unknown as Libraries['fastify'],
+    fastifyJwt: jwt.default as unknown as Libraries['fastifyJwt']
+  }))
+  try {
+    return await libraries
+  } catch (err) {
+    libraries = undefined
+    throw err
+  }
+}
+
+/** Verify-only: the public key, no private key (so @fastify/jwt builds no signer). */
+const VERIFY_OPTIONS = Object.freeze({ algorithms: ['RS256'], complete: true, ignoreExpiration: true, ignoreNotBefore: true })
+
+/**
+ * Registers @fastify/jwt once per PEM, each under its own `namespace`, on a new private Fastify
+ * instance, and resolves with each one's `jwt.verify` (in order). Rejects with a `LibraryFailure`
+ * (its cause is @fastify/jwt's or Fastify's error) when that fails or takes longer than `timeout`.
+ */
+export async function buildJwtVerifiers (pems: readonly string[], timeout: number): Promise<JwtVerify[]> {
+  if (pems.length === 0) return []
+  try {
+    const { fastify, fastifyJwt } = await load()
+    const plugin = (fastifyJwtOverride.plugin ?? fastifyJwt) as Libraries['fastifyJwt']
+    const app = fastify({ logger: false, pluginTimeout: timeout })
+    pems.forEach((pem, i) => app.register(plugin, { namespace: `k${i}`, secret: { public: pem }, verify: VERIFY_OPTIONS }))
+    await app.ready()
+    const jwt = (app as unknown as { jwt?: Record<string, { verify?: unknown } | undefined> }).jwt
+    return pems.map((_, i) => {
+      const verify = jwt?.[`k${i}`]?.verify
+      if (typeof verify !== 'function') throw new Error(`@fastify/jwt did not decorate jwt.k${i}.verify`)
+      return verify as JwtVerify
+    })
+  } catch (err) {
+    throw new LibraryFailure(`@fastify/jwt could not be registered: ${err instanceof Error ? err.message : String(err)}`, { cause: err })
+  }
+}
 
 /** fast-jwt's and @fastify/jwt's codes for a malformed token; any other failure is the signature's. */
 const MALFORMED = new Set([
@@ -60,41 +107,6 @@ export function mapJwtError (err: unknown, untrustedDetail: () => string | undef
   return new EntraAuthError('auth_token_signature_untrusted', untrustedDetail(), { cause: err })
 }
 
-/** What @fastify/jwt's plugin decorates, captured from a private target instead of an app. */
-export function loadFastifyJwt (options: object): { jwt: { verify: JwtVerify }, decorations: string[] } {
-  const decorations: string[] = []
-  const decorated: Record<string, unknown> = {}
-  const target = {
-    decorate (name: string, value: unknown) { decorations.push(`instance.${name}`); decorated[name] = value },
-    decorateRequest (name: string | symbol) { decorations.push(`request.${String(name)}`) },
-    decorateReply (name: string) { decorations.push(`reply.${name}`) }
-  }
-  let failure: Error | undefined
-  fastifyJwt(target, options, err => { failure = err })
-  if (failure !== undefined) throw failure
-  const jwt = decorated.jwt as { verify?: unknown } | undefined
-  if (typeof jwt?.verify !== 'function') throw new Error('fastify-entra-auth: @fastify/jwt did not provide jwt.verify; this @fastify/jwt version is not supported')
-  return { jwt: jwt as { verify: JwtVerify }, decorations }
-}
-
-/** One @fastify/jwt instance per key, made on first use; gone with the key (WeakMap). */
-const instances = new WeakMap<SigningKey, JwtVerify>()
-
-function jwtVerifyOf (key: SigningKey): JwtVerify {
-  let verify = instances.get(key)
-  if (verify === undefined) {
-    const { jwt } = loadFastifyJwt({
-      // Verify-only: the public key, no private key (so @fastify/jwt builds no signer).
-      secret: { public: key.pem },
-      decoratorName: kUser,
-      verify: { algorithms: ['RS256'], complete: true, ignoreExpiration: true, ignoreNotBefore: true }
-    })
-    verify = jwt.verify
-    instances.set(key, verify)
-  }
-  return verify
-}
-
 /**
  * Verifies `token`'s RS256 signature with `key` through @fastify/jwt, and hands back the header
  * and payload fast-jwt decoded (with null prototypes: only own members count as claims).
@@ -103,7 +115,7 @@ function jwtVerifyOf (key: SigningKey): JwtVerify {
 export function verifySignature (token: string, key: SigningKey, untrustedDetail: () => string | undefined): VerifiedJws {
   let result: VerifiedJws
   try {
-    result = jwtVerifyOf(key)(token) as VerifiedJws
+    result = key.verify(token) as VerifiedJws
   } catch (err) {
     throw mapJwtError(err, untrustedDetail)
   }
