@@ -81,7 +81,7 @@ function decoderOf (encoding: string | undefined): ((body: Buffer, options: { ma
  * handler only a complete, decoded body. The response is held back until it has ended and decoded
  * within `maxBytes`, then passed on without `content-encoding`: whatever fails (an unknown coding, a
  * corrupt or oversized compressed body) fails the request before the handler saw a response, which
- * every `fetch` reports (one failing after the headers were passed on could be lost, issue 19).
+ * every `fetch` reports (Node 20's `fetch` can lose one that fails after the headers were passed on).
  */
 class GuardHandler implements Dispatcher.DispatchHandler {
   readonly #inner: Dispatcher.DispatchHandler

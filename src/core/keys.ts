@@ -259,7 +259,7 @@ export class KeyStore {
 
   /**
    * After `failed`, the key for `kid`, did not verify a token's signature (`error`): a provider may
-   * re-publish a `kid` with new key material (contract §6). Refreshes at most once per `cooldown`
+   * re-publish a `kid` with new key material (README, Security guarantees). Refreshes at most once per `cooldown`
    * (or joins the refresh in flight) and resolves with the key now published under `kid` when it
    * is another one; otherwise rethrows `error`. Any other error is rethrown as it is.
    */

@@ -1,0 +1,156 @@
+/**
+ * Every discovery and JWKS fetch ends within `jwks.timeout` whatever the response (issue 19.1,
+ * contract §6): an undecodable `content-encoding`, a corrupt or oversized compressed body, a body
+ * that never ends. The refresh fails, the last good set serves (or 503), and the next refresh
+ * recovers. Served by a real loopback HTTP server, through the default agent and through an app's
+ * own agent (whose timeouts are undici's 300 s defaults: only the package's deadline applies).
+ */
+import { createServer, type IncomingMessage, type ServerResponse } from 'node:http'
+import type { AddressInfo } from 'node:net'
+import { deflateRawSync, gzipSync } from 'node:zlib'
+import Fastify, { type FastifyInstance } from 'fastify'
+import t, { type Test } from 'tap'
+import { Agent } from 'undici'
+import entraAuth, { type EntraAuthOptions } from '../src/index.js'
+import { kKeyStoreClock } from '../src/core/internal.js'
+import { FakeEntra } from '../src/testing/index.js'
+
+const API_ID = 'a0b1c2d3-0000-4000-8000-00000000a11e'
+const HOUR = 60 * 60 * 1000
+const TIMEOUT = 300
+const MAX_BYTES = 64 * 1024
+const clock = { now: 1_000_000 }
+const sleep = (ms: number): Promise<void> => new Promise(resolve => setTimeout(resolve, ms))
+
+type Bad = (res: ServerResponse, document: string) => void
+
+/** Responses the fetch layer can't use, each of which must end the fetch within the deadline. */
+const BODIES: Record<string, Bad> = {
+  'content-encoding zstd': (res, document) => {
+    res.writeHead(200, { 'content-type': 'application/json', 'content-encoding': 'zstd' })
+    res.end(Buffer.concat([Buffer.from([0x28, 0xb5, 0x2f, 0xfd]), Buffer.from(document)]))
+  },
+  'raw deflate as content-encoding deflate': (res, document) => {
+    res.writeHead(200, { 'content-type': 'application/json', 'content-encoding': 'deflate' })
+    res.end(deflateRawSync(document))
+  },
+  'corrupt gzip': (res, document) => {
+    const gzip = gzipSync(document)
+    gzip.fill(0x41, 12, 40)
+    res.writeHead(200, { 'content-type': 'application/json', 'content-encoding': 'gzip' })
+    res.end(gzip)
+  },
+  'gzip larger than jwks.maxBytes once decoded': (res, document) => {
+    const padded = `${document.slice(0, -1)},"padding":"${'x'.repeat(MAX_BYTES * 4)}"}`
+    res.writeHead(200, { 'content-type': 'application/json', 'content-encoding': 'gzip' })
+    res.end(gzipSync(padded))
+  },
+  'a body that never ends': (res, document) => {
+    res.writeHead(200, { 'content-type': 'application/json', 'content-length': String(document.length + 1_000_000) })
+    res.write(document)
+    // One byte every 20 ms: never idle long enough for a body timeout, never complete.
+    const trickle = setInterval(() => { if (!res.destroyed) res.write(' ') }, 20)
+    res.on('close', () => clearInterval(trickle))
+  }
+}
+
+interface Server {
+  entra: FakeEntra
+  /** Which document (if any) is answered with `bad`. */
+  failing: { document: 'discovery' | 'jwks' | null, bad: Bad | null }
+}
+
+async function loopback (t: Test): Promise<Server> {
+  const failing: Server['failing'] = { document: null, bad: null }
+  let entra: FakeEntra | undefined
+  const server = createServer((req: IncomingMessage, res: ServerResponse) => {
+    const fake = entra as FakeEntra
+    const answer = fake.handle({ method: req.method ?? 'GET', url: req.url ?? '/', headers: {}, body: '' })
+    const path = new URL(req.url ?? '/', fake.origin).href
+    const document = path === fake.oidcEndpoint ? 'discovery' : path === fake.jwksUri ? 'jwks' : null
+    if (document !== null && document === failing.document && failing.bad !== null) {
+      failing.bad(res, answer.body)
+      return
+    }
+    res.writeHead(answer.status, answer.headers)
+    res.end(answer.body)
+  })
+  await new Promise<void>(resolve => server.listen(0, '127.0.0.1', resolve))
+  t.teardown(() => new Promise<void>(resolve => { server.closeAllConnections(); server.close(() => resolve()) }))
+  entra = new FakeEntra({ origin: `http://127.0.0.1:${(server.address() as AddressInfo).port}` })
+  t.teardown(() => entra?.close())
+  return { entra, failing }
+}
+
+interface App {
+  app: FastifyInstance
+  get: () => Promise<{ status: number, type: string | undefined }>
+}
+
+async function protectedApp (t: Test, server: Server, dispatcher: Agent | undefined): Promise<App> {
+  const app = Fastify({ logger: false })
+  await app.register(entraAuth, {
+    clientId: API_ID,
+    oidcEndpoint: server.entra.oidcEndpoint,
+    ...(dispatcher === undefined ? {} : { dispatcher }),
+    rejectionLogLevel: 'silent',
+    jwks: { timeout: TIMEOUT, cooldown: 0, ttl: HOUR, maxStale: HOUR, maxBytes: MAX_BYTES },
+    [kKeyStoreClock]: () => clock.now
+  } as unknown as EntraAuthOptions)
+  app.get('/me', { onRequest: app.entraAuth() }, async () => ({ ok: true }))
+  t.teardown(() => app.close())
+  const token = server.entra.client(API_ID).generate()
+  return {
+    app,
+    async get () {
+      // A request that never ends fails here with 'hung' (a generous bound, not a timing assertion).
+      const res = await Promise.race([app.inject({ url: '/me', headers: { authorization: `Bearer ${token}` } }), sleep(20 * TIMEOUT).then(() => 'hung' as const)])
+      if (res === 'hung') return { status: 0, type: 'hung' }
+      return { status: res.statusCode, type: res.statusCode === 200 ? undefined : res.json().type }
+    }
+  }
+}
+
+/** Polls until the key store counted another failure (the background refresh ended). */
+async function refreshFailed (app: FastifyInstance, failures: number): Promise<boolean> {
+  for (let waited = 0; waited < 20 * TIMEOUT && app.entraAuth.state().keys.failures <= failures; waited += 10) await sleep(10)
+  return app.entraAuth.state().keys.failures > failures
+}
+
+for (const [dispatcherLabel, makeDispatcher] of [['default agent', () => undefined], ["the app's own agent", () => new Agent()]] as const) {
+  t.test(dispatcherLabel, async t => {
+    for (const document of ['jwks', 'discovery'] as const) {
+      for (const [label, bad] of Object.entries(BODIES)) {
+        t.test(`${document}: ${label}`, async t => {
+          const server = await loopback(t)
+          const dispatcher = makeDispatcher()
+          if (dispatcher !== undefined) t.teardown(() => dispatcher.close())
+          const fx = await protectedApp(t, server, dispatcher)
+          server.failing.document = document
+          server.failing.bad = bad
+
+          t.same(await fx.get(), { status: 503, type: 'auth_oidc_error' }, 'cold: the fetch ends, 503')
+          t.match(fx.app.entraAuth.state().keys, { ready: false, lastError: /\S/ })
+
+          server.failing.bad = null
+          clock.now += 10_000
+          t.same(await fx.get(), { status: 200, type: undefined }, 'the next refresh recovers')
+
+          server.failing.bad = bad
+          const failures = fx.app.entraAuth.state().keys.failures
+          clock.now += HOUR
+          t.same(await fx.get(), { status: 200, type: undefined }, 'past ttl: the last good set serves while the refresh runs')
+          t.ok(await refreshFailed(fx.app, failures), 'the background refresh ended, failed')
+          t.match(fx.app.entraAuth.state().keys, { ready: true, lastError: /\S/ })
+          t.same(await fx.get(), { status: 200, type: undefined }, 'and the last good set still serves')
+
+          server.failing.bad = null
+          clock.now += 10_000
+          await fx.get()
+          for (let i = 0; i < 200 && fx.app.entraAuth.state().keys.lastError !== undefined; i++) await sleep(10)
+          t.equal(fx.app.entraAuth.state().keys.lastError, undefined, 'recovered')
+        })
+      }
+    }
+  })
+}
