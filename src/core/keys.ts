@@ -130,7 +130,7 @@ export function usableEntries (document: unknown, previous: ReadonlyMap<string, 
  * @fastify/jwt), so cached tokens stay valid across refreshes; the new ones get @fastify/jwt
  * registered now. Rejects with a `LibraryFailure` when @fastify/jwt fails.
  */
-export async function installKeySet (resolved: ReadonlyMap<string, ResolvedJwk>, previous: ReadonlyMap<string, SigningKey> | undefined, timeout: number): Promise<Map<string, SigningKey>> {
+export async function installKeySet (resolved: ReadonlyMap<string, ResolvedJwk>, previous: ReadonlyMap<string, SigningKey> | undefined): Promise<Map<string, SigningKey>> {
   const fresh: Array<Omit<SigningKey, 'verify'>> = []
   const inOrder: Array<SigningKey | number> = []
   for (const [kid, { jwk, pem }] of resolved) {
@@ -150,7 +150,7 @@ export async function installKeySet (resolved: ReadonlyMap<string, ResolvedJwk>,
     const issuer = typeof jwk.issuer === 'string' && jwk.issuer.trim() !== '' ? jwk.issuer : undefined
     inOrder.push(fresh.push({ kid, issuer, publicKey, pem, fingerprint }) - 1)
   }
-  const verifiers = await buildJwtVerifiers(fresh.map(key => key.pem), timeout)
+  const verifiers = await buildJwtVerifiers(fresh.map(key => key.pem))
   const result = new Map<string, SigningKey>()
   for (const item of inOrder) {
     const key = typeof item === 'number' ? Object.freeze({ ...fresh[item] as Omit<SigningKey, 'verify'>, verify: verifiers[item] as JwtVerify }) : item
@@ -373,7 +373,7 @@ export class KeyStore {
       // get-jwks asks for the token's kid; with none, a kid of the current set (see core/jwks.ts).
       const firstKid = kid ?? previous?.keys().next().value
       const resolved = await this.#traced('jwks', jwksUri, () => source.fetch(firstKid, document => usableEntries(document, previous)))
-      const keys = await installKeySet(resolved, previous, timeout)
+      const keys = await installKeySet(resolved, previous)
       this.#keySet = { keys, fetchedAt: this.#clock() }
       if (!discoveryFailed) this.#lastError = undefined
       this.#lastFailure = null

@@ -45,7 +45,7 @@ export const fastifyJwtOverride: { plugin: unknown } = { plugin: undefined }
 
 let libraries: Promise<Libraries> | undefined
 
-/** Fastify and @fastify/jwt, loaded on the first key set (a failed load is tried again next time). */
+/** Fastify and @fastify/jwt, loaded once (a failed load is tried again at the next key set). */
 async function load (): Promise<Libraries> {
   libraries ??= Promise.all([import('fastify'), import('@fastify/jwt')]).then(([fastify, jwt]) => ({
     fastify: fastify.default as unknown as Libraries['fastify'],
@@ -59,20 +59,26 @@ async function load (): Promise<Libraries> {
   }
 }
 
+// Loading starts with the package, so the first key set doesn't wait for it; a failure surfaces there.
+load().catch(() => {})
+
+/** Registering @fastify/jwt is local work: bounded by Fastify's own default plugin timeout, not the fetch deadline. */
+const PLUGIN_TIMEOUT = 10_000
+
 /** Verify-only: the public key, no private key (so @fastify/jwt builds no signer). */
 const VERIFY_OPTIONS = Object.freeze({ algorithms: ['RS256'], complete: true, ignoreExpiration: true, ignoreNotBefore: true })
 
 /**
  * Registers @fastify/jwt once per PEM, each under its own `namespace`, on a new private Fastify
  * instance, and resolves with each one's `jwt.verify` (in order). Rejects with a `LibraryFailure`
- * (its cause is @fastify/jwt's or Fastify's error) when that fails or takes longer than `timeout`.
+ * (its cause is @fastify/jwt's or Fastify's error) when that fails or takes longer than 10 s.
  */
-export async function buildJwtVerifiers (pems: readonly string[], timeout: number): Promise<JwtVerify[]> {
+export async function buildJwtVerifiers (pems: readonly string[]): Promise<JwtVerify[]> {
   if (pems.length === 0) return []
   try {
     const { fastify, fastifyJwt } = await load()
     const plugin = (fastifyJwtOverride.plugin ?? fastifyJwt) as Libraries['fastifyJwt']
-    const app = fastify({ logger: false, pluginTimeout: timeout })
+    const app = fastify({ logger: false, pluginTimeout: PLUGIN_TIMEOUT })
     pems.forEach((pem, i) => app.register(plugin, { namespace: `k${i}`, secret: { public: pem }, verify: VERIFY_OPTIONS }))
     await app.ready()
     const jwt = (app as unknown as { jwt?: Record<string, { verify?: unknown } | undefined> }).jwt
