@@ -4,15 +4,15 @@
  */
 import { parseArgs } from 'node:util'
 import { apiIdProblem } from './testing/grants.js'
-import type { FakeEntraApi, FakeEntraClient, FakeEntraServerOptions } from './testing/index.js'
+import type { FakeEntraApi, FakeEntraClient, FakeEntraServerOptions, FakeEntraUser } from './testing/index.js'
 
 const USAGE = `Usage: fastify-entra-auth fake-entra [options]
 
 Runs a fake Microsoft Entra ID on 127.0.0.1 for development and tests: discovery, keys,
-and a token endpoint (client credentials, authorization code with PKCE, refresh token,
-on-behalf-of)
-whose tokens look like Entra's. Point your API's oidcEndpoint at the printed discovery
-URL and your clients at the printed authority. Ctrl-C stops it.
+a sign-in page listing test users, and a token endpoint (client credentials,
+authorization code with PKCE, refresh token, on-behalf-of) whose tokens look like
+Entra's. Point your API's oidcEndpoint at the printed discovery URL and your clients
+at the printed authority. Ctrl-C stops it.
 
 Options:
   --port <n>                 port to listen on (default 0: any free port)
@@ -24,9 +24,12 @@ Options:
   --token-version <1.0|2.0>  with --api: its access-token version (default 2.0)
   --client <id[:secret]>     accept only these clients (repeatable); without a secret, a
                              public client (SPA, native). Default: any client ID and secret
-  --user <name@domain>       the test user the authorize endpoint signs in
-                             (default test.user@contoso.example)
-  --user-roles <A,B>         app roles assigned to the test user
+  --user <name@domain[:A,B]> a test user of the sign-in page, with its app roles
+                             (repeatable; the first is the default user that
+                             prompt=none signs in. Default test.user@contoso.example)
+  --user-roles <A,B>         app roles of the default user
+  --auto-sign-in             sign the default user in at once, without the sign-in
+                             page (for automated clients)
   --tenant-id <guid>         the tenant ID (default 72f988bf-0000-4000-8000-00000000f00d)
   --host <address>           address to listen on (default 127.0.0.1)
   --allow-non-loopback       listen on a --host that is not loopback anyway (it accepts anyone!)
@@ -99,8 +102,9 @@ export function parse (argv: string[]): (FakeEntraServerOptions & { help?: false
         scopes: { type: 'string' },
         'token-version': { type: 'string' },
         client: { type: 'string', multiple: true },
-        user: { type: 'string' },
+        user: { type: 'string', multiple: true },
         'user-roles': { type: 'string' },
+        'auto-sign-in': { type: 'boolean' },
         'tenant-id': { type: 'string' },
         host: { type: 'string' },
         'allow-non-loopback': { type: 'boolean' },
@@ -130,12 +134,29 @@ export function parse (argv: string[]): (FakeEntraServerOptions & { help?: false
       return colon < 0 ? { clientId } : { clientId, secret: value.slice(colon + 1) }
     })
   }
+  const users = (values.user ?? []).map((value): FakeEntraUser => {
+    const colon = value.indexOf(':')
+    const username = colon < 0 ? value : value.slice(0, colon)
+    if (!/^[^\s@:]+@[^\s@:]+$/.test(username)) throw new UsageError(`--user must be name@domain, optionally followed by :RoleA,RoleB; got '${value}'`)
+    const roles = colon < 0 ? undefined : list(value.slice(colon + 1))
+    return { username, ...(roles === undefined ? {} : { roles }) }
+  })
   const roles = list(values['user-roles'])
-  if (values.user !== undefined || roles !== undefined) {
-    const username = values.user ?? 'test.user@contoso.example'
-    options.user = { username, name: username.split('@')[0] as string, ...(roles === undefined ? {} : { roles }) }
+  if (roles !== undefined) {
+    if (users[0]?.roles !== undefined) throw new UsageError('give the default user\'s app roles once: either --user name@domain:A,B or --user-roles A,B')
+    users[0] = { ...(users[0] ?? {}), roles }
   }
+  const [first, ...others] = users
+  if (first !== undefined) options.user = first
+  if (others.length > 0) options.users = others
+  if (values['auto-sign-in'] === true) options.autoSignIn = true
   return options
+}
+
+/** One line per test user: username, and app roles when it has some. */
+function testUserLines (options: FakeEntraServerOptions): string[] {
+  const users = [options.user ?? {}, ...(options.users ?? [])]
+  return users.map(user => `  ${user.username ?? 'test.user@contoso.example'}${user.roles === undefined || user.roles.length === 0 ? '' : ` (app roles: ${user.roles.join(', ')})`}`)
 }
 
 /** A POSIX-shell single-quoted word. */
@@ -199,7 +220,13 @@ export async function runFakeEntra (argv: string[]): Promise<number> {
     `authority: ${server.authority}`,
     `discovery: ${server.oidcEndpoint}`,
     `token endpoint: ${server.tokenEndpoint}`,
+    `authorize endpoint: ${server.entra.authorizationEndpoint}`,
     `issuer: ${server.entra.issuer}`,
+    '',
+    options.autoSignIn === true
+      ? 'Sign-in: the default user, at once (--auto-sign-in).'
+      : 'Sign-in: a page at the authorize endpoint lists the test users (prompt=none signs in the first):',
+    ...testUserLines(options),
     '',
     `An app-only token for API ${api}${options.clients === undefined ? ' (any client ID and secret work)' : ''}:`,
     `curl -s ${form.map(field => `--data-urlencode ${quote(field)}`).join(' ')} ${server.tokenEndpoint}`,

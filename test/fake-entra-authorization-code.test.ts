@@ -62,7 +62,7 @@ function redeem (entra: FakeEntra, code: string, verifier: string, extra: Record
 }
 
 t.test('authorize signs the test user in and redirects back with code and state', async t => {
-  const entra = new FakeEntra({ apis: [{ clientId: API, scopes: ['Files.Read', 'Files.Write'] }] })
+  const entra = new FakeEntra({ autoSignIn: true, apis: [{ clientId: API, scopes: ['Files.Read', 'Files.Write'] }] })
   t.teardown(() => entra.close())
   const { challenge } = pkce()
   const reply = authorize(entra, authorizeParams(challenge))
@@ -79,7 +79,7 @@ t.test('authorize signs the test user in and redirects back with code and state'
 
 t.test('code → tokens: delegated access token, ID token, refresh token, client_info; all pass validation', async t => {
   const now = Date.UTC(2026, 0, 1, 12)
-  const entra = new FakeEntra({ apis: [{ clientId: API, scopes: ['Files.Read', 'Files.Write'] }], user: { name: 'Ada Lovelace', username: 'ada@contoso.example', roles: ['Admin'] }, now: () => now })
+  const entra = new FakeEntra({ autoSignIn: true, apis: [{ clientId: API, scopes: ['Files.Read', 'Files.Write'] }], user: { name: 'Ada Lovelace', username: 'ada@contoso.example', roles: ['Admin'] }, now: () => now })
   t.teardown(() => entra.close())
   const { code, verifier } = signIn(entra)
   const reply = await redeem(entra, code, verifier)
@@ -102,7 +102,7 @@ t.test('code → tokens: delegated access token, ID token, refresh token, client
 })
 
 t.test('without openid / offline_access: no ID token, no refresh token; .default grants the API\'s scopes', async t => {
-  const entra = new FakeEntra({ apis: [{ clientId: API, scopes: ['Files.Read', 'Files.Write'], tokenVersion: '1.0' }] })
+  const entra = new FakeEntra({ autoSignIn: true, apis: [{ clientId: API, scopes: ['Files.Read', 'Files.Write'], tokenVersion: '1.0' }] })
   t.teardown(() => entra.close())
   const { code, verifier } = signIn(entra, { scope: `api://${API}/.default` })
   const reply = await redeem(entra, code, verifier, { client_info: '' })
@@ -116,7 +116,7 @@ t.test('without openid / offline_access: no ID token, no refresh token; .default
 })
 
 t.test('sign-in scopes only: a Microsoft Graph token that the API refuses', async t => {
-  const entra = new FakeEntra()
+  const entra = new FakeEntra({ autoSignIn: true })
   t.teardown(() => entra.close())
   const { code, verifier } = signIn(entra, { scope: 'openid profile' })
   const reply = await redeem(entra, code, verifier)
@@ -130,7 +130,7 @@ t.test('sign-in scopes only: a Microsoft Graph token that the API refuses', asyn
 
 t.test('codes are single use, short-lived, and bound to client, redirect URI and challenge', async t => {
   let now = Date.UTC(2026, 0, 1, 12)
-  const entra = new FakeEntra({ now: () => now })
+  const entra = new FakeEntra({ autoSignIn: true, now: () => now })
   t.teardown(() => entra.close())
 
   const first = signIn(entra)
@@ -161,7 +161,7 @@ t.test('codes are single use, short-lived, and bound to client, redirect URI and
 })
 
 t.test('a confidential web app redeems with its secret; a wrong or missing secret is invalid_client', async t => {
-  const entra = new FakeEntra({ clients: [{ clientId: WEB, secret: 'web-secret' }] })
+  const entra = new FakeEntra({ autoSignIn: true, clients: [{ clientId: WEB, secret: 'web-secret' }] })
   t.teardown(() => entra.close())
   const ok = signIn(entra, { client_id: WEB })
   const reply = await redeem(entra, ok.code, ok.verifier, { client_id: WEB, client_secret: 'web-secret' })
@@ -175,7 +175,7 @@ t.test('a confidential web app redeems with its secret; a wrong or missing secre
 
 t.test('refresh tokens: new tokens, rotation, narrowing only, bound to the client, expiry', async t => {
   let now = Date.UTC(2026, 0, 1, 12)
-  const entra = new FakeEntra({ apis: [{ clientId: API, scopes: ['Files.Read', 'Files.Write'] }], now: () => now })
+  const entra = new FakeEntra({ autoSignIn: true, apis: [{ clientId: API, scopes: ['Files.Read', 'Files.Write'] }], now: () => now })
   t.teardown(() => entra.close())
   const { code, verifier } = signIn(entra, { scope: `openid offline_access api://${API}/Files.Read api://${API}/Files.Write` })
   const first = await redeem(entra, code, verifier)
@@ -210,7 +210,7 @@ t.test('refresh tokens: new tokens, rotation, narrowing only, bound to the clien
 })
 
 t.test('authorize refusals: PKCE S256 only, response type, scopes go back to the client', async t => {
-  const entra = new FakeEntra({ apis: [{ clientId: API, scopes: ['Files.Read'] }] })
+  const entra = new FakeEntra({ autoSignIn: true, apis: [{ clientId: API, scopes: ['Files.Read'] }] })
   t.teardown(() => entra.close())
   const { challenge } = pkce()
   const back = (overrides: Record<string, string | undefined>): URLSearchParams => {
@@ -232,7 +232,7 @@ t.test('authorize refusals: PKCE S256 only, response type, scopes go back to the
 })
 
 t.test('authorize refusals about the client or the redirect URI are shown, never redirected', async t => {
-  const entra = new FakeEntra({ clients: [{ clientId: SPA, redirectUris: [REDIRECT] }] })
+  const entra = new FakeEntra({ autoSignIn: true, clients: [{ clientId: SPA, redirectUris: [REDIRECT] }] })
   t.teardown(() => entra.close())
   const { challenge } = pkce()
   const shown = (overrides: Record<string, string | undefined>, aadsts: number): void => {
@@ -249,7 +249,7 @@ t.test('authorize refusals about the client or the redirect URI are shown, never
   const post = entra.handle({ method: 'POST', url: new URL(entra.authorizationEndpoint).pathname, headers: {}, body: '' })
   t.equal(post.status, 400)
 
-  const open = new FakeEntra()
+  const open = new FakeEntra({ autoSignIn: true })
   t.teardown(() => open.close())
   for (const uri of ['http://evil.example/cb', 'http://localhost:3000/cb#frag', 'not a url']) {
     const reply = authorize(open, authorizeParams(challenge, { redirect_uri: uri }))

@@ -49,6 +49,7 @@ t.test('client credentials with MSAL Node, in process', async t => {
 
 t.test('a web app signs the user in with MSAL Node (auth code + PKCE), then refreshes silently', async t => {
   const entra = new FakeEntra({
+    autoSignIn: true,
     apis: [{ clientId: API, scopes: ['Files.Read'] }],
     clients: [{ clientId: WEB, secret: 'web-secret', redirectUris: [REDIRECT] }],
     user: { name: 'Ada Lovelace', username: 'ada@contoso.example' }

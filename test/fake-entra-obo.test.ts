@@ -23,6 +23,8 @@ function fake (options: FakeEntraOptions = {}): FakeEntra {
   return new FakeEntra({
     apis: [{ clientId: API, scopes: ['access_as_user'] }, { clientId: DOWNSTREAM, scopes: ['Data.Read', 'Data.Write'] }],
     clients: [{ clientId: API, secret: SECRET }, { clientId: DOWNSTREAM, secret: 'downstream-secret' }, { clientId: SPA }],
+    // The SPA's sign-in is followed by handle() here, not a browser: no sign-in page.
+    autoSignIn: true,
     ...options
   })
 }

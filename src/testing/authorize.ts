@@ -1,7 +1,10 @@
+import { isIP } from 'node:net'
 import { isLoopbackHost } from '../core/http.js'
-import { resolveClient, type AuthorizationContext } from './grants.js'
+import { resolveClient, type AuthorizationContext, type UserGrant } from './grants.js'
 import { errorResponse, OAuthError, type FakeHttpRequest, type FakeHttpResponse } from './oauth.js'
+import { notOnLoopback, signInPage } from './sign-in-page.js'
 import { userGrantScopes } from './token-endpoint.js'
+import { consentedScopes, oneOffUser, testUsers, type SignedInUser } from './users.js'
 
 /** How the authorize endpoint returns its answer (OAuth 2.0 Multiple Response Type Encoding Practices). */
 export const RESPONSE_MODES = ['query', 'fragment'] as const
@@ -35,10 +38,58 @@ function redirect (redirectUri: string, mode: string, params: Record<string, str
   return { status: 302, headers: { location: url.toString(), 'cache-control': 'no-store', pragma: 'no-cache' }, body: '' }
 }
 
+/** In process (no peer), or a peer on 127.0.0.0/8 or ::1 (also IPv4-mapped). */
+function fromLoopback (request: FakeHttpRequest): boolean {
+  const peer = request.remoteAddress
+  if (peer === undefined) return true
+  const v4 = peer.startsWith('::ffff:') ? peer.slice(7) : peer
+  return (isIP(v4) === 4 && v4.startsWith('127.')) || peer === '::1'
+}
+
 /**
- * `GET /{tenant}/oauth2/v2.0/authorize` (RFC 6749 §4.1.1): signs in the configured test user at
- * once, with no form, and redirects back with `code` and `state`. PKCE is required and only
- * `S256` is accepted (RFC 7636 §4.2; `plain` offers no protection when the request can be read).
+ * Who signs in: a user picked on the sign-in page (POST), the default user or the `login_hint`
+ * one for `prompt=none` (a signed-in session, as MSAL's silent calls expect) and `autoSignIn`.
+ * Returns the page instead when the user has to choose, or the one-off form needs correcting.
+ */
+function whoSignsIn (ctx: AuthorizationContext, request: FakeHttpRequest, query: URLSearchParams, grant: Pick<UserGrant, 'resource' | 'scopes'>): SignedInUser | FakeHttpResponse {
+  const users = testUsers(ctx.authorization)
+  const hint = query.get('login_hint') ?? undefined
+  if (request.method === 'GET' && (query.get('prompt') === 'none' || ctx.authorization.autoSignIn === true)) {
+    if (hint === undefined || hint === '') return users[0] as SignedInUser
+    const hinted = users.find(user => user.username.toLowerCase() === hint.toLowerCase())
+    if (hinted === undefined) throw new OAuthError('login_required', 50058, `A silent sign-in request was sent but the user '${hint}' is not a test user of this fake Entra.`)
+    return hinted
+  }
+  if (!fromLoopback(request)) return notOnLoopback()
+  const page = (error?: string): FakeHttpResponse => signInPage({
+    action: request.url,
+    clientId: query.get('client_id') as string,
+    asked: (query.get('scope') ?? '').split(' ').filter(scope => scope !== ''),
+    users: users.map(user => ({ user, scopes: consentedScopes(user, grant.resource, grant.scopes) })),
+    ...(hint === undefined ? {} : { loginHint: hint }),
+    ...(error === undefined ? {} : { error })
+  }, error === undefined ? 200 : 400)
+  if (request.method === 'GET') return page()
+  const form = new URLSearchParams(request.body)
+  const picked = form.get('user')
+  if (picked !== null) {
+    const user = users.find(candidate => candidate.oid === picked)
+    if (user === undefined) throw new OAuthError('invalid_request', 50034, `The user account '${picked}' does not exist in the directory of this fake Entra.`)
+    return user
+  }
+  try {
+    return oneOffUser(form.get('username') ?? '', form.get('roles') ?? '')
+  } catch (err) {
+    if (!(err instanceof OAuthError)) throw err
+    return page(err.message)
+  }
+}
+
+/**
+ * `GET /{tenant}/oauth2/v2.0/authorize` (RFC 6749 §4.1.1): shows the sign-in page (loopback only),
+ * whose forms `POST` back here; then redirects back with `code` and `state`. `prompt=none` and the
+ * `autoSignIn` option sign the default user in at once. PKCE is required and only `S256` is
+ * accepted (RFC 7636 §4.2; `plain` offers no protection when the request can be read).
  * Errors about the client or the redirect URI are shown, never redirected (RFC 6749 §4.1.2.1);
  * the others go back to the client as `error` and `error_description`.
  */
@@ -48,7 +99,7 @@ export function authorizeEndpoint (ctx: AuthorizationContext, request: FakeHttpR
   let redirectUri: string
   let mode: string
   try {
-    if (request.method !== 'GET') throw new OAuthError('invalid_request', 900561, `The endpoint only accepts GET requests. Received a ${request.method} request.`)
+    if (request.method !== 'GET' && request.method !== 'POST') throw new OAuthError('invalid_request', 900561, `The endpoint only accepts GET and POST requests. Received a ${request.method} request.`)
     const clientId = query.get('client_id')
     if (clientId === null || clientId === '') throw new OAuthError('invalid_request', 900144, "The request body must contain the following parameter: 'client_id'.")
     const client = resolveClient(ctx, clientId)
@@ -70,8 +121,12 @@ export function authorizeEndpoint (ctx: AuthorizationContext, request: FakeHttpR
     if (!/^[A-Za-z0-9_-]{43}$/.test(challenge)) throw new OAuthError('invalid_request', 5000542, 'The code_challenge is not a BASE64URL-encoded SHA-256 digest.')
     const clientId = query.get('client_id') as string
     const scopes = userGrantScopes(ctx, clientId, query.get('scope') ?? undefined)
+    const user = whoSignsIn(ctx, request, query, scopes)
+    if (!('oid' in user)) return user
+    const granted = consentedScopes(user, scopes.resource, scopes.scopes)
+    if (granted.length === 0) throw new OAuthError('consent_required', 65001, `The user '${user.username}' has not consented to use the application '${clientId}' with scope '${scopes.scopes.join(' ')}'.`)
     const nonce = query.get('nonce') ?? undefined
-    const code = ctx.grants.issueCode({ clientId, confidential: false, ...scopes, ...(nonce === undefined ? {} : { nonce }), redirectUri, codeChallenge: challenge }, ctx.now())
+    const code = ctx.grants.issueCode({ clientId, confidential: false, ...scopes, scopes: granted, ...(nonce === undefined ? {} : { nonce }), user, redirectUri, codeChallenge: challenge }, ctx.now())
     return redirect(redirectUri, mode, { code, state })
   } catch (err) {
     if (!(err instanceof OAuthError)) throw err

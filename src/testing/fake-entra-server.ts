@@ -61,7 +61,7 @@ async function answer (entra: FakeEntra, request: IncomingMessage, response: Ser
   }
   const headers: Record<string, string | undefined> = {}
   for (const [name, value] of Object.entries(request.headers)) headers[name] = Array.isArray(value) ? value.join(', ') : value
-  const reply = entra.handle({ method: request.method ?? 'GET', url: request.url ?? '/', headers, body })
+  const reply = entra.handle({ method: request.method ?? 'GET', url: request.url ?? '/', headers, body, ...(request.socket.remoteAddress === undefined ? {} : { remoteAddress: request.socket.remoteAddress }) })
   response.writeHead(reply.status, reply.headers).end(reply.body)
 }
 

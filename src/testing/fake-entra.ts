@@ -7,6 +7,7 @@ import { MockJwk } from './mock-jwks.js'
 import { MockClaims, MockJwtClient, type ClaimOverrides } from './mock-jwt.js'
 import { errorResponse, OAuthError, OIDC_SCOPES, type FakeAuthorizationOptions, type FakeHttpRequest, type FakeHttpResponse } from './oauth.js'
 import { AUTH_METHODS, GRANT_TYPES, tokenEndpoint } from './token-endpoint.js'
+import { testUsers } from './users.js'
 
 /** How the fake identity provider answers. */
 export type FakeEntraMode =
@@ -158,9 +159,10 @@ export class FakeEntra {
     this.tokenEndpoint = `${this.authority}/oauth2/v2.0/token`
     this.authorizationEndpoint = `${this.authority}/oauth2/v2.0/authorize`
     this.now = options.now ?? Date.now
-    const { apis, clients, user, tokenLifetime } = options
+    const { apis, clients, user, users, autoSignIn, tokenLifetime } = options
     checkApis('FakeEntra', apis)
-    this.authorization = { ...(apis === undefined ? {} : { apis }), ...(clients === undefined ? {} : { clients }), ...(user === undefined ? {} : { user }), ...(tokenLifetime === undefined ? {} : { tokenLifetime }) }
+    this.authorization = { ...(apis === undefined ? {} : { apis }), ...(clients === undefined ? {} : { clients }), ...(user === undefined ? {} : { user }), ...(users === undefined ? {} : { users }), ...(autoSignIn === undefined ? {} : { autoSignIn }), ...(tokenLifetime === undefined ? {} : { tokenLifetime }) }
+    testUsers(this.authorization)
 
     const answering = new MockAgent({ connections: 1 })
     answering.disableNetConnect()

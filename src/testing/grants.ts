@@ -2,8 +2,10 @@ import { randomBytes } from 'node:crypto'
 import { appIdUriHint } from '../options.js'
 import type { MockJwk } from './mock-jwks.js'
 import { MockClaims, MockJwtClient } from './mock-jwt.js'
+import type { SignedInUser } from './users.js'
+export type { SignedInUser }
 import {
-  FAKE_USER_ID, GRAPH_APP_ID, OAuthError, opaque, stableGuid,
+  GRAPH_APP_ID, OAuthError, opaque, stableGuid,
   type FakeAuthorizationOptions, type FakeEntraApi, type FakeEntraClient, type ParsedScopes
 } from './oauth.js'
 
@@ -42,8 +44,8 @@ export interface UserGrant {
   /** OpenID Connect scopes asked for (`openid`, `offline_access`, …). */
   oidc: string[]
   nonce?: string
-  /** The user the grant is for. Default the configured signed-in user. */
-  user?: SignedInUser
+  /** The user who signed in. */
+  user: SignedInUser
 }
 
 /** An authorization code (RFC 6749 §4.1.2), bound to its client, redirect URI and PKCE challenge. */
@@ -208,15 +210,6 @@ export function appOnlyToken (ctx: AuthorizationContext, api: ResolvedApi, clien
   })
 }
 
-/** A user as tokens name them. */
-export interface SignedInUser { oid: string, name: string, username: string, roles: string[] }
-
-/** The signed-in user with defaults filled in. */
-export function signedInUser (ctx: AuthorizationContext): SignedInUser {
-  const user = ctx.authorization.user ?? {}
-  return { oid: user.oid ?? FAKE_USER_ID, name: user.name ?? 'Test User', username: user.username ?? 'test.user@contoso.example', roles: user.roles ?? [] }
-}
-
 /** Entra's `sub` is pairwise: the same user has a different subject for each application. */
 function pairwiseSubject (userId: string, appId: string): string {
   return stableGuid(`sub:${userId}:${appId}`).replaceAll('-', '').slice(0, 32)
@@ -224,7 +217,7 @@ function pairwiseSubject (userId: string, appId: string): string {
 
 /** A delegated (user) access token: `scp` from the grant, the user's `oid`, `name`, `preferred_username`. */
 export function delegatedToken (ctx: AuthorizationContext, api: ResolvedApi, grant: UserGrant): string {
-  const user = grant.user ?? signedInUser(ctx)
+  const user = grant.user
   const names = api.version === '1.0'
     ? { amr: ['pwd'], name: user.name, unique_name: user.username, upn: user.username }
     : { name: user.name, preferred_username: user.username }
@@ -243,7 +236,7 @@ export function delegatedToken (ctx: AuthorizationContext, api: ResolvedApi, gra
 
 /** The ID token (OpenID Connect Core §2) for the client: v2.0, `aud` = the client, `nonce` echoed. */
 export function idToken (ctx: AuthorizationContext, grant: UserGrant): string {
-  const user = grant.user ?? signedInUser(ctx)
+  const user = grant.user
   return sign(ctx, '2.0', {
     aud: grant.clientId,
     iss: ctx.issuerFor(ctx.tenantId, '2.0'),
@@ -261,7 +254,7 @@ export function idToken (ctx: AuthorizationContext, grant: UserGrant): string {
 }
 
 /** MSAL's `client_info`: base64url JSON `{ uid, utid }`, the account's home object and tenant IDs. */
-export function clientInfo (ctx: AuthorizationContext, user: SignedInUser = signedInUser(ctx)): string {
+export function clientInfo (ctx: AuthorizationContext, user: SignedInUser): string {
   return Buffer.from(JSON.stringify({ uid: user.oid, utid: ctx.tenantId })).toString('base64url')
 }
 

@@ -9,6 +9,8 @@ export interface FakeHttpRequest {
   headers: Record<string, string | undefined>
   /** The request body as text (`''` when there is none). */
   body: string
+  /** The peer's IP address, when the request came over a socket (the loopback server sets it). */
+  remoteAddress?: string
 }
 
 /** The fake's answer. */
@@ -49,7 +51,7 @@ export interface FakeEntraClient {
   permissions?: string[]
 }
 
-/** The test user that the authorize endpoint signs in. */
+/** A test user that the authorize endpoint can sign in. */
 export interface FakeEntraUser {
   /** Object ID. Default a fixed GUID. */
   oid?: string
@@ -59,6 +61,11 @@ export interface FakeEntraUser {
   username?: string
   /** App roles assigned to the user; delegated tokens carry them in `roles`. Default none. */
   roles?: string[]
+  /**
+   * Delegated scopes the user has consented to: their tokens carry only these of the scopes asked
+   * for (`scp`). Default: any scope asked for.
+   */
+  scopes?: string[]
 }
 
 /** Options of the fake's authorization server (token and authorize endpoints). */
@@ -67,8 +74,15 @@ export interface FakeAuthorizationOptions {
   apis?: FakeEntraApi[]
   /** The client applications. Default: any client ID, with any secret (or none, as a public client). */
   clients?: FakeEntraClient[]
-  /** The signed-in user of the authorization-code flow. */
+  /** The default user: signed in by `prompt=none` and `autoSignIn`, listed first on the sign-in page. */
   user?: FakeEntraUser
+  /** More test users, listed on the sign-in page. */
+  users?: FakeEntraUser[]
+  /**
+   * Sign the default user in at once, with no sign-in page, as before the page existed: for
+   * automated clients. Default `false`: `/authorize` shows the sign-in page.
+   */
+  autoSignIn?: boolean
   /** Lifetime of access and ID tokens, in seconds. Default 3599, as Entra answers client-credentials requests. */
   tokenLifetime?: number
 }

@@ -1,5 +1,5 @@
 import {
-  appOnlyToken, clientInfo, delegatedToken, idToken, resolveApi, resolveClient, signedInUser, tokenLifetime,
+  appOnlyToken, clientInfo, delegatedToken, idToken, resolveApi, resolveClient, tokenLifetime,
   type AuthorizationContext, type ResolvedApi, type SignedInUser, type UserGrant
 } from './grants.js'
 import { assertedUser, type AssertedUser } from './assertion.js'
@@ -7,6 +7,7 @@ import {
   errorResponse, jsonResponse, OAuthError, parseScopes, s256, sameSecret,
   type FakeEntraClient, type FakeHttpRequest, type FakeHttpResponse, type ParsedScopes
 } from './oauth.js'
+import { consentedScopes, testUsers } from './users.js'
 
 /** RFC 7523 §2.1's grant type: with `requested_token_use=on_behalf_of`, Entra's on-behalf-of flow. */
 const JWT_BEARER = 'urn:ietf:params:oauth:grant-type:jwt-bearer'
@@ -159,7 +160,7 @@ function authorizationCode (ctx: AuthorizationContext, request: FakeHttpRequest,
   if (!/^[A-Za-z0-9._~-]{43,128}$/.test(verifier) || s256(verifier) !== grant.codeChallenge) {
     throw new OAuthError('invalid_grant', 501481, 'The Code_Verifier does not match the code_challenge supplied in the authorization request.')
   }
-  return userTokens(ctx, { clientId: grant.clientId, confidential, resource: grant.resource, scopes: grant.scopes, oidc: grant.oidc, ...(grant.nonce === undefined ? {} : { nonce: grant.nonce }) }, form)
+  return userTokens(ctx, { clientId: grant.clientId, confidential, resource: grant.resource, scopes: grant.scopes, oidc: grant.oidc, ...(grant.nonce === undefined ? {} : { nonce: grant.nonce }), user: grant.user }, form)
 }
 
 function refreshToken (ctx: AuthorizationContext, request: FakeHttpRequest, form: Form): FakeHttpResponse {
@@ -171,18 +172,21 @@ function refreshToken (ctx: AuthorizationContext, request: FakeHttpRequest, form
   if (scope !== undefined && scope !== '') {
     // RFC 6749 §6: the scope of a refresh may narrow the grant, never widen it.
     const asked = userGrantScopes(ctx, client.clientId, scope)
-    const widened = asked.resource.clientId !== grant.resource.clientId ? asked.scopes : asked.scopes.filter(name => !grant.scopes.includes(name))
-    if (widened.length > 0) throw new OAuthError('invalid_grant', 65001, `The user or administrator has not consented to use the application '${client.clientId}' with scope '${widened.join(' ')}'. Send an interactive authorization request for this user and resource.`)
+    // The user's consent caps a refresh as it capped the sign-in: MSAL asks again for what it first asked.
+    const consented = consentedScopes(grant.user, asked.resource, asked.scopes)
+    const widened = asked.resource.clientId !== grant.resource.clientId ? consented : consented.filter(name => !grant.scopes.includes(name))
+    if (widened.length > 0 || consented.length === 0) throw new OAuthError('invalid_grant', 65001, `The user or administrator has not consented to use the application '${client.clientId}' with scope '${(consented.length === 0 ? asked.scopes : widened).join(' ')}'. Send an interactive authorization request for this user and resource.`)
+    asked.scopes = consented
     next = { ...next, scopes: asked.scopes, oidc: [...new Set([...asked.oidc, 'offline_access'])] }
   }
   return userTokens(ctx, next, form)
 }
 
-/** The user an assertion names: the configured one when the object IDs match, else as its claims say. */
+/** The user an assertion names: a configured test user when the object IDs match, else as its claims say. */
 function onBehalfOfUser (ctx: AuthorizationContext, asserted: AssertedUser): SignedInUser {
-  const known = signedInUser(ctx)
-  if (known.oid === asserted.oid) return known
-  return { oid: asserted.oid, name: asserted.name ?? asserted.username ?? asserted.oid, username: asserted.username ?? '', roles: asserted.roles }
+  const known = testUsers(ctx.authorization).find(user => user.oid === asserted.oid)
+  if (known !== undefined) return known
+  return { oid: asserted.oid, name: asserted.name ?? asserted.username ?? asserted.oid, username: asserted.username ?? '', roles: asserted.roles, scopes: undefined }
 }
 
 /**

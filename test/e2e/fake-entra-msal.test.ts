@@ -20,7 +20,8 @@ interface ExampleModule { buildApp: (auth: EntraAuthOptions, fastifyOptions?: ob
 const API = '00000000-0000-0000-0000-000000000001'
 const STARTUP_TIMEOUT = 30_000
 
-t.setTimeout(120_000)
+// Several processes per subtest: generous on a loaded 2-core CI machine (nothing here asserts on time).
+t.setTimeout(300_000)
 await ensureBuilt(['dist/index.js', 'dist/cli.js', 'dist/fake-entra-cli.js', 'dist/testing/index.js'])
 const example = await import(new URL('../../examples/app.js', import.meta.url).href) as ExampleModule
 
@@ -137,8 +138,28 @@ t.test('the printed request gets a token; configured clients are enforced', asyn
   t.equal(await running.exited, 0)
 })
 
+t.test('--user (repeatable) lists test users on the sign-in page; --auto-sign-in skips it', async t => {
+  const [page, auto] = await Promise.all([
+    start(t, ['--port', '0', '--api', API, '--user', 'ada.lovelace@contoso.example:Admin,Reports.Read', '--user', 'grace@contoso.example']),
+    start(t, ['--port', '0', '--api', API, '--user', 'ada.lovelace@contoso.example', '--user-roles', 'Admin', '--auto-sign-in'])
+  ])
+  t.match(page.output(), /lists the test users[^\n]*\n {2}ada\.lovelace@contoso\.example \(app roles: Admin, Reports\.Read\)\n {2}grace@contoso\.example\n/)
+  t.match(auto.output(), /the default user, at once \(--auto-sign-in\)\.\n {2}ada\.lovelace@contoso\.example \(app roles: Admin\)\n/)
+  const query = new URLSearchParams({ client_id: 'my-spa', response_type: 'code', redirect_uri: 'http://localhost:5173/', scope: `openid api://${API}/access_as_user`, code_challenge: 'a'.repeat(43), code_challenge_method: 'S256' })
+  const html = await (await fetch(`${page.lines.authority as string}/oauth2/v2.0/authorize?${query.toString()}`)).text()
+  t.match(html, /Sign in as Ada Lovelace<\/button>[\s\S]*Sign in as Grace<\/button>/)
+  t.match(html, /<code>Admin<\/code> <code>Reports\.Read<\/code>/)
+  const instant = await fetch(`${auto.lines.authority as string}/oauth2/v2.0/authorize?${query.toString()}`, { redirect: 'manual' })
+  t.equal(instant.status, 302)
+  t.match(instant.headers.get('location'), /^http:\/\/localhost:5173\/\?code=/)
+  page.child.kill('SIGINT')
+  auto.child.kill('SIGINT')
+  t.equal(await page.exited, 0)
+  t.equal(await auto.exited, 0)
+})
+
 t.test('usage errors exit 2; a non-loopback host is refused unless allowed', async t => {
-  const usage = [['--port', 'x'], ['--port', '70000'], ['--app-roles', 'A'], ['--token-version', '3'], ['--tenant-id', 'contoso'], ['--bogus']]
+  const usage = [['--port', 'x'], ['--port', '70000'], ['--app-roles', 'A'], ['--token-version', '3'], ['--tenant-id', 'contoso'], ['--bogus'], ['--user', 'ada'], ['--user', 'a@b.example:A', '--user-roles', 'B']]
   const [refused, help, ...runs] = [run(t, ['--host', '0.0.0.0']), run(t, ['--help']), ...usage.map(args => run(t, args))]
   for (const [i, running] of runs.entries()) {
     t.equal(await running.exited, 2, (usage[i] as string[]).join(' '))
