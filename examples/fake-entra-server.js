@@ -13,11 +13,11 @@ import { startFakeEntraServer, FAKE_TENANT_ID } from '../dist/testing/index.js'
  * Starts the fake on 127.0.0.1 (random port). Like the test kit's FakeEntra, it serves
  * `entra.discoveryDocument` / `entra.jwksDocument` instead of its own documents when they are set.
  *
- * @param {{ tenantId?: string, apis?: import('../dist/testing/index.js').FakeEntraApi[], log?: ((line: string) => void) | null }} [options]
- *   the tenant GUID (default the test kit's), the APIs it issues tokens for (default any), where
- *   its start-up notice goes (default nowhere: start.js says it itself)
+ * @param {import('../dist/testing/index.js').FakeEntraServerOptions} [options] the server's
+ *   options: the tenant GUID (default the test kit's), the APIs it issues tokens for (default any),
+ *   test users, … and where its start-up notice goes (default nowhere: start.js says it itself)
  * @returns {Promise<import('../dist/testing/index.js').FakeEntraServer>}
  */
-export async function startFakeEntra ({ tenantId = FAKE_TENANT_ID, apis, log = null } = {}) {
-  return startFakeEntraServer({ tenantId, log, ...(apis === undefined ? {} : { apis }) })
+export async function startFakeEntra ({ tenantId = FAKE_TENANT_ID, log = null, ...options } = {}) {
+  return startFakeEntraServer({ ...options, tenantId, log })
 }

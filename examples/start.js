@@ -4,7 +4,9 @@
  * - No ENTRA_* variables: an embedded fake Entra ID (fake-entra-server.js) serves discovery, keys
  *   and a token endpoint on loopback, and every printed command carries a token it signed; the
  *   last ones get a token from its token endpoint with curl. A downstream example API
- *   (downstream.js) runs beside it: the example API's /data calls it on the user's behalf. Works offline.
+ *   (downstream.js) runs beside it: the example API's /data calls it on the user's behalf. At
+ *   /spa/, a single-page app (spa.js) signs in with MSAL Browser on the fake's sign-in page and
+ *   calls the example API. Works offline.
  * - ENTRA_CLIENT_ID with ENTRA_TENANT (or ENTRA_OIDC_ENDPOINT; ENTRA_AUTHORITY_HOST for other
  *   clouds): the same API is protected by your real tenant.
  *
@@ -16,10 +18,21 @@ import { fileURLToPath } from 'node:url'
 import { buildApp, routes } from './app.js'
 import { buildDownstreamApp } from './downstream.js'
 import { startFakeEntra } from './fake-entra-server.js'
+import { spa } from './spa.js'
 
 const FAKE_CLIENT_ID = '00000000-0000-0000-0000-000000000001'
 /** The downstream example API (downstream.js) that /data calls on the user's behalf. */
 const DOWNSTREAM_CLIENT_ID = '00000000-0000-0000-0000-000000000002'
+/** The example SPA's client ID (a public client: PKCE, no secret). */
+const SPA_CLIENT_ID = '00000000-0000-0000-0000-00000000005a'
+/**
+ * The fake's test users, listed on its sign-in page: Ada (the default user) has consented to both
+ * scopes of the API and holds its Admin app role; Grace consented to `access_as_user` only.
+ */
+const TEST_USERS = {
+  user: { name: 'Ada Lovelace', username: 'ada@contoso.example', roles: ['Admin'] },
+  users: [{ name: 'Grace Hopper', username: 'grace@contoso.example', scopes: ['access_as_user'] }]
+}
 /** Another API of the same tenant: its tokens must not work here. */
 const OTHER_API_ID = '00000000-0000-0000-0000-0000000000ff'
 
@@ -164,7 +177,7 @@ const real = realEntraOptions()
 const port = portOf(env.PORT)
 // The fake's token endpoint grants app-only tokens for this API the app role that /reports needs.
 const fake = real === undefined
-  ? await startFakeEntra({ apis: [{ clientId: FAKE_CLIENT_ID, appRoles: ['Reports.Read.All'], scopes: ['Files.Read'] }, { clientId: DOWNSTREAM_CLIENT_ID, scopes: ['Data.Read'] }] })
+  ? await startFakeEntra({ apis: [{ clientId: FAKE_CLIENT_ID, appRoles: ['Reports.Read.All'], scopes: ['access_as_user', 'Files.Read'] }, { clientId: DOWNSTREAM_CLIENT_ID, scopes: ['Data.Read'] }], ...TEST_USERS })
   : undefined
 const auth = real ?? { clientId: FAKE_CLIENT_ID, oidcEndpoint: fake.oidcEndpoint }
 // With the fake: a second API, called by /data on the user's behalf (the fake takes any client secret).
@@ -173,6 +186,15 @@ const downstream = downstreamApp === undefined
   ? undefined
   : { url: (await downstreamApp.listen({ host: '127.0.0.1', port: 0 })).replace(/\/$/, ''), tokenEndpoint: fake.tokenEndpoint, clientSecret: 'example-api-secret', scope: `api://${DOWNSTREAM_CLIENT_ID}/Data.Read` }
 const app = await buildApp(auth, { logger: { level: env.LOG_LEVEL ?? 'warn' } }, downstream)
+if (fake !== undefined) {
+  await app.register(spa, {
+    prefix: '/spa',
+    clientId: SPA_CLIENT_ID,
+    authority: `https://login.microsoftonline.com/${fake.entra.tenantId}`,
+    discovery: fake.oidcEndpoint,
+    scopes: [`api://${FAKE_CLIENT_ID}/access_as_user`, `api://${FAKE_CLIENT_ID}/Files.Read`]
+  })
+}
 
 let closing = false
 async function shutdown (signal) {
@@ -194,7 +216,14 @@ process.on('SIGTERM', () => { shutdown('SIGTERM').catch(err => { console.error(e
 const base = (await listen(app, port)).replace(/\/$/, '')
 console.log(`fastify-entra-auth example API on ${base}`)
 if (downstream !== undefined) console.log(`downstream example API on ${downstream.url} (client ID ${DOWNSTREAM_CLIENT_ID}): /data calls it on the user's behalf`)
-if (fake !== undefined) printFake(base, fake.entra, auth.clientId)
-else printReal(base, real)
+if (fake !== undefined) {
+  console.log(`Single-page app (MSAL Browser): ${base}/spa/`)
+  console.log("  sign in on the fake Entra's page as Ada Lovelace (scopes access_as_user Files.Read, app role Admin),")
+  console.log('  Grace Hopper (access_as_user only: /files answers 403) or anyone you type in; then call the routes.')
+  console.log('')
+  printFake(base, fake.entra, auth.clientId)
+} else {
+  printReal(base, real)
+}
 console.log('')
 console.log('Press Ctrl-C to stop.')

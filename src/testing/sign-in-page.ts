@@ -29,7 +29,7 @@ const STYLE = `body{font:15px/1.45 system-ui,sans-serif;margin:2rem auto;max-wid
 h1{font-size:1.35rem;margin:0 0 .25rem}.fake{background:#fff4ce;border:1px solid #e8c24a;padding:.5rem .75rem;border-radius:4px}
 table{border-collapse:collapse;width:100%;margin:1rem 0}th,td{text-align:left;padding:.45rem .5rem;border-bottom:1px solid #ddd;vertical-align:top}
 code{background:#f3f3f3;padding:0 .25rem;border-radius:3px;font-size:.9em}.none{color:#777}
-button{font:inherit;padding:.3rem .8rem;border:1px solid #0067b8;background:#0067b8;color:#fff;border-radius:3px;cursor:pointer}
+button{font:inherit;white-space:nowrap;padding:.3rem .8rem;border:1px solid #0067b8;background:#0067b8;color:#fff;border-radius:3px;cursor:pointer}
 fieldset{border:1px solid #ccc;border-radius:4px}label{display:inline-block;margin:.25rem 1rem .25rem 0}input{font:inherit;padding:.2rem .35rem}
 .error{color:#a4262c;font-weight:600}`
 
