@@ -362,8 +362,17 @@ function invalid (path: string, value: unknown): string {
   return `option '${path}' must be ${EXPECTED[path] ?? 'valid'}, got ${shown(value)}`
 }
 
+/** Names other plugins use (fastify-jwt-jwks: `jwksUrl`, `issuer`) and common mix-ups, with what to write here. */
+const OPTION_HINTS: Readonly<Record<string, string>> = {
+  tenantId: "did you mean 'tenant'? It takes a tenant ID, a domain such as 'contoso.onmicrosoft.com', 'organizations' or 'common'",
+  issuer: "the issuer comes from the discovery document: give 'tenant' (e.g. 'contoso.onmicrosoft.com'), or 'oidcEndpoint' with the issuer's '/.well-known/openid-configuration' URL",
+  jwksUrl: "the keys' URL comes from the discovery document: give 'tenant' (e.g. 'contoso.onmicrosoft.com'), or 'oidcEndpoint' with the '/.well-known/openid-configuration' URL"
+}
+
 /** A near miss of a known option, for "did you mean". */
-function suggestion (key: string, known: readonly string[]): string {
+function suggestion (path: string, key: string, known: readonly string[]): string {
+  const hint = Object.hasOwn(OPTION_HINTS, path) ? OPTION_HINTS[path] : undefined
+  if (hint !== undefined) return ` (${hint})`
   const lower = key.toLowerCase().replace(/s$/, '')
   const match = known.find(name => name.toLowerCase().replace(/s$/, '') === lower)
   return match === undefined ? '' : ` (did you mean '${match}'?)`
@@ -376,7 +385,7 @@ function checkObject (properties: Record<string, TSchema>, value: Record<string,
     const path = prefix + key
     const schema = properties[key]
     if (schema === undefined) {
-      issues.push(`unknown option '${path}'${suggestion(key, known)}`)
+      issues.push(`unknown option '${path}'${suggestion(path, key, known)}`)
     } else if (member !== undefined) {
       const nested = (schema as { properties?: Record<string, TSchema> }).properties
       if (nested !== undefined && member !== null && typeof member === 'object' && !Array.isArray(member)) {

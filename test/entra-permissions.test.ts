@@ -51,7 +51,7 @@ t.test('requirePermissions: false admits them in a multi-tenant app', async t =>
   // Routes that need scopes still refuse them, naming the scopes.
   const res = await call(tokenOf(entra, { scp: false, roles: false }), '/read')
   t.equal(res.statusCode, 403)
-  t.match(res.headers['www-authenticate'], /scope="access_as_user"/)
+  t.match(res.headers['www-authenticate'], `scope="api://${API}/access_as_user"`)
 })
 
 t.test('single tenant: admitted by default, refused with requirePermissions: true', async t => {

@@ -77,7 +77,7 @@ t.test('the token passes the plugin: 200 on an app-role route, 403 on another ro
   t.equal(admin.statusCode, 403)
   t.equal(admin.json().type, 'auth_token_insufficient_scopes')
   t.match(admin.headers['www-authenticate'], /error="insufficient_scope"/)
-  t.match(admin.headers['www-authenticate'], /scope="Admin"/)
+  t.match(admin.headers['www-authenticate'], `scope="api://${API}/.default"`, 'an app role is requested with .default')
 })
 
 t.test('a v1.0 API gets v1.0 tokens: sts.windows.net issuer, App ID URI audience, appid, x5t', async t => {

@@ -127,7 +127,7 @@ t.test('@fastify/auth as in the README: the Entra strategy last, so its problem 
   assertProblem(t, await app.inject('/reports'), 'auth_header_missing')
   assertProblem(t, await app.inject({ url: '/reports', headers: { authorization: 'Bearer not.a.token' } }), 'auth_token_invalid')
   assertProblem(t, await app.inject({ url: '/reports', headers: bearer(entra.token('another-api', { scp: 'Reports.Read' })) }), 'auth_token_audience_invalid')
-  assertProblem(t, await app.inject({ url: '/reports', headers: bearer(entra.token(API_ID, { scp: 'Other' })) }), 'auth_token_insufficient_scopes', { scope: 'Reports.Read' })
+  assertProblem(t, await app.inject({ url: '/reports', headers: bearer(entra.token(API_ID, { scp: 'Other' })) }), 'auth_token_insufficient_scopes', { scope: `api://${API_ID}/Reports.Read` })
   t.equal((await app.inject({ url: '/reports', headers: bearer(entra.token(API_ID, { scp: 'Reports.Read' })) })).statusCode, 200)
   t.equal((await app.inject({ url: '/reports', headers: { 'x-api-key': 'let-me-in' } })).statusCode, 200)
 
@@ -163,5 +163,5 @@ t.test('MockJwks, MockClaims and MockJwtClient plug into the plugin through a Fa
   app.get('/a', { onRequest: app.entraAuth(['SCOPE_A']) }, async request => ({ sub: request.entraToken?.claims.sub }))
   const res = await app.inject({ url: '/a', headers: bearer(client.generate()) })
   t.same([res.statusCode, res.json()], [200, { sub: 'test_subject' }])
-  assertProblem(t, await app.inject({ url: '/a', headers: bearer(client.generate({ scp: 'SCOPE_B', roles: false })) }), 'auth_token_insufficient_scopes', { scope: 'SCOPE_A' })
+  assertProblem(t, await app.inject({ url: '/a', headers: bearer(client.generate({ scp: 'SCOPE_B', roles: false })) }), 'auth_token_insufficient_scopes', { scope: 'api://my-api/SCOPE_A' })
 })

@@ -77,6 +77,20 @@ t.test('misconfiguration fails at register with a message naming the option', as
   }
 })
 
+t.test("other plugins' option names point to this plugin's", async t => {
+  const hints: Array<[string, Record<string, unknown>, RegExp]> = [
+    ['tenantId', { tenantId: FAKE_TENANT_ID }, /unknown option 'tenantId' \(did you mean 'tenant'\? It takes a tenant ID, a domain/],
+    ['issuer (fastify-jwt-jwks)', { issuer: 'https://login.microsoftonline.com/x/v2.0', ...TENANT }, /unknown option 'issuer' \(the issuer comes from the discovery document: give 'tenant'.*or 'oidcEndpoint'/],
+    ['jwksUrl (fastify-jwt-jwks)', { jwksUrl: 'https://login.microsoftonline.com/x/discovery/v2.0/keys', ...TENANT }, /unknown option 'jwksUrl' \(the keys' URL comes from the discovery document: give 'tenant'.*or 'oidcEndpoint'/]
+  ]
+  for (const [name, options, message] of hints) {
+    const app = newApp(t)
+    await t.rejects(async () => { await app.register(entraAuth, { clientId: CLIENT_ID, ...options } as unknown as EntraAuthOptions) }, { name: 'TypeError', code: 'FST_ENTRA_AUTH_INVALID_OPTIONS', message }, name)
+  }
+  const app = newApp(t)
+  await t.rejects(async () => { await app.register(entraAuth, { clientId: CLIENT_ID, ...TENANT, jwks: { issuer: 'x' } } as unknown as EntraAuthOptions) }, { message: /^fastify-entra-auth: unknown option 'jwks\.issuer'$/ }, 'a nested key gets no top-level hint')
+})
+
 t.test('an app with bad options never starts serving', async t => {
   const app = newApp(t)
   app.register(entraAuth, { clientId: CLIENT_ID } as EntraAuthOptions)
@@ -160,7 +174,10 @@ t.test('a malformed route requirement throws when the route is defined', async t
     ['a non-string alternative', [42]],
     ['a number', 42],
     ['an object with an unknown key', { scope: ['Files.Read'] }],
-    ['a scope with a double quote', ['Files"Read']]
+    ['a scope with a double quote', ['Files"Read']],
+    ['a scope with a comma', 'Files.Read,Files.Write'],
+    ['an object form without a non-empty list', { roles: [] }],
+    ['null', null]
   ]
   malformed.forEach(([name, requirement], i) => {
     t.throws(() => {

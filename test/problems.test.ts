@@ -7,7 +7,7 @@
 import t from 'tap'
 import entraAuth, { createEntraVerifier, EntraAuthError, type EntraAuthOptions, problems, type ProblemType } from '../src/index.js'
 import { FakeEntra } from '../src/testing/index.js'
-import { API_ID, assertProblem, bearer, captureLogs, closing, fakeEntra, seedFixture, type SeedFixture } from './helpers/index.js'
+import { API_ID, CLIENT_ID, assertProblem, bearer, captureLogs, closing, fakeEntra, seedFixture, type SeedFixture } from './helpers/index.js'
 import fastifyAuth from '@fastify/auth'
 import Fastify from 'fastify'
 
@@ -50,7 +50,7 @@ const CASES: ProblemCase[] = [
   { type: 'auth_token_ver_not_supported', authorization: fx => bearerValue(fx.client.generate({ ver: '3.0' })) },
   { type: 'auth_token_subject_not_trusted', authorization: fx => bearerValue(fx.client.generate({ sub: 'intruder' })) },
   { type: 'auth_token_azp_not_trusted', authorization: fx => bearerValue(fx.client.generate({ azp: 'rogue_app' })) },
-  { type: 'auth_token_insufficient_scopes', url: '/scopes/0', authorization: fx => bearerValue(fx.client.generate({ scp: 'SCOPE_A', roles: false })), scope: 'SCOPE_A SCOPE_B' },
+  { type: 'auth_token_insufficient_scopes', url: '/scopes/0', authorization: fx => bearerValue(fx.client.generate({ scp: 'SCOPE_A', roles: false })), scope: `api://${CLIENT_ID}/SCOPE_A api://${CLIENT_ID}/SCOPE_B` },
   {
     type: 'auth_tenant_check_error',
     options: { allowedTenants: async () => { throw new Error('tenant database unreachable') } },
@@ -236,7 +236,7 @@ t.test('other rejections carry no reason and no Retry-After', async t => {
   await app.register(entraAuth, { clientId: API_ID, ...entra.pluginOptions() })
   app.get('/me', { onRequest: app.entraAuth('Files.Read') }, async () => ({ ok: true }))
   assertProblem(t, await app.inject('/me'), 'auth_header_missing')
-  assertProblem(t, await app.inject({ url: '/me', headers: bearer(entra.token(API_ID, { scp: 'Other' })) }), 'auth_token_insufficient_scopes', { scope: 'Files.Read' })
+  assertProblem(t, await app.inject({ url: '/me', headers: bearer(entra.token(API_ID, { scp: 'Other' })) }), 'auth_token_insufficient_scopes', { scope: `api://${API_ID}/Files.Read` })
   const rejections = logs.lines.filter(line => line.msg === REJECTED)
   t.same(rejections.map(line => Object.hasOwn(line, 'reason')), [false, false])
 })

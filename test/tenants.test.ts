@@ -308,7 +308,7 @@ t.test('{ scopes, roles }: delegated scopes and app roles are kept apart (Micros
   t.test('the role name in scp does not satisfy roles', async t => {
     const res = await call(user('Files.Read.All'), '/files')
     assertProblem(t, res, 'auth_token_insufficient_scopes', { status: 403 })
-    t.equal(res.headers['www-authenticate'], 'Bearer error="insufficient_scope", error_description="Insufficient scopes", scope="Files.Read Files.Read.All"')
+    t.equal(res.headers['www-authenticate'], `Bearer error="insufficient_scope", error_description="Insufficient scopes", scope="api://${CLIENT}/Files.Read"`, 'the first alternative, as clients request it')
   })
 
   t.test('the scope name in roles does not satisfy scopes', async t => {

@@ -629,7 +629,7 @@ t.test('scopes and roles: exact, case-sensitive words', async t => {
   await probe(t, fx, only({ roles: ['ROLE_1', 'ROLE_2'] }), { status: 200, url: '/scopes/3' }, 'control: roles 1 2')
 
   const res = await probe(t, fx, only({ scp: 'scope_a scope_b' }), insufficient('/scopes/0'), 'lower-case scopes')
-  t.match(res.headers['www-authenticate'], /scope="SCOPE_A SCOPE_B"/, 'challenge names the required scopes')
+  t.match(res.headers['www-authenticate'], `scope="api://${CLIENT_ID}/SCOPE_A api://${CLIENT_ID}/SCOPE_B"`, 'challenge names the required scopes')
   await probe(t, fx, only({ scp: 'Scope_A Scope_B' }), insufficient('/scopes/0'), 'mixed-case scopes')
   await probe(t, fx, only({ scp: 'SCOPE_ASCOPE_B' }), insufficient('/scopes/1'), 'concatenated scopes')
   await probe(t, fx, only({ scp: 'SCOPE_A_EXTRA XSCOPE_B' }), insufficient('/scopes/1'), 'scope with a suffix / prefix')

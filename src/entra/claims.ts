@@ -6,6 +6,8 @@ import { graphTokenDetail, isGraphToken, looksLikeIdToken } from './kinds.js'
 import { runSteps, type Step, type StepFacts, type StepRecorder } from './steps.js'
 
 export interface ClaimRules {
+  /** The API's client ID, for the scope a wrong-audience detail tells the caller to request. */
+  readonly clientId: string
   readonly audiences: ReadonlySet<string>
   readonly tokenVersions: ReadonlySet<string>
   readonly allowedTenants: ReadonlySet<string> | null
@@ -152,7 +154,10 @@ function audience (c: ClaimCheck): void {
   const aud = c.payload.aud as string | string[]
   const audiences = c.rules.audiences
   if (typeof aud === 'string' ? audiences.has(aud) : aud.some(a => audiences.has(a))) return
-  throw new EntraAuthError('auth_token_audience_invalid', isGraphToken({}, c.payload) ? graphTokenDetail() : undefined)
+  const scope = `api://${c.rules.clientId}/.default`
+  throw new EntraAuthError('auth_token_audience_invalid', isGraphToken({}, c.payload)
+    ? graphTokenDetail(scope)
+    : `The token was issued for another resource. Request a token with a scope of this API (e.g. ${scope}).`)
 }
 
 function subject (c: ClaimCheck): void {

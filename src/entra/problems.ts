@@ -85,7 +85,7 @@ const registry = {
   auth_token_audience_invalid: {
     status: 401,
     title: 'Token audience invalid',
-    detail: 'The token was issued for another resource. Request a token with a scope of this API (e.g. api://<client id>/.default).',
+    detail: 'The token was issued for another resource. Request a token with a scope of this API.',
     challenge: 'invalid_token'
   },
   auth_token_expired: {

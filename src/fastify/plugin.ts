@@ -4,7 +4,7 @@ import { keyStoreClockOf, kFromCache, kVerifier } from '../core/internal.js'
 import { checkRequirement, compileRequirement, type CompiledRequirement, type ScopeRequirement } from '../entra/scopes.js'
 import { verifyTracing } from '../core/tracing.js'
 import { endpointsFromDiscoveryUrl, findHook, markRoute, ROUTE_HOOKS, tagHook, wrapSwagger, type OpenApiContribution } from './openapi.js'
-import { resolveOptions, type EntraAuthOptions } from '../options.js'
+import { EntraAuthOptionsError, resolveOptions, type EntraAuthOptions } from '../options.js'
 import { asAuthError, EntraAuthError } from '../entra/problems.js'
 import { sendProblemReply } from './problem-reply.js'
 import { findToken } from './sources.js'
@@ -90,8 +90,9 @@ declare module 'fastify' {
   }
   interface FastifyRequest {
     /**
-     * The validated Entra access token; `null` unless a fastify-entra-auth hook admitted the
-     * request — on every route of the app, also outside the context that registered the plugin.
+     * The validated Entra access token once a fastify-entra-auth hook admitted the request; else
+     * `null` in the context that registered the plugin and its descendants (the whole app when
+     * registered at the root), and `undefined` elsewhere: test it with `== null`.
      */
     entraToken: EntraToken | null
   }
@@ -108,34 +109,6 @@ function hookNotCalled (name: string, where: string): TypeError {
 /** True when Fastify called a hook factory as a hook: its first argument is then a request. */
 function isRequest (value: unknown): boolean {
   return typeof value === 'object' && value !== null && 'raw' in value && 'routeOptions' in value
-}
-
-type RequestConstructor = Record<symbol, unknown> & { prototype: object, parent?: RequestConstructor }
-
-function symbolNamed (target: object, description: string): symbol | undefined {
-  return Object.getOwnPropertySymbols(target).find(candidate => candidate.description === description)
-}
-
-/**
- * Gives `request.entraToken` the value `null` on every route of the app, including routes outside
- * the context that registered the plugin, where Fastify's encapsulation would leave it undefined
- * and the declared type `EntraToken | null` would lie. Fastify offers no public way to decorate
- * the root from inside a context: this finds the app's root Request class through the instance's
- * `fastify.Request` symbol and the classes' `parent` links, gives its prototype the default, and
- * marks it decorated (as `decorateRequest` does) so Fastify keeps using it for root routes. Runs
- * after `decorateRequest` in this context, whose class then carries the marker symbol. If a future
- * Fastify hides these, routes outside the context keep `undefined` (documented), nothing else.
- */
-function defaultTokenEverywhere (fastify: FastifyInstance): void {
-  const requestSymbol = symbolNamed(fastify, 'fastify.Request')
-  const own = requestSymbol === undefined ? undefined : (fastify as unknown as Record<symbol, RequestConstructor | undefined>)[requestSymbol]
-  let root = own
-  // The app's root class is the last one before Fastify's shared base class (whose parent is unset).
-  while (root?.parent?.parent !== undefined) root = root.parent
-  const decoratedSymbol = own === undefined ? undefined : symbolNamed(own, 'fastify.hasBeenDecorated')
-  if (root === undefined || decoratedSymbol === undefined || 'entraToken' in root.prototype) return
-  Object.defineProperty(root.prototype, 'entraToken', { value: null, writable: true, configurable: true })
-  root[decoratedSymbol] = true
 }
 
 /** Sends `error` as an RFC 9457 problem with its RFC 6750 challenge. */
@@ -158,6 +131,11 @@ function rejectionLog (problem: EntraAuthError): { problem: string, status: numb
 
 async function entraAuthPlugin (fastify: FastifyInstance, opts: EntraAuthOptions): Promise<void> {
   const options = resolveOptions(opts)
+  if (fastify.hasDecorator(options.decorator)) {
+    throw new EntraAuthOptionsError([`option 'decorator': this context already has a decorator '${options.decorator}' (another registration of this plugin, here or in a parent context, or another plugin's); give each registration its own name, e.g. { decorator: 'filesAuth' }`])
+  }
+  // The form clients request scopes in, for the 403 challenge (the OpenAPI document uses it too).
+  const scopePrefix = options.openapi === false ? `api://${options.clientId}/` : options.openapi.scopePrefix
   const verifier = buildVerifier(options, { logger: fastify.log, clock: keyStoreClockOf(opts) })
   const fromCache = verifier[kFromCache]
   const level = options.rejectionLogLevel
@@ -198,7 +176,7 @@ async function entraAuthPlugin (fastify: FastifyInstance, opts: EntraAuthOptions
   function entraAuth (requirement?: ScopeRequirement, hookOptions?: EntraAuthHookOptions): onRequestAsyncHookHandler {
     // Passed uncalled to addHook (which the route check below can't see), Fastify calls it per request.
     if (isRequest(requirement)) throw hookNotCalled(options.decorator, 'a hook')
-    const required = compileRequirement(requirement)
+    const required = compileRequirement(requirement, scopePrefix)
     const { optional } = hookOptionsOf(hookOptions)
     return tagHook(async function entraAuthHook (request: FastifyRequest, reply: FastifyReply) {
       try {
@@ -214,7 +192,7 @@ async function entraAuthPlugin (fastify: FastifyInstance, opts: EntraAuthOptions
 
   function strategy (requirement?: ScopeRequirement, hookOptions?: EntraAuthHookOptions): onRequestAsyncHookHandler {
     if (isRequest(requirement)) throw hookNotCalled(`${options.decorator}.strategy`, 'a hook')
-    const required = compileRequirement(requirement)
+    const required = compileRequirement(requirement, scopePrefix)
     const { optional } = hookOptionsOf(hookOptions)
     return tagHook(async function entraAuthStrategy (request: FastifyRequest) {
       await authenticate(request, required, optional)
@@ -235,7 +213,6 @@ async function entraAuthPlugin (fastify: FastifyInstance, opts: EntraAuthOptions
   // The first registration of a context is the one the claims-challenge helper uses by default.
   if (!fastify.hasDecorator(kVerifier)) fastify.decorate(kVerifier, verifier)
   if (!fastify.hasRequestDecorator('entraToken')) fastify.decorateRequest('entraToken', null)
-  defaultTokenEverywhere(fastify)
 
   // `onRequest: app.entraAuth` (the habit of plugins whose decorator is the hook itself) would
   // answer every request with a 500: refuse it when the route is defined.

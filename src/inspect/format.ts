@@ -77,7 +77,7 @@ export function formatReport (report: InspectReport): string {
     out.push(`VALID${id === null ? '' : `: ${id.isAppOnly ? 'app' : 'user'} ${id.objectId ?? id.subject ?? '?'} of tenant ${id.tenantId ?? '?'} via client ${id.clientId ?? '?'}`}`)
   } else if (validation.problem !== null) {
     const p = validation.problem
-    out.push(`INVALID: ${p.type} (${p.status} ${p.title})`, `  ${p.detail}`)
+    out.push(`${exitCodeOf(report) === EXIT.unreachable ? 'NO VERDICT' : 'INVALID'}: ${p.type} (${p.status} ${p.title})`, `  ${p.detail}`)
   }
   return out.map(escapeControls).join('\n') + '\n'
 }

@@ -68,6 +68,10 @@ test('the instance decorator', () => {
   expect(app.entraAuth.state().keys.kids).type.toBe<string[]>()
   expect(app.entraAuth.sendProblem).type.toBe<(reply: FastifyReply, error: EntraAuthError) => FastifyReply>()
   expect<ScopeRequirement>().type.toBeAssignableFrom(['A', 'B C'] as const)
+  expect(app.entraAuth).type.toBeCallableWith({ roles: ['Reports.Read.All'], appOnly: true })
+  expect<ScopeRequirement>().type.toBeAssignableFrom({ roles: 'Jobs.Run', appOnly: false })
+  expect<ScopeRequirement>().type.not.toBeAssignableFrom({ roles: ['A'], appOnly: 'yes' })
+  expect<ScopeRequirement>().type.not.toBeAssignableFrom({ roles: ['A'], appOnlyy: true })
 
   app.get('/me', { onRequest: app.entraAuth() }, async () => ({}))
   app.get('/files', { preHandler: [app.entraAuth(['Files.Read'])] }, async () => ({}))
