@@ -13,6 +13,7 @@ export { CHANNELS, type VerifyTraceContext, type KeyFetchMessage, type KeyRefres
 export { EntraToken, EntraClaimsSchema, type EntraClaims, type CustomEntraClaims, type Rfc7662Introspection } from './entra/token.js'
 export { EntraAuthOptionsError, type EntraAuthOptions, type EntraVerifierOptions, type EntraCommonOptions, type EntraEndpointOptions, type EntraPluginOnlyOptions, type EntraTenantPredicate, type EntraTokenSource, type EntraOpenApiOptions } from './options.js'
 export type { ScopeRequirement } from './entra/scopes.js'
+export { withEntraSecurity } from './fastify/openapi.js'
 export { claimsChallenge, buildClaimsChallenge, supportsClaimsChallenge, INSUFFICIENT_CLAIMS, type ClaimsChallengeOptions, type ClaimsRequest } from './fastify/claims-challenge.js'
 export type { KeyStoreState } from './core/keys.js'
 export type { JoseHeader } from './core/jws.js'

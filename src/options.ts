@@ -193,9 +193,10 @@ export interface EntraPluginOnlyOptions {
   /** Called once per refused request or failed strategy, for metrics. Must not throw. */
   onAuthFailure?: (request: FastifyRequest, error: EntraAuthError) => void
   /**
-   * OpenAPI contribution when `@fastify/swagger` is registered; `false` turns it off.
-   * `securityScheme`: component name, default the decorator name; `scopePrefix`: prepended to each
-   * scope, default `api://{clientId}/`; `description` of the security scheme.
+   * OpenAPI contribution when `@fastify/swagger` is registered: each protected route's
+   * `schema.security`; `withEntraSecurity` adds the scheme to the swagger options. `false` turns it
+   * off. `securityScheme`: component name, default the decorator name; `scopePrefix`: prepended to
+   * each scope (and in the 403 challenge), default `api://{clientId}/`; `description` of the scheme.
    */
   openapi?: false | EntraOpenApiOptions
 }
@@ -229,7 +230,7 @@ export interface EntraOpenApiOptions {
   securityScheme?: string
   /** Prepended to each scope word. Default `api://{clientId}/`. */
   scopePrefix?: string
-  /** Description of the security scheme. */
+  /** Description of the security scheme (written by `withEntraSecurity`). */
   description?: string
 }
 

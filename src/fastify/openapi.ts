@@ -1,18 +1,11 @@
 /**
- * OpenAPI contribution for `@fastify/swagger`: an OAuth2 security scheme for Entra, and each
- * protected operation's `security`, both derived from the route hooks — the user never repeats a
- * scope.
- *
- * @fastify/swagger 9 has no API for a plugin to add a security scheme (fastify/fastify-swagger#803),
- * and it throws when an operation names a scheme its options don't define. So a protected route's
- * schema gets an `x-entra-auth` marker (extensions are copied into the operation as they are), and
- * the `swagger()` decorator is wrapped to turn markers into `security` and to add the scheme.
+ * OpenAPI for `@fastify/swagger`, through its public options only: the plugin gives each protected
+ * route its `schema.security` (`onRoute`), and {@link withEntraSecurity} adds the scheme to the
+ * swagger options, since @fastify/swagger has no plugin API for schemes (fastify/fastify-swagger#803).
  */
 import type { RouteOptions } from 'fastify'
 import type { CompiledRequirement } from '../entra/scopes.js'
-
-/** Route-schema extension carrying `{ [scheme]: securityRequirements }` until the document is built. */
-export const MARKER = 'x-entra-auth'
+import { resolveOptions, type EntraAuthOptions } from '../options.js'
 
 const kRouteHook = Symbol('fastify-entra-auth.routeHook')
 
@@ -47,22 +40,12 @@ export function findHook (route: RouteOptions, owner: symbol): RouteHookInfo | u
   return undefined
 }
 
-/** Settings of one registration's contribution. */
-export interface OpenApiContribution {
-  readonly scheme: string
-  readonly scopePrefix: string
-  readonly description: string | undefined
-  /** Authorization and token endpoints, read when the document is built. */
-  readonly endpoints: () => { authorizationUrl: string, tokenUrl: string }
-}
-
 /**
  * OpenAPI security requirements (alternatives, OR) for a route requirement. Each alternative of
  * the requirement becomes one requirement object whose scopes must all be granted (AND). App-role
  * alternatives are requested with `.default` (client credentials cannot ask for single roles).
  */
-export function securityRequirements (contribution: OpenApiContribution, info: RouteHookInfo): SecurityRequirement[] {
-  const { scheme, scopePrefix } = contribution
+export function securityRequirements (scheme: string, scopePrefix: string, info: RouteHookInfo): SecurityRequirement[] {
   const list: SecurityRequirement[] = []
   const seen = new Set<string>()
   const add = (scopes: string[]): void => {
@@ -80,69 +63,11 @@ export function securityRequirements (contribution: OpenApiContribution, info: R
   return list
 }
 
-/** Adds the marker to a route's schema (a copy: schema objects are often shared between routes). */
-export function markRoute (route: RouteOptions, contribution: OpenApiContribution, info: RouteHookInfo): boolean {
+/** Gives a route its `schema.security`, unless it has its own (a copy: schema objects are often shared). */
+export function documentRoute (route: RouteOptions, security: SecurityRequirement[]): void {
   const schema = (route.schema ?? {}) as Record<string, unknown>
-  if (schema.security !== undefined) return false
-  const marker = (schema[MARKER] ?? {}) as Record<string, SecurityRequirement[]>
-  const marked: Record<string, unknown> = { ...schema, [MARKER]: { ...marker, [contribution.scheme]: securityRequirements(contribution, info) } }
-  route.schema = marked
-  return true
-}
-
-type Doc = Record<string, unknown>
-
-function isObject (value: unknown): value is Record<string, unknown> {
-  return value !== null && typeof value === 'object' && !Array.isArray(value)
-}
-
-/**
- * Turns this contribution's markers into operation `security` (unless the operation has its own)
- * and adds the security scheme with every scope the operations name. Never mutates the options
- * object @fastify/swagger was given.
- */
-export function patchDocument (doc: Doc, contribution: OpenApiContribution): void {
-  const { scheme, scopePrefix } = contribution
-  const appScope = `${scopePrefix}.default`
-  const delegated = new Map<string, string>([[appScope, 'All permissions of this API consented for the client']])
-  let appOnly = false
-  const paths = isObject(doc.paths) ? doc.paths : {}
-  for (const item of Object.values(paths)) {
-    if (!isObject(item)) continue
-    for (const operation of Object.values(item)) {
-      if (!isObject(operation) || !isObject(operation[MARKER])) continue
-      const { [scheme]: security, ...others } = operation[MARKER] as Record<string, SecurityRequirement[] | undefined>
-      if (security === undefined) continue
-      if (Object.keys(others).length === 0) delete operation[MARKER]
-      else operation[MARKER] = others
-      if (operation.security === undefined) operation.security = security
-      for (const requirement of security) {
-        for (const scope of requirement[scheme] ?? []) {
-          if (scope === appScope) appOnly = true
-          else delegated.set(scope, `Delegated permission ${scope.slice(scopePrefix.length)}`)
-        }
-      }
-    }
-  }
-
-  const { authorizationUrl, tokenUrl } = contribution.endpoints()
-  const scopes = Object.fromEntries(delegated)
-  if (doc.swagger === '2.0') {
-    const definitions = isObject(doc.securityDefinitions) ? doc.securityDefinitions : {}
-    if (definitions[scheme] !== undefined) return
-    const definition: Doc = { type: 'oauth2', flow: 'accessCode', authorizationUrl, tokenUrl, scopes }
-    if (contribution.description !== undefined) definition.description = contribution.description
-    doc.securityDefinitions = { ...definitions, [scheme]: definition }
-    return
-  }
-  const components = isObject(doc.components) ? doc.components : {}
-  const schemes = isObject(components.securitySchemes) ? components.securitySchemes : {}
-  if (schemes[scheme] !== undefined) return
-  const flows: Doc = { authorizationCode: { authorizationUrl, tokenUrl, scopes } }
-  if (appOnly) flows.clientCredentials = { tokenUrl, scopes: { [appScope]: 'Application permissions (app roles) granted to the client' } }
-  const definition: Doc = { type: 'oauth2', flows }
-  if (contribution.description !== undefined) definition.description = contribution.description
-  doc.components = { ...components, securitySchemes: { ...schemes, [scheme]: definition } }
+  if (schema.security !== undefined) return
+  route.schema = { ...schema, security }
 }
 
 /** Entra's OAuth 2.0 endpoints next to a discovery URL: `{authority}/oauth2/v2.0/{authorize,token}`. */
@@ -151,72 +76,134 @@ export function endpointsFromDiscoveryUrl (discoveryUrl: URL): { authorizationUr
   return { authorizationUrl: `${authority}/oauth2/v2.0/authorize`, tokenUrl: `${authority}/oauth2/v2.0/token` }
 }
 
-type SwaggerFn = (opts?: { yaml?: boolean }) => unknown
+type Doc = Record<string, unknown>
 
-const schemesByOwner = new WeakMap<object, Set<string>>()
+function isObject (value: unknown): value is Doc {
+  return value !== null && typeof value === 'object' && !Array.isArray(value)
+}
+
+const ALL_CONSENTED = 'All permissions of this API consented for the client'
+const APPLICATION = 'Application permissions (app roles) granted to the client'
+
+interface Scheme {
+  readonly name: string
+  readonly scopePrefix: string
+  readonly description: string | undefined
+  readonly authorizationUrl: string
+  readonly tokenUrl: string
+}
+
+/** The scheme's definition, with the scopes the document's operations name. */
+function definitionOf (scheme: Scheme, scopes: ReadonlyMap<string, string>, appOnly: boolean, swagger2: boolean): Doc {
+  const { authorizationUrl, tokenUrl, description } = scheme
+  const definition: Doc = swagger2
+    ? { type: 'oauth2', flow: 'accessCode', authorizationUrl, tokenUrl, scopes: Object.fromEntries(scopes) }
+    : {
+        type: 'oauth2',
+        flows: {
+          authorizationCode: { authorizationUrl, tokenUrl, scopes: Object.fromEntries(scopes) },
+          ...(appOnly ? { clientCredentials: { tokenUrl, scopes: { [`${scheme.scopePrefix}.default`]: APPLICATION } } } : {})
+        }
+      }
+  if (description !== undefined) definition.description = description
+  return definition
+}
 
 /**
- * Wraps the `swagger()` decorator on the instance that owns it (an ancestor of `instance`, when
- * @fastify/swagger is registered higher up), so every caller — the app, @fastify/swagger-ui,
- * Scalar — gets the patched document. Returns false when there is no `swagger` decorator.
- *
- * @throws TypeError when another registration already contributes a scheme of the same name
+ * Completes the scheme from the built document: every scope its operations name under the scheme.
+ * Returns a new document object where it changes one: the options' objects are never mutated.
  */
-export function wrapSwagger (instance: object, contribution: OpenApiContribution): boolean {
-  let owner: object | null = instance
-  while (owner !== null && !Object.hasOwn(owner, 'swagger')) owner = Object.getPrototypeOf(owner) as object | null
-  if (owner === null) return false
-  const host = owner as { swagger: unknown }
-  if (typeof host.swagger !== 'function') return false
-  const names = schemesByOwner.get(owner) ?? new Set<string>()
-  if (names.has(contribution.scheme)) {
-    throw new TypeError(`fastify-entra-auth: two registrations contribute the OpenAPI security scheme '${contribution.scheme}'; give each its own option 'openapi.securityScheme' (or 'decorator')`)
-  }
-  names.add(contribution.scheme)
-  schemesByOwner.set(owner, names)
-
-  const original = host.swagger as SwaggerFn
-  const patched = new WeakSet<object>()
-  host.swagger = function swagger (opts?: { yaml?: boolean }): unknown {
-    // Outer wrappers ask for the object; YAML is made once, from the fully patched object.
-    const doc = original.call(this)
-    if (isObject(doc) && !patched.has(doc)) {
-      patchDocument(doc, contribution)
-      patched.add(doc)
+function completeDocument (doc: Doc, scheme: Scheme): Doc {
+  const appScope = `${scheme.scopePrefix}.default`
+  const scopes = new Map<string, string>([[appScope, ALL_CONSENTED]])
+  let appOnly = false
+  for (const item of Object.values(isObject(doc.paths) ? doc.paths : {})) {
+    for (const operation of Object.values(isObject(item) ? item : {})) {
+      const security: unknown = isObject(operation) ? operation.security : undefined
+      for (const requirement of Array.isArray(security) ? security : []) {
+        const named: unknown = isObject(requirement) ? requirement[scheme.name] : undefined
+        for (const scope of Array.isArray(named) ? named : []) {
+          if (typeof scope !== 'string') continue
+          if (!scope.startsWith(scheme.scopePrefix)) {
+            throw new TypeError(`fastify-entra-auth: an operation names the scope '${scope}' under the OpenAPI security scheme '${scheme.name}', whose scopes start with '${scheme.scopePrefix}'; give each registration of the plugin its own option 'openapi.securityScheme' (or 'decorator'), and add each with withEntraSecurity`)
+          }
+          if (scope === appScope) appOnly = true
+          else scopes.set(scope, `Delegated permission ${scope.slice(scheme.scopePrefix.length)}`)
+        }
+      }
     }
-    return opts?.yaml === true ? toYaml(doc) : doc
   }
-  return true
+  const swagger2 = doc.swagger === '2.0'
+  const definition = definitionOf(scheme, scopes, appOnly, swagger2)
+  if (swagger2) {
+    return { ...doc, securityDefinitions: { ...(isObject(doc.securityDefinitions) ? doc.securityDefinitions : {}), [scheme.name]: definition } }
+  }
+  const components = isObject(doc.components) ? doc.components : {}
+  const schemes = isObject(components.securitySchemes) ? components.securitySchemes : {}
+  return { ...doc, components: { ...components, securitySchemes: { ...schemes, [scheme.name]: definition } } }
 }
 
-function yamlString (value: string): string {
-  // JSON's escapes are a subset of YAML's double-quoted ones; U+2028/9 are escaped for older parsers.
-  return JSON.stringify(value).replace(/\u2028/g, '\\u2028').replace(/\u2029/g, '\\u2029')
+type TransformObject = (documentObject: { openapiObject?: Doc, swaggerObject?: Doc }) => unknown
+
+/**
+ * @fastify/swagger's options with the plugin's OAuth2 security scheme added: the one line that
+ * documents how to get a token for the routes the plugin protects. Pass the plugin's own options
+ * (they are checked the same way); with two registrations, wrap twice. Returns a new object: the
+ * options given are not changed.
+ *
+ * The scheme is named after `openapi.securityScheme` (default: the decorator name). Its
+ * authorization and token URLs follow Entra's layout next to `tenant`/`oidcEndpoint`; its scopes
+ * are `.default` and every scope the documented operations name (filled in by a `transformObject`
+ * that runs before yours).
+ *
+ * @example
+ * ```ts
+ * const auth = { clientId: '…', tenant: 'contoso.onmicrosoft.com' }
+ * await app.register(swagger, withEntraSecurity({ openapi: { info: { title: 'Files API', version: '1.0.0' } } }, auth))
+ * await app.register(entraAuth, auth)
+ * ```
+ */
+export function withEntraSecurity<T extends object> (swaggerOptions: T, options: EntraAuthOptions): T {
+  if (swaggerOptions === null || typeof swaggerOptions !== 'object') throw new TypeError('fastify-entra-auth: withEntraSecurity takes the options of @fastify/swagger, then the options of the plugin')
+  const resolved = resolveOptions(options)
+  if (resolved.openapi === false) throw new TypeError("fastify-entra-auth: withEntraSecurity was given options with 'openapi: false'; leave it out to document the routes")
+  const scheme: Scheme = {
+    name: resolved.openapi.securityScheme,
+    scopePrefix: resolved.openapi.scopePrefix,
+    description: resolved.openapi.description,
+    ...endpointsFromDiscoveryUrl(resolved.discoveryUrl)
+  }
+  const input = swaggerOptions as Doc & { transformObject?: TransformObject }
+  const previous = input.transformObject
+  if (previous !== undefined && previous !== null && typeof previous !== 'function') throw new TypeError("fastify-entra-auth: the swagger option 'transformObject' must be a function")
+
+  // @fastify/swagger builds OpenAPI 3 when `openapi` is given, else Swagger 2.0.
+  const swagger2 = !isObject(input.openapi)
+  const section = (swagger2 ? input.swagger ?? {} : input.openapi) as Doc
+  if (!isObject(section)) throw new TypeError("fastify-entra-auth: the swagger option 'swagger' must be an object")
+  // The scheme must be in the options: @fastify/swagger looks up every scheme an operation names.
+  const placeholder = definitionOf(scheme, new Map([[`${scheme.scopePrefix}.default`, ALL_CONSENTED]]), false, swagger2)
+  let withScheme: Doc
+  if (swagger2) {
+    const definitions = isObject(section.securityDefinitions) ? section.securityDefinitions : {}
+    if (definitions[scheme.name] !== undefined) throw clash(scheme.name)
+    withScheme = { ...section, securityDefinitions: { ...definitions, [scheme.name]: placeholder } }
+  } else {
+    const components = isObject(section.components) ? section.components : {}
+    const schemes = isObject(components.securitySchemes) ? components.securitySchemes : {}
+    if (schemes[scheme.name] !== undefined) throw clash(scheme.name)
+    withScheme = { ...section, components: { ...components, securitySchemes: { ...schemes, [scheme.name]: placeholder } } }
+  }
+
+  const transformObject: TransformObject = (documentObject) => {
+    const key = documentObject.openapiObject !== undefined ? 'openapiObject' : 'swaggerObject'
+    const doc = documentObject[key]
+    const completed = isObject(doc) ? completeDocument(doc, scheme) : doc
+    return previous === undefined || previous === null ? completed : previous({ ...documentObject, [key]: completed })
+  }
+  return { ...swaggerOptions, [swagger2 ? 'swagger' : 'openapi']: withScheme, transformObject }
 }
 
-function yamlLines (value: unknown): string[] {
-  if (Array.isArray(value)) {
-    if (value.length === 0) return ['[]']
-    return value.flatMap(item => {
-      const [first, ...rest] = yamlLines(item)
-      return [`- ${first ?? ''}`, ...rest.map(line => `  ${line}`)]
-    })
-  }
-  if (isObject(value)) {
-    const entries = Object.entries(value)
-    if (entries.length === 0) return ['{}']
-    return entries.flatMap(([key, item]) => {
-      const lines = yamlLines(item)
-      const nested = (Array.isArray(item) && item.length > 0) || (isObject(item) && Object.keys(item).length > 0)
-      return nested ? [`${yamlString(key)}:`, ...lines.map(line => `  ${line}`)] : [`${yamlString(key)}: ${lines[0] ?? 'null'}`]
-    })
-  }
-  if (typeof value === 'string') return [yamlString(value)]
-  if (typeof value === 'number' || typeof value === 'boolean') return [String(value)]
-  return ['null']
-}
-
-/** Block-style YAML of a JSON value (the document is JSON data: parsed back, it is equal). */
-export function toYaml (value: unknown): string {
-  return `${yamlLines(JSON.parse(JSON.stringify(value) ?? 'null')).join('\n')}\n`
+function clash (name: string): TypeError {
+  return new TypeError(`fastify-entra-auth: the swagger options already define the security scheme '${name}'; give this registration its own option 'openapi.securityScheme' (or 'decorator')`)
 }

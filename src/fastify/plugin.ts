@@ -3,7 +3,7 @@ import fp from 'fastify-plugin'
 import { keyStoreClockOf, kFromCache, kVerifier } from '../core/internal.js'
 import { checkRequirement, compileRequirement, type CompiledRequirement, type ScopeRequirement } from '../entra/scopes.js'
 import { verifyTracing } from '../core/tracing.js'
-import { endpointsFromDiscoveryUrl, findHook, markRoute, ROUTE_HOOKS, tagHook, wrapSwagger, type OpenApiContribution } from './openapi.js'
+import { documentRoute, findHook, ROUTE_HOOKS, securityRequirements, tagHook } from './openapi.js'
 import { EntraAuthOptionsError, resolveOptions, type EntraAuthOptions } from '../options.js'
 import { asAuthError, EntraAuthError } from '../entra/problems.js'
 import { sendProblemReply } from './problem-reply.js'
@@ -228,26 +228,12 @@ async function entraAuthPlugin (fastify: FastifyInstance, opts: EntraAuthOptions
   })
 
   if (options.openapi !== false) {
-    const contribution: OpenApiContribution = {
-      ...options.openapi,
-      scheme: options.openapi.securityScheme,
-      endpoints: () => {
-        const discovery = verifier.discovery()
-        if (discovery?.authorizationEndpoint !== undefined && discovery.tokenEndpoint !== undefined) {
-          return { authorizationUrl: discovery.authorizationEndpoint, tokenUrl: discovery.tokenEndpoint }
-        }
-        return endpointsFromDiscoveryUrl(options.discoveryUrl)
-      }
-    }
-    let documented = false
+    const { securityScheme, scopePrefix: prefix } = options.openapi
     fastify.addHook('onRoute', function (route) {
-      // Only routes @fastify/swagger sees (it must be registered before them) get the marker.
+      // Only routes @fastify/swagger documents; its options get the scheme from withEntraSecurity.
       if (!this.hasDecorator('swagger')) return
       const info = findHook(route, owner)
-      if (info !== undefined && markRoute(route, contribution, info)) documented = true
-    })
-    fastify.addHook('onReady', async () => {
-      if (documented) wrapSwagger(fastify, contribution)
+      if (info !== undefined) documentRoute(route, securityRequirements(securityScheme, prefix, info))
     })
   }
 
