@@ -158,6 +158,9 @@ type TransformObject = (documentObject: { openapiObject?: Doc, swaggerObject?: D
  *
  * @example
  * ```ts
+ * import swagger from '@fastify/swagger'
+ * import entraAuth, { withEntraSecurity } from 'fastify-entra-auth'
+ *
  * const auth = { clientId: '…', tenant: 'contoso.onmicrosoft.com' }
  * await app.register(swagger, withEntraSecurity({ openapi: { info: { title: 'Files API', version: '1.0.0' } } }, auth))
  * await app.register(entraAuth, auth)
