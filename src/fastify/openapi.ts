@@ -67,7 +67,8 @@ export function securityRequirements (scheme: string, scopePrefix: string, info:
 export function documentRoute (route: RouteOptions, security: SecurityRequirement[]): void {
   const schema = (route.schema ?? {}) as Record<string, unknown>
   if (schema.security !== undefined) return
-  route.schema = { ...schema, security }
+  const documented: Record<string, unknown> = { ...schema, security }
+  route.schema = documented
 }
 
 /** Entra's OAuth 2.0 endpoints next to a discovery URL: `{authority}/oauth2/v2.0/{authorize,token}`. */
