@@ -97,7 +97,7 @@ t.test('/files needs the delegated scope Files.Read', async t => {
   t.same(ok.json().files, ['budget.xlsx', 'roadmap.docx'])
   const denied = await get('/files', tokens.app)
   isProblem(t, denied, 403, 'auth_token_insufficient_scopes')
-  t.match(denied.headers['www-authenticate'], /scope="Files.Read"/)
+  t.match(denied.headers['www-authenticate'], `scope="api://${CLIENT_ID}/Files.Read"`)
   isProblem(t, await get('/files', tokens.appWithFilesRole), 403, 'auth_token_insufficient_scopes')
 })
 
