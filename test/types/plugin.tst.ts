@@ -15,8 +15,10 @@ import entraAuth, {
   type EntraVerifier,
   type ProblemType,
   type Rfc7662Introspection,
-  type ScopeRequirement
+  type ScopeRequirement,
+  withEntraSecurity
 } from 'fastify-entra-auth'
+import swagger from '@fastify/swagger'
 
 declare module 'fastify-entra-auth' {
   interface CustomEntraClaims {
@@ -75,6 +77,13 @@ test('the instance decorator', () => {
 
   app.get('/me', { onRequest: app.entraAuth() }, async () => ({}))
   app.get('/files', { preHandler: [app.entraAuth(['Files.Read'])] }, async () => ({}))
+})
+
+test('withEntraSecurity keeps the type of the swagger options it is given', () => {
+  const swaggerOptions = withEntraSecurity({ openapi: { info: { title: 'api', version: '1.0.0' } } }, { clientId: 'id', tenant: 'common' })
+  expect(swaggerOptions).type.toBe<{ openapi: { info: { title: string, version: string } } }>()
+  expect(app.register).type.toBeCallableWith(swagger, swaggerOptions)
+  expect(withEntraSecurity).type.not.toBeCallableWith({ openapi: {} }, { tenant: 'common' })
 })
 
 test('request.entraToken', () => {
