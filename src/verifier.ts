@@ -179,12 +179,12 @@ export function buildVerifier (options: ResolvedOptions, internals: VerifierInte
   function validate (raw: string, record: StepRecorder | undefined, useCache: boolean): EntraToken | Promise<EntraToken> {
     const verified = verifyKnownHeader(raw)
     const discovery = keys.peekDiscovery()
-    if (verified === undefined || discovery === undefined) return validateFetching(raw, verified, record, useCache)
+    if (verified === undefined || 'refused' in verified || discovery === undefined) return validateFetching(raw, verified, record, useCache)
     return admitVerified(raw, verified, discovery.issuer, record, useCache)
   }
 
-  async function validateFetching (raw: string, known: Verified | undefined, record: StepRecorder | undefined, useCache: boolean): Promise<EntraToken> {
-    const verified = known ?? await verifyJws(raw)
+  async function validateFetching (raw: string, known: KnownHeader, record: StepRecorder | undefined, useCache: boolean): Promise<EntraToken> {
+    const verified = known === undefined ? await verifyJws(raw) : 'refused' in known ? await verifyRefreshed(raw, known) : known
     const discovery = keys.peekDiscovery() ?? await keys.discovery()
     return await admitVerified(raw, verified, discovery.issuer, record, useCache)
   }
@@ -205,7 +205,7 @@ export function buildVerifier (options: ResolvedOptions, internals: VerifierInte
    * The hot path, synchronous: a token whose header segment is one a verified token had (so it
    * passed the header rules), with its key at hand. Undefined when {@link verifyJws} must run.
    */
-  function verifyKnownHeader (raw: string): Verified | undefined {
+  function verifyKnownHeader (raw: string): KnownHeader {
     const first = raw.indexOf('.')
     const header = first > 0 ? headers.get(raw.slice(0, first)) : undefined
     if (header === undefined || !passesKnownHeaderChecks(raw, first)) return undefined
@@ -216,8 +216,8 @@ export function buildVerifier (options: ResolvedOptions, internals: VerifierInte
     } catch (err) {
       // A refusal names the first rule the token breaks, in the order verifyJws checks them.
       precheckJws(raw)
-      // A signature refused by a known kid: verifyJws may refresh a re-published key.
-      if (err instanceof EntraAuthError && err.type === 'auth_token_signature_untrusted') return undefined
+      // A signature refused by a known kid: the key may have been re-published (verifyRefreshed).
+      if (err instanceof EntraAuthError && err.type === 'auth_token_signature_untrusted') return { refused: err, header, key }
       throw err
     }
   }
@@ -235,15 +235,20 @@ export function buildVerifier (options: ResolvedOptions, internals: VerifierInte
     try {
       verified = verifySignature(raw, key, () => untrustedDetail(raw))
     } catch (err) {
-      // A kid re-published with new key material: refresh (at most once per cooldown), judge again.
-      key = await keys.keyAfterSignatureFailure(header.kid, key, err)
-      verified = verifySignature(raw, key, () => untrustedDetail(raw))
+      if (!(err instanceof EntraAuthError)) throw err
+      return await verifyRefreshed(raw, { refused: err, header: deepFreeze(header), key })
     }
     const { payload } = verified
     if (headers.size >= MAX_HEADERS) headers.clear()
     const frozen = deepFreeze(header)
     headers.set(raw.slice(0, raw.indexOf('.')), frozen)
     return { header: frozen, payload, key }
+  }
+
+  /** A kid re-published with new key material: refresh (at most once per cooldown), judge again. */
+  async function verifyRefreshed (raw: string, { refused, header, key }: SignatureRefused): Promise<Verified> {
+    const refreshed = await keys.keyAfterSignatureFailure(header.kid, key, refused)
+    return { header, payload: verifySignature(raw, refreshed, () => untrustedDetail(raw)).payload, key: refreshed }
   }
 
   /** What the steps up to the signature found, once they all passed. */
@@ -404,6 +409,10 @@ const MAX_HEADERS = 64
 
 /** A token whose signature verified, with its (frozen) header and its key. */
 interface Verified { header: JoseHeader, payload: Record<string, unknown>, key: SigningKey }
+/** A signature the current key of its `kid` refused. */
+interface SignatureRefused { refused: EntraAuthError, header: JoseHeader, key: SigningKey }
+/** What the hot path found: verified, refused by a known key, or undefined (the full path runs). */
+type KnownHeader = Verified | SignatureRefused | undefined
 
 /** The steps before the claim rules, in order. */
 const PRE_CLAIM_STEPS = ['structure', 'discovery', 'keys', 'key', 'signature'] as const
