@@ -5,20 +5,12 @@
  */
 import diagnostics from 'node:diagnostics_channel'
 import t from 'tap'
-import { CHANNELS, createEntraVerifier, EntraAuthError, type EntraVerifierOptions, type KeyRefreshMessage } from '../src/index.js'
+import { CHANNELS, createEntraVerifier, type EntraVerifierOptions, type KeyRefreshMessage } from '../src/index.js'
 import { kKeyStoreClock } from '../src/core/internal.js'
 import { FakeEntra, type MockJwtClient } from '../src/testing/index.js'
+import { typeOf } from './helpers/index.js'
 
 const API_ID = 'c2d3e4f5-0000-4000-8000-00000000a120'
-
-async function typeOf (promise: Promise<unknown>): Promise<string> {
-  try {
-    await promise
-    return 'ok'
-  } catch (err) {
-    return err instanceof EntraAuthError ? err.type : `not an EntraAuthError: ${String(err)}`
-  }
-}
 
 /** A token signed with the fake's key but naming another `kid`. */
 function withKid (client: MockJwtClient, kid: string): string {

@@ -7,9 +7,10 @@ import { generateKeyPairSync, sign as cryptoSign } from 'node:crypto'
 import Fastify, { type FastifyInstance } from 'fastify'
 import t, { type Test } from 'tap'
 import { MockAgent } from 'undici'
-import entraAuth, { createEntraVerifier, EntraAuthError, type EntraAuthOptions, type EntraVerifier, type EntraVerifierOptions } from '../src/index.js'
+import entraAuth, { createEntraVerifier, type EntraAuthOptions, type EntraVerifier, type EntraVerifierOptions } from '../src/index.js'
 import { kKeyStoreClock } from '../src/core/internal.js'
 import { FakeEntra, type FakeEntraMode, MockJwk, MockJwtClient } from '../src/testing/index.js'
+import { typeOf } from './helpers/index.js'
 
 const API_ID = 'a0b1c2d3-0000-4000-8000-00000000a11e'
 
@@ -85,15 +86,6 @@ function standalone (t: Test, entra: FakeEntra, options: Partial<EntraAuthOption
 /** A token signed with the fake's key but naming another `kid`. */
 function withKid (client: MockJwtClient, kid: string): string {
   return client.sign({ alg: 'RS256', typ: 'JWT', kid }, client.claims.build())
-}
-
-async function typeOf (promise: Promise<unknown>): Promise<string> {
-  try {
-    await promise
-    return 'ok'
-  } catch (err) {
-    return err instanceof EntraAuthError ? err.type : `not an EntraAuthError: ${String(err)}`
-  }
 }
 
 // ---------------------------------------------------------------------------------------------

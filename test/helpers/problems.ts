@@ -5,7 +5,7 @@
  */
 import type { LightMyRequestResponse } from 'fastify'
 import type { Test } from 'tap'
-import { problems, type ProblemType } from '../../src/index.js'
+import { EntraAuthError, problems, type ProblemType } from '../../src/index.js'
 
 /** An RFC 6750 challenge split into its scheme and `name="value"` attributes. */
 export function parseChallenge (header: unknown): { scheme: string, params: Record<string, string> } {
@@ -96,4 +96,14 @@ export function assertProblem (t: Test, res: LightMyRequestResponse, type: Probl
   if (def.status === 503) t.match(res.headers['retry-after'], /^[1-9]\d*$/, 'Retry-After in seconds')
   else t.notOk('retry-after' in res.headers, 'no Retry-After')
   return body
+}
+
+/** 'ok' when `promise` resolves, else the problem type it rejects with (for tables of outcomes). */
+export async function typeOf (promise: Promise<unknown>): Promise<string> {
+  try {
+    await promise
+    return 'ok'
+  } catch (err) {
+    return err instanceof EntraAuthError ? err.type : `not an EntraAuthError: ${String(err)}`
+  }
 }
