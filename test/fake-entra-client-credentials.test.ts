@@ -8,22 +8,12 @@ import { fetch, request } from 'undici'
 import { createEntraVerifier } from '../src/index.js'
 import { FakeEntra } from '../src/testing/index.js'
 import { bearer, entraApp } from './helpers/index.js'
+import { postToken, type TokenReply } from './helpers/token-endpoint.js'
 
 const API = '00000000-0000-4000-8000-0000000000a1'
 const DAEMON = '00000000-0000-4000-8000-0000000000c1'
 
-interface Reply { status: number, headers: Record<string, string | string[] | undefined>, body: Record<string, unknown> }
-
-/** POSTs `form` to the token endpoint through the fake's dispatcher (no socket). */
-async function token (entra: FakeEntra, form: Record<string, string>, headers: Record<string, string> = {}): Promise<Reply> {
-  const response = await request(entra.tokenEndpoint, {
-    method: 'POST',
-    dispatcher: entra.dispatcher,
-    headers: { 'content-type': 'application/x-www-form-urlencoded', ...headers },
-    body: new URLSearchParams(form).toString()
-  })
-  return { status: response.statusCode, headers: response.headers, body: await response.body.json() as Record<string, unknown> }
-}
+type Reply = TokenReply
 
 function claimsOf (jwt: string): { header: Record<string, unknown>, claims: Record<string, unknown> } {
   const [header, payload] = jwt.split('.')
@@ -47,7 +37,7 @@ t.test('client credentials: a v2.0 app-only token with the configured app roles'
   const now = Date.UTC(2026, 0, 1, 12)
   const entra = new FakeEntra({ apis: [{ clientId: API, appRoles: ['Reports.Read.All', 'Files.Write'] }], now: () => now })
   t.teardown(() => entra.close())
-  const reply = await token(entra, CC)
+  const reply = await postToken(entra, CC)
   t.equal(reply.status, 200)
   t.equal(reply.headers['cache-control'], 'no-store', 'RFC 6749 §5.1: not cacheable')
   t.same(Object.keys(reply.body).sort(), ['access_token', 'expires_in', 'ext_expires_in', 'token_type'], "Entra's client-credentials reply")
@@ -83,7 +73,7 @@ t.test('the token passes the plugin: 200 on an app-role route, 403 on another ro
 t.test('a v1.0 API gets v1.0 tokens: sts.windows.net issuer, App ID URI audience, appid, x5t', async t => {
   const entra = new FakeEntra({ apis: [{ clientId: API, tokenVersion: '1.0', appRoles: ['Reports.Read.All'] }] })
   t.teardown(() => entra.close())
-  const reply = await token(entra, CC)
+  const reply = await postToken(entra, CC)
   const { header, claims } = claimsOf(reply.body.access_token as string)
   t.equal(header.x5t, header.kid)
   t.match(claims, { aud: `api://${API}`, iss: `https://sts.windows.net/${entra.tenantId}/`, appid: DAEMON, appidacr: '1', idtyp: 'app', ver: '1.0', roles: ['Reports.Read.All'] })
@@ -101,10 +91,10 @@ t.test('a bare client ID names the API too; per-client app roles replace the API
     clients: [{ clientId: DAEMON, secret: 's3cret' }, { clientId: 'other-app', secret: 'x', appRoles: [] }]
   })
   t.teardown(() => entra.close())
-  const bare = await token(entra, { ...CC, scope: `${API}/.default` })
+  const bare = await postToken(entra, { ...CC, scope: `${API}/.default` })
   t.equal(bare.status, 200)
   t.equal(claimsOf(bare.body.access_token as string).claims.aud, API)
-  const other = await token(entra, { ...CC, client_id: 'other-app', client_secret: 'x' })
+  const other = await postToken(entra, { ...CC, client_id: 'other-app', client_secret: 'x' })
   t.equal(other.status, 200)
   t.notOk('roles' in claimsOf(other.body.access_token as string).claims, 'no app permission: no roles claim, as Entra')
 })
@@ -123,12 +113,12 @@ t.test('HTTP Basic client authentication (RFC 6749 §2.3.1), through fetch as we
   t.equal(claimsOf((await response.json() as { access_token: string }).access_token).claims.azp, DAEMON)
   t.equal(entra.oauthRequests.token, 1)
 
-  const wrong = await token(entra, { grant_type: 'client_credentials', scope: CC.scope }, { authorization: basic(DAEMON, 'nope') })
+  const wrong = await postToken(entra, { grant_type: 'client_credentials', scope: CC.scope }, { authorization: basic(DAEMON, 'nope') })
   isOAuthError(t, wrong, 401, 'invalid_client', 7000215)
   t.equal(wrong.headers['www-authenticate'], 'Basic realm="fake-entra"', 'RFC 6749 §5.2: a Basic challenge for Basic credentials')
-  const both = await token(entra, { ...CC, client_secret: 'p@ss word:1' }, { authorization: basic(DAEMON, 'p@ss word:1') })
+  const both = await postToken(entra, { ...CC, client_secret: 'p@ss word:1' }, { authorization: basic(DAEMON, 'p@ss word:1') })
   isOAuthError(t, both, 400, 'invalid_request', 90014)
-  const garbled = await token(entra, { grant_type: 'client_credentials', scope: CC.scope }, { authorization: 'Basic !!!' })
+  const garbled = await postToken(entra, { grant_type: 'client_credentials', scope: CC.scope }, { authorization: 'Basic !!!' })
   isOAuthError(t, garbled, 401, 'invalid_client', 7000215)
 })
 
@@ -136,42 +126,42 @@ t.test('a public client that presents a secret is refused (AADSTS700025): only c
   const entra = new FakeEntra({ apis: [{ clientId: API, appRoles: ['Reports.Read.All'] }], clients: [{ clientId: DAEMON, secret: 's3cret' }, { clientId: 'spa' }] })
   t.teardown(() => entra.close())
   for (const secret of ['anything', 's3cret']) {
-    const posted = await token(entra, { ...CC, client_id: 'spa', client_secret: secret })
+    const posted = await postToken(entra, { ...CC, client_id: 'spa', client_secret: secret })
     isOAuthError(t, posted, 401, 'invalid_client', 700025)
     t.notOk('access_token' in posted.body)
-    const basic = await token(entra, { grant_type: 'client_credentials', scope: CC.scope }, { authorization: `Basic ${Buffer.from(`spa:${secret}`).toString('base64')}` })
+    const basic = await postToken(entra, { grant_type: 'client_credentials', scope: CC.scope }, { authorization: `Basic ${Buffer.from(`spa:${secret}`).toString('base64')}` })
     isOAuthError(t, basic, 401, 'invalid_client', 700025)
     t.equal(basic.headers['www-authenticate'], 'Basic realm="fake-entra"')
   }
   // The same holds for the user grants: a public client redeems its code with PKCE alone.
-  isOAuthError(t, await token(entra, { grant_type: 'authorization_code', client_id: 'spa', client_secret: 'x', code: 'c', redirect_uri: 'http://localhost/cb', code_verifier: 'v'.repeat(43) }), 401, 'invalid_client', 700025)
-  isOAuthError(t, await token(entra, { grant_type: 'refresh_token', client_id: 'spa', client_secret: 'x', refresh_token: 'r' }), 401, 'invalid_client', 700025)
-  const confidential = await token(entra, CC)
+  isOAuthError(t, await postToken(entra, { grant_type: 'authorization_code', client_id: 'spa', client_secret: 'x', code: 'c', redirect_uri: 'http://localhost/cb', code_verifier: 'v'.repeat(43) }), 401, 'invalid_client', 700025)
+  isOAuthError(t, await postToken(entra, { grant_type: 'refresh_token', client_id: 'spa', client_secret: 'x', refresh_token: 'r' }), 401, 'invalid_client', 700025)
+  const confidential = await postToken(entra, CC)
   t.equal(confidential.status, 200, 'the confidential client still gets its app-only token')
   t.match(claimsOf(confidential.body.access_token as string).claims, { idtyp: 'app', azpacr: '1', roles: ['Reports.Read.All'] })
   const anyClient = new FakeEntra({ apis: [{ clientId: API }] })
   t.teardown(() => anyClient.close())
-  t.equal((await token(anyClient, { ...CC, client_id: 'unregistered' })).status, 200, 'without registrations any client ID with a secret is confidential')
+  t.equal((await postToken(anyClient, { ...CC, client_id: 'unregistered' })).status, 200, 'without registrations any client ID with a secret is confidential')
 })
 
 t.test('refusals: client authentication, scope, grant type, request shape', async t => {
   const entra = new FakeEntra({ apis: [{ clientId: API }], clients: [{ clientId: DAEMON, secret: 's3cret' }, { clientId: 'spa' }] })
   t.teardown(() => entra.close())
-  isOAuthError(t, await token(entra, { ...CC, client_secret: 'wrong' }), 401, 'invalid_client', 7000215)
+  isOAuthError(t, await postToken(entra, { ...CC, client_secret: 'wrong' }), 401, 'invalid_client', 7000215)
   const { client_secret: _secret, ...noSecret } = CC
-  isOAuthError(t, await token(entra, noSecret), 401, 'invalid_client', 7000218)
-  isOAuthError(t, await token(entra, { ...noSecret, client_id: 'spa' }), 401, 'invalid_client', 7000218)
-  isOAuthError(t, await token(entra, { ...CC, client_id: 'unknown-app' }), 400, 'unauthorized_client', 700016)
-  isOAuthError(t, await token(entra, { grant_type: 'client_credentials', client_secret: 'x', scope: CC.scope }), 400, 'invalid_request', 900144)
-  isOAuthError(t, await token(entra, { ...CC, scope: `api://${API}/Files.Read` }), 400, 'invalid_scope', 1002012)
-  isOAuthError(t, await token(entra, { ...CC, scope: `openid api://${API}/.default` }), 400, 'invalid_scope', 1002012)
-  isOAuthError(t, await token(entra, { ...CC, scope: 'Files.Read' }), 400, 'invalid_scope', 70011)
-  isOAuthError(t, await token(entra, { ...CC, scope: `api://${API}/.default api://other/.default` }), 400, 'invalid_scope', 28000)
-  isOAuthError(t, await token(entra, { ...CC, scope: 'api://unknown-api/.default' }), 400, 'invalid_resource', 500011)
+  isOAuthError(t, await postToken(entra, noSecret), 401, 'invalid_client', 7000218)
+  isOAuthError(t, await postToken(entra, { ...noSecret, client_id: 'spa' }), 401, 'invalid_client', 7000218)
+  isOAuthError(t, await postToken(entra, { ...CC, client_id: 'unknown-app' }), 400, 'unauthorized_client', 700016)
+  isOAuthError(t, await postToken(entra, { grant_type: 'client_credentials', client_secret: 'x', scope: CC.scope }), 400, 'invalid_request', 900144)
+  isOAuthError(t, await postToken(entra, { ...CC, scope: `api://${API}/Files.Read` }), 400, 'invalid_scope', 1002012)
+  isOAuthError(t, await postToken(entra, { ...CC, scope: `openid api://${API}/.default` }), 400, 'invalid_scope', 1002012)
+  isOAuthError(t, await postToken(entra, { ...CC, scope: 'Files.Read' }), 400, 'invalid_scope', 70011)
+  isOAuthError(t, await postToken(entra, { ...CC, scope: `api://${API}/.default api://other/.default` }), 400, 'invalid_scope', 28000)
+  isOAuthError(t, await postToken(entra, { ...CC, scope: 'api://unknown-api/.default' }), 400, 'invalid_resource', 500011)
   const { scope: _scope, ...noScope } = CC
-  isOAuthError(t, await token(entra, noScope), 400, 'invalid_request', 900144)
-  isOAuthError(t, await token(entra, { ...CC, grant_type: 'password' }), 400, 'unsupported_grant_type', 70003)
-  isOAuthError(t, await token(entra, { ...CC, grant_type: '' }), 400, 'invalid_request', 900144)
+  isOAuthError(t, await postToken(entra, noScope), 400, 'invalid_request', 900144)
+  isOAuthError(t, await postToken(entra, { ...CC, grant_type: 'password' }), 400, 'unsupported_grant_type', 70003)
+  isOAuthError(t, await postToken(entra, { ...CC, grant_type: '' }), 400, 'invalid_request', 900144)
 
   const json = await request(entra.tokenEndpoint, { method: 'POST', dispatcher: entra.dispatcher, headers: { 'content-type': 'application/json' }, body: JSON.stringify(CC) })
   isOAuthError(t, { status: json.statusCode, headers: json.headers, body: await json.body.json() as Record<string, unknown> }, 400, 'invalid_request', 900144)
@@ -189,7 +179,7 @@ t.test('refusals: client authentication, scope, grant type, request shape', asyn
 t.test('nothing is logged or echoed: secrets never appear in error replies', async t => {
   const entra = new FakeEntra({ clients: [{ clientId: DAEMON, secret: 'right-secret' }] })
   t.teardown(() => entra.close())
-  const reply = await token(entra, { ...CC, client_secret: 'guessed-secret-value' })
+  const reply = await postToken(entra, { ...CC, client_secret: 'guessed-secret-value' })
   t.notMatch(JSON.stringify(reply.body), /guessed-secret-value|right-secret/)
 })
 

@@ -5,35 +5,21 @@
  * account) and a silent refresh, each token accepted by the plugin through `app.inject`.
  */
 import { createHash, randomBytes } from 'node:crypto'
-import { ConfidentialClientApplication, type INetworkModule, type NetworkRequestOptions, type NetworkResponse } from '@azure/msal-node'
+import { ConfidentialClientApplication } from '@azure/msal-node'
 import t from 'tap'
-import { request } from 'undici'
 import { FakeEntra } from '../src/testing/index.js'
 import { bearer, entraApp } from './helpers/index.js'
+import { msalNetworkClient } from './helpers/token-endpoint.js'
 
 const API = '00000000-0000-4000-8000-0000000000a1'
 const WEB = '00000000-0000-4000-8000-0000000000b2'
 const REDIRECT = 'http://localhost:3000/auth/callback'
 
-/** MSAL's network interface on the fake's dispatcher. */
-function networkClient (entra: FakeEntra): INetworkModule {
-  async function send<T> (url: string, method: 'GET' | 'POST', options?: NetworkRequestOptions): Promise<NetworkResponse<T>> {
-    const response = await request(url, { method, dispatcher: entra.dispatcher, headers: options?.headers ?? {}, ...(method === 'POST' ? { body: options?.body ?? '' } : {}) })
-    const headers: Record<string, string> = {}
-    for (const [name, value] of Object.entries(response.headers)) if (value !== undefined) headers[name] = String(value)
-    return { status: response.statusCode, headers, body: await response.body.json() as T }
-  }
-  return {
-    sendGetRequestAsync: async <T>(url: string, options?: NetworkRequestOptions) => await send<T>(url, 'GET', options),
-    sendPostRequestAsync: async <T>(url: string, options?: NetworkRequestOptions) => await send<T>(url, 'POST', options)
-  }
-}
-
 function msal (entra: FakeEntra, clientId: string, clientSecret: string): ConfidentialClientApplication {
   return new ConfidentialClientApplication({
     // The fake's default origin is Entra's own, so the authority is the real one: nothing leaves the process.
     auth: { clientId, clientSecret, authority: entra.authority },
-    system: { networkClient: networkClient(entra) }
+    system: { networkClient: msalNetworkClient(entra) }
   })
 }
 

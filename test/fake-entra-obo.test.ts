@@ -4,12 +4,13 @@
  * `requested_token_use=on_behalf_of`), with Entra's refusals; and MSAL Node's acquireTokenOnBehalfOf.
  */
 import { createHash, randomBytes } from 'node:crypto'
-import { ConfidentialClientApplication, PublicClientApplication, type INetworkModule, type NetworkRequestOptions, type NetworkResponse } from '@azure/msal-node'
+import { ConfidentialClientApplication, PublicClientApplication } from '@azure/msal-node'
 import t, { type Test } from 'tap'
 import { request } from 'undici'
 import { createEntraVerifier } from '../src/index.js'
 import { FakeEntra, type FakeEntraOptions } from '../src/testing/index.js'
 import { bearer, entraApp } from './helpers/index.js'
+import { msalNetworkClient, postToken, type TokenReply } from './helpers/token-endpoint.js'
 
 const API = '00000000-0000-4000-8000-0000000000a1'
 const DOWNSTREAM = '00000000-0000-4000-8000-0000000000d2'
@@ -17,7 +18,7 @@ const SPA = '00000000-0000-4000-8000-0000000000c3'
 const SECRET = 'api-secret'
 const JWT_BEARER = 'urn:ietf:params:oauth:grant-type:jwt-bearer'
 
-interface Reply { status: number, body: Record<string, unknown> }
+type Reply = TokenReply
 
 function fake (options: FakeEntraOptions = {}): FakeEntra {
   return new FakeEntra({
@@ -27,16 +28,6 @@ function fake (options: FakeEntraOptions = {}): FakeEntra {
     autoSignIn: true,
     ...options
   })
-}
-
-async function token (entra: FakeEntra, form: Record<string, string>, headers: Record<string, string> = {}): Promise<Reply> {
-  const response = await request(entra.tokenEndpoint, {
-    method: 'POST',
-    dispatcher: entra.dispatcher,
-    headers: { 'content-type': 'application/x-www-form-urlencoded', ...headers },
-    body: new URLSearchParams(form).toString()
-  })
-  return { status: response.statusCode, body: await response.body.json() as Record<string, unknown> }
 }
 
 function obo (assertion: string, extra: Record<string, string> = {}): Record<string, string> {
@@ -64,7 +55,7 @@ t.test('a user token for the API becomes a token for the downstream API, for the
   // The configured user's object ID: the downstream token takes their names and roles from the directory.
   const assertion = entra.token(API, { scp: 'access_as_user', oid: '00000000-0000-4000-8000-0000000051e5', roles: ['Reader'] })
 
-  const reply = await token(entra, obo(assertion))
+  const reply = await postToken(entra, obo(assertion))
   t.equal(reply.status, 200)
   t.match(reply.body, { token_type: 'Bearer', expires_in: 3599, scope: `api://${DOWNSTREAM}/Data.Read api://${DOWNSTREAM}/Data.Write` })
   t.notOk('refresh_token' in reply.body, 'no offline_access asked for: no refresh token')
@@ -78,17 +69,17 @@ t.test('a user token for the API becomes a token for the downstream API, for the
   t.same(verified.scopes, ['Data.Read', 'Data.Write', 'Reader'], 'scp and the user\'s app roles')
   t.equal(verified.isAppOnly, false)
 
-  const narrow = await token(entra, obo(assertion, { scope: `api://${DOWNSTREAM}/Data.Read offline_access` }))
+  const narrow = await postToken(entra, obo(assertion, { scope: `api://${DOWNSTREAM}/Data.Read offline_access` }))
   t.equal(narrow.status, 200)
   t.equal(claimsOf(narrow.body.access_token as string).scp, 'Data.Read', 'only the scope asked for')
   t.equal(claimsOf(narrow.body.access_token as string).sub, downstream.sub, 'one user, one subject per app')
   t.type(narrow.body.refresh_token, 'string', 'offline_access: a refresh token for the API to use later')
-  const refreshed = await token(entra, { grant_type: 'refresh_token', client_id: API, client_secret: SECRET, refresh_token: narrow.body.refresh_token as string })
+  const refreshed = await postToken(entra, { grant_type: 'refresh_token', client_id: API, client_secret: SECRET, refresh_token: narrow.body.refresh_token as string })
   t.equal(refreshed.status, 200)
   t.match(claimsOf(refreshed.body.access_token as string), { aud: DOWNSTREAM, oid: incoming.oid, scp: 'Data.Read', name: 'Ada Lovelace' }, 'the refreshed token is for the same user')
 
   const { client_id: _id, client_secret: _secret, ...withoutClient } = obo(assertion)
-  const basic = await token(entra, withoutClient, { authorization: `Basic ${Buffer.from(`${API}:${SECRET}`).toString('base64')}` })
+  const basic = await postToken(entra, withoutClient, { authorization: `Basic ${Buffer.from(`${API}:${SECRET}`).toString('base64')}` })
   t.equal(basic.status, 200, 'client_secret_basic works too')
 })
 
@@ -96,7 +87,7 @@ t.test('v1.0 assertions and a v1.0 downstream API; a user the fake does not list
   const entra = fake({ apis: [{ clientId: API }, { clientId: DOWNSTREAM, tokenVersion: '1.0', scopes: ['Data.Read'] }] })
   t.teardown(() => entra.close())
   const assertion = entra.client(API, 'v1').generate({ scp: 'user_impersonation', additionalClaims: { upn: 'grace@contoso.example', name: 'Grace Hopper' } })
-  const reply = await token(entra, obo(assertion))
+  const reply = await postToken(entra, obo(assertion))
   t.equal(reply.status, 200)
   t.match(claimsOf(reply.body.access_token as string), { aud: `api://${DOWNSTREAM}`, appid: API, appidacr: '1', iss: `https://sts.windows.net/${entra.tenantId}/`, upn: 'grace@contoso.example', name: 'Grace Hopper', scp: 'Data.Read', ver: '1.0', oid: claimsOf(assertion).oid })
 })
@@ -121,10 +112,10 @@ t.test('a bad assertion is AADSTS50013; only the API the token was issued for ma
     ['no scp', entra.token(API, { scp: false }), /not a user's token/]
   ]
   for (const [what, assertion, description] of cases) {
-    t.test(what, async t => { refused(t, await token(entra, obo(assertion)), 400, 'invalid_grant', 50013, description) })
+    t.test(what, async t => { refused(t, await postToken(entra, obo(assertion)), 400, 'invalid_grant', 50013, description) })
   }
   // The downstream API can't replay a token it received: the assertion must be for the caller.
-  const replay = await token(entra, obo(good, { client_id: DOWNSTREAM, client_secret: 'downstream-secret', scope: `api://${API}/.default` }))
+  const replay = await postToken(entra, obo(good, { client_id: DOWNSTREAM, client_secret: 'downstream-secret', scope: `api://${API}/.default` }))
   refused(t, replay, 400, 'invalid_grant', 50013, /audience/)
 })
 
@@ -133,18 +124,18 @@ t.test('the caller is the API as a confidential client; the request names a know
   t.teardown(() => entra.close())
   const assertion = entra.token(API, { scp: 'access_as_user' })
   const { client_secret: _secret, ...noSecret } = obo(assertion)
-  refused(t, await token(entra, noSecret), 401, 'invalid_client', 7000218)
-  refused(t, await token(entra, obo(assertion, { client_secret: 'wrong' })), 401, 'invalid_client', 7000215)
-  refused(t, await token(entra, obo(assertion, { client_id: SPA, client_secret: 'anything' })), 401, 'invalid_client', 700025)
+  refused(t, await postToken(entra, noSecret), 401, 'invalid_client', 7000218)
+  refused(t, await postToken(entra, obo(assertion, { client_secret: 'wrong' })), 401, 'invalid_client', 7000215)
+  refused(t, await postToken(entra, obo(assertion, { client_id: SPA, client_secret: 'anything' })), 401, 'invalid_client', 700025)
   const { client_secret: _s, ...spa } = obo(assertion, { client_id: SPA })
-  refused(t, await token(entra, spa), 401, 'invalid_client', 7000218, undefined)
+  refused(t, await postToken(entra, spa), 401, 'invalid_client', 7000218, undefined)
   const { requested_token_use: _use, ...noUse } = obo(assertion)
-  refused(t, await token(entra, noUse), 400, 'invalid_request', 900144, /requested_token_use/)
-  refused(t, await token(entra, obo(assertion, { requested_token_use: 'something_else' })), 400, 'invalid_request', 70003)
+  refused(t, await postToken(entra, noUse), 400, 'invalid_request', 900144, /requested_token_use/)
+  refused(t, await postToken(entra, obo(assertion, { requested_token_use: 'something_else' })), 400, 'invalid_request', 70003)
   const { assertion: _a, ...noAssertion } = obo(assertion)
-  refused(t, await token(entra, noAssertion), 400, 'invalid_request', 900144, /assertion/)
-  refused(t, await token(entra, obo(assertion, { scope: 'api://00000000-0000-4000-8000-0000000000ff/.default' })), 400, 'invalid_resource', 500011)
-  refused(t, await token(entra, obo(assertion, { scope: `api://${DOWNSTREAM}/Data.Delete` })), 400, 'invalid_scope', 650053)
+  refused(t, await postToken(entra, noAssertion), 400, 'invalid_request', 900144, /assertion/)
+  refused(t, await postToken(entra, obo(assertion, { scope: 'api://00000000-0000-4000-8000-0000000000ff/.default' })), 400, 'invalid_resource', 500011)
+  refused(t, await postToken(entra, obo(assertion, { scope: `api://${DOWNSTREAM}/Data.Delete` })), 400, 'invalid_scope', 650053)
   const document = await (await request(entra.oidcEndpoint, { dispatcher: entra.dispatcher })).body.json() as { grant_types_supported: string[] }
   t.ok(document.grant_types_supported.includes(JWT_BEARER), 'discovery advertises the grant')
 })
@@ -153,38 +144,24 @@ t.test('consent: an API registered with permissions gets only those; a scope not
   const entra = fake({ clients: [{ clientId: API, secret: SECRET, permissions: [`api://${DOWNSTREAM}/Data.Read`] }] })
   t.teardown(() => entra.close())
   const assertion = entra.token(API, { scp: 'access_as_user' })
-  const all = await token(entra, obo(assertion))
+  const all = await postToken(entra, obo(assertion))
   t.equal(all.status, 200)
   t.equal(claimsOf(all.body.access_token as string).scp, 'Data.Read', '.default: the consented scopes only')
-  const write = await token(entra, obo(assertion, { scope: `api://${DOWNSTREAM}/Data.Read api://${DOWNSTREAM}/Data.Write` }))
+  const write = await postToken(entra, obo(assertion, { scope: `api://${DOWNSTREAM}/Data.Read api://${DOWNSTREAM}/Data.Write` }))
   refused(t, write, 400, 'invalid_grant', 65001, /not consented to use the application with ID '.*' for scope 'Data.Write'/)
   t.equal(write.body.suberror, 'consent_required', "Entra's suberror: the client must ask the user")
   const none = fake({ clients: [{ clientId: API, secret: SECRET, permissions: [] }] })
   t.teardown(() => none.close())
-  const nothing = await token(none, obo(none.token(API, { scp: 'access_as_user' })))
+  const nothing = await postToken(none, obo(none.token(API, { scp: 'access_as_user' })))
   refused(t, nothing, 400, 'invalid_grant', 65001, /for scope 'Data.Read Data.Write'/)
   t.equal(nothing.body.suberror, 'consent_required')
 })
-
-/** MSAL's network interface on the fake's dispatcher. */
-function networkClient (entra: FakeEntra): INetworkModule {
-  async function send<T> (url: string, method: 'GET' | 'POST', options?: NetworkRequestOptions): Promise<NetworkResponse<T>> {
-    const response = await request(url, { method, dispatcher: entra.dispatcher, headers: options?.headers ?? {}, ...(method === 'POST' ? { body: options?.body ?? '' } : {}) })
-    const headers: Record<string, string> = {}
-    for (const [name, value] of Object.entries(response.headers)) if (value !== undefined) headers[name] = String(value)
-    return { status: response.statusCode, headers, body: await response.body.json() as T }
-  }
-  return {
-    sendGetRequestAsync: async <T>(url: string, options?: NetworkRequestOptions) => await send<T>(url, 'GET', options),
-    sendPostRequestAsync: async <T>(url: string, options?: NetworkRequestOptions) => await send<T>(url, 'POST', options)
-  }
-}
 
 t.test('MSAL Node: a user signs in to the SPA, the API calls the downstream API with acquireTokenOnBehalfOf', async t => {
   const REDIRECT = 'http://localhost:3000/callback'
   const entra = fake({ clients: [{ clientId: API, secret: SECRET }, { clientId: SPA, redirectUris: [REDIRECT] }], user: { name: 'Ada Lovelace', username: 'ada@contoso.example' } })
   t.teardown(() => entra.close())
-  const system = { networkClient: networkClient(entra) }
+  const system = { networkClient: msalNetworkClient(entra) }
   // The SPA (a public client) signs the user in with the code flow and PKCE.
   const spa = new PublicClientApplication({ auth: { clientId: SPA, authority: entra.authority }, system })
   const verifier = randomBytes(32).toString('base64url')
