@@ -7,16 +7,11 @@ import { EntraAuthError } from './entra/problems.js'
 import { FrozenSet, type EntraToken } from './entra/token.js'
 
 const StringList = Type.Array(Type.String({ minLength: 1 }))
-/**
- * Longest duration we accept, in ms: Node's timers overflow past 2^31-1 ms (~24.8 days) and then
- * fire at once. Durations are whole milliseconds, as everywhere in Fastify.
- */
+/** Node's timers overflow past 2^31-1 ms (~24.8 days) and then fire at once. */
 export const MAX_DURATION = 2 ** 31 - 1
 const Millis = (minimum: 0 | 1): ReturnType<typeof Type.Integer> => Type.Integer({ minimum, maximum: MAX_DURATION })
-/** Entra tenant IDs are GUIDs (the `tid` claim); domains never appear in tokens. */
 const TENANT_ID = '^[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}$'
 
-/** TypeBox schema of the plugin's options (see docs/options.md). Unknown keys are refused. */
 const EntraAuthOptionsSchema = Type.Object({
   clientId: Type.String({ minLength: 1, description: 'Application (client) ID of the protected API' }),
   oidcEndpoint: Type.Optional(Type.String({ minLength: 1, description: 'URL of the OpenID configuration document' })),
@@ -58,13 +53,9 @@ const EntraAuthOptionsSchema = Type.Object({
   }, { additionalProperties: false })]))
 }, { additionalProperties: false })
 
-/** Options only the plugin uses; `createEntraVerifier` refuses them. */
 export const PLUGIN_ONLY_OPTIONS = ['decorator', 'tokenSources', 'onAuthSuccess', 'onAuthFailure', 'rejectionLogLevel', 'openapi'] as const
 
-/**
- * What each option must be, in the words of the error messages (never the schema library's).
- * Nested options are named with a dot.
- */
+/** What each option must be, in the error messages' words (never the schema library's). */
 const EXPECTED: Readonly<Record<string, string>> = {
   clientId: 'the application (client) ID of your API, a non-empty string',
   oidcEndpoint: 'the URL of an OpenID configuration document',
@@ -99,54 +90,29 @@ const EXPECTED: Readonly<Record<string, string>> = {
 
 /** Options of the plugin and of `createEntraVerifier` that don't depend on where the keys come from. All durations are milliseconds. */
 export interface EntraCommonOptions {
-  /**
-   * Application (client) ID of the protected API (a GUID in Entra). Accepted audiences are it and
-   * `api://{clientId}`, plus `audiences`.
-   */
+  /** Application (client) ID of the protected API; `aud` may be it or `api://{clientId}`. */
   clientId: string
   /** Extra accepted `aud` values (custom App ID URIs). */
   audiences?: string[]
   /** Accepted Entra `ver` values. Default both. */
   tokenVersions?: Array<'1.0' | '2.0'>
-  /**
-   * Allowed tenants: a list of tenant IDs (GUIDs, the tokens' `tid`), or a predicate such as a
-   * lookup of the tenants that signed up. The predicate runs once per new token after every other
-   * claim check passed (its answer is cached with the verified token); only `true` admits, and a
-   * predicate that throws or rejects refuses the request with 503 `auth_tenant_check_error`.
-   * Default: all.
-   */
+  /** Allowed tenant IDs (`tid`), or a predicate run once per new token. Default: all. */
   allowedTenants?: string[] | EntraTenantPredicate
   /** Allowed `sub` values. Default: all. */
   allowedSubjects?: string[]
   /** Allowed client applications: `azp` (v2.0, and Azure AD B2C's 1.0 tokens) or `appid` (v1.0). Default: all. */
   allowedApps?: string[]
-  /**
-   * Refuse a token that carries neither `scp` nor `roles`, even on an authentication-only route
-   * (403 `auth_token_insufficient_scopes`): in a multi-tenant app any application of any tenant can
-   * obtain one. Default: `true` when the discovery issuer is multi-tenant (`{tenantid}`), else `false`.
-   */
+  /** Refuse tokens with neither `scp` nor `roles`. Default: on for a multi-tenant discovery issuer. */
   requirePermissions?: boolean
   /** URI added as `contact` to every problem reply. */
   contact?: string
   /** Leeway for `exp`/`nbf`, in milliseconds. Default 0. */
   clockTolerance?: number
-  /**
-   * Clock for every token time check, in milliseconds. Default `Date.now`. A clock that answers
-   * anything but a finite number refuses every token (`auth_token_expired`).
-   */
+  /** Clock for every token time check, in milliseconds. Default `Date.now`. */
   now?: () => number
-  /**
-   * Key timings, in whole milliseconds up to 2^31-1: `ttl` (how long fetched keys are fresh,
-   * default 24 h), `cooldown` (minimum gap between refreshes caused by an unknown `kid`, default
-   * 5 min, may be 0), `timeout` (per discovery or JWKS fetch, default 5 s), `maxStale` (how long
-   * past `ttl` the last good keys serve while the provider fails, default 24 h); `maxBytes`
-   * (largest document read, default 1 MiB).
-   */
+  /** Key fetching: `ttl`, `cooldown`, `timeout`, `maxStale` (ms) and `maxBytes` (see docs/options.md). */
   jwks?: { ttl?: number, cooldown?: number, timeout?: number, maxStale?: number, maxBytes?: number }
-  /**
-   * Verified-token cache: `max` entries (default 4096; 0 turns it off) and `maxBytes`, the most
-   * (estimated) memory its entries may hold (default 32 MiB).
-   */
+  /** Verified-token cache: `max` entries (default 4096; 0 turns it off) and estimated `maxBytes`. */
   tokenCache?: { max?: number, maxBytes?: number }
   /** undici Dispatcher for discovery and JWKS fetches (the test kit's fake Entra passes one). */
   dispatcher?: Dispatcher
@@ -175,29 +141,15 @@ export type EntraVerifierOptions = EntraCommonOptions & EntraEndpointOptions
 export interface EntraPluginOnlyOptions {
   /** Level rejections are logged at. Default `info`. */
   rejectionLogLevel?: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent'
-  /**
-   * Name of the instance decorator. Default `entraAuth`. Give each registration its own name to
-   * protect two APIs in one context, and declare the name's type yourself.
-   */
+  /** Name of the instance decorator. Default `entraAuth`. */
   decorator?: string
-  /**
-   * Where else to look for the access token, in order, when the request has no `Authorization`
-   * header. Default none: header only. `{ cookie: name }` reads `request.cookies`
-   * (`@fastify/cookie`); `{ session: key }` reads `request.session` (`@fastify/session` or
-   * `@fastify/secure-session`). Browsers send cookies by themselves: protect such routes against
-   * CSRF. The query string is never read.
-   */
+  /** Where else to look for the token when there is no `Authorization` header (protect cookies against CSRF). */
   tokenSources?: EntraTokenSource[]
   /** Called once per admitted request, for metrics. Must not throw; errors are logged. */
   onAuthSuccess?: (request: FastifyRequest, token: EntraToken) => void
   /** Called once per refused request or failed strategy, for metrics. Must not throw. */
   onAuthFailure?: (request: FastifyRequest, error: EntraAuthError) => void
-  /**
-   * OpenAPI contribution when `@fastify/swagger` is registered: each protected route's
-   * `schema.security`; `withEntraSecurity` adds the scheme to the swagger options. `false` turns it
-   * off. `securityScheme`: component name, default the decorator name; `scopePrefix`: prepended to
-   * each scope (and in the 403 challenge), default `api://{clientId}/`; `description` of the scheme.
-   */
+  /** OpenAPI contribution when `@fastify/swagger` is registered; `false` turns it off. */
   openapi?: false | EntraOpenApiOptions
 }
 
@@ -205,8 +157,7 @@ export interface EntraPluginOnlyOptions {
 export type EntraAuthOptions = EntraVerifierOptions & EntraPluginOnlyOptions
 
 /**
- * Decides whether a tenant may use the API. `tenantId` is the token's `tid` (always a GUID);
- * `token` the verified, immutable token, e.g. for `token.clientId` or `token.isAppOnly`.
+ * Decides whether a tenant may use the API; `tenantId` is the token's `tid`.
  *
  * @example
  * ```ts
@@ -235,9 +186,7 @@ export interface EntraOpenApiOptions {
 }
 
 /**
- * Thrown at register time (or by `createEntraVerifier`) for bad options. A `TypeError` (its `name`
- * stays `TypeError`, as for any API misuse) with the
- * stable code {@link EntraAuthOptionsError.code} and every problem found, each naming its option.
+ * Thrown at register time (or by `createEntraVerifier`) for bad options: a `TypeError` listing every problem.
  *
  * @example
  * ```ts
@@ -266,15 +215,10 @@ export class EntraAuthOptionsError extends TypeError {
 }
 
 export interface KeyTimings {
-  /** How long fetched discovery and keys are fresh. */
   readonly ttl: number
-  /** Minimum gap between refreshes caused by an unknown `kid`. */
   readonly cooldown: number
-  /** Deadline of one discovery or JWKS fetch. */
   readonly timeout: number
-  /** How long past `ttl` the last good copy keeps serving while the provider is failing. */
   readonly maxStale: number
-  /** Largest discovery document we read. */
   readonly maxBytes: number
 }
 
@@ -284,7 +228,6 @@ export interface ResolvedOptions {
   readonly audiences: ReadonlySet<string>
   readonly tokenVersions: ReadonlySet<string>
   readonly allowedTenants: ReadonlySet<string> | null
-  /** The predicate form of `allowedTenants`, if given. */
   readonly tenantPredicate: EntraTenantPredicate | null
   readonly allowedSubjects: ReadonlySet<string> | null
   readonly allowedApps: ReadonlySet<string> | null
@@ -295,7 +238,6 @@ export interface ResolvedOptions {
   readonly now: () => number
   readonly jwks: KeyTimings
   readonly tokenCacheMax: number
-  /** Estimated bytes the verified-token cache may hold. */
   readonly tokenCacheMaxBytes: number
   readonly dispatcher: Dispatcher | undefined
   readonly rejectionLogLevel: NonNullable<EntraAuthOptions['rejectionLogLevel']>
@@ -306,13 +248,7 @@ export interface ResolvedOptions {
   readonly openapi: false | { readonly securityScheme: string, readonly scopePrefix: string, readonly description: string | undefined }
 }
 
-/**
- * Every option's default, in one table: `resolveOptions()` takes them from here, and a test keeps
- * docs/options.md's option table equal to it. Key timings follow Microsoft's key-rollover guidance:
- * refresh keys about daily, on an unknown `kid` refresh at once but at most every 5 minutes, keep
- * the last good keys through an outage.
- * https://learn.microsoft.com/entra/identity-platform/signing-key-rollover
- */
+/** Every option's default; a test keeps docs/options.md's table equal to it. */
 export const OPTION_DEFAULTS = Object.freeze({
   authorityHost: 'login.microsoftonline.com',
   audiences: Object.freeze([]) as readonly string[],
@@ -344,13 +280,12 @@ export const DEFAULT_JWKS: KeyTimings = Object.freeze({
 export const DEFAULT_TOKEN_CACHE_MAX = OPTION_DEFAULTS['tokenCache.max']
 export const DEFAULT_TOKEN_CACHE_MAX_BYTES = OPTION_DEFAULTS['tokenCache.maxBytes']
 
-/** Register options Fastify itself passes to every plugin; they are not ours to refuse. */
+/** Fastify passes these to every plugin; they are not ours to refuse. */
 const FASTIFY_REGISTER_KEYS = ['prefix', 'logLevel', 'logSerializers']
 
 const TENANT = /^[A-Za-z0-9][A-Za-z0-9._-]*(\/[A-Za-z0-9._-]+)?$/
 const HOST = /^[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)*(:\d{1,5})?$/
 
-/** The value as an error message shows it: short, and never more than a glimpse of a string. */
 function shown (value: unknown): string {
   if (typeof value === 'function') return 'a function'
   if (Array.isArray(value)) return `[${value.slice(0, 3).map(shown).join(', ')}${value.length > 3 ? ', …' : ''}]`
@@ -363,14 +298,13 @@ function invalid (path: string, value: unknown): string {
   return `option '${path}' must be ${EXPECTED[path] ?? 'valid'}, got ${shown(value)}`
 }
 
-/** Names other plugins use (fastify-jwt-jwks: `jwksUrl`, `issuer`) and common mix-ups, with what to write here. */
+/** Names other plugins use (fastify-jwt-jwks) and common mix-ups. */
 const OPTION_HINTS: Readonly<Record<string, string>> = {
   tenantId: "did you mean 'tenant'? It takes a tenant ID, a domain such as 'contoso.onmicrosoft.com', 'organizations' or 'common'",
   issuer: "the issuer comes from the discovery document: give 'tenant' (e.g. 'contoso.onmicrosoft.com'), or 'oidcEndpoint' with the issuer's '/.well-known/openid-configuration' URL",
   jwksUrl: "the keys' URL comes from the discovery document: give 'tenant' (e.g. 'contoso.onmicrosoft.com'), or 'oidcEndpoint' with the '/.well-known/openid-configuration' URL"
 }
 
-/** A near miss of a known option, for "did you mean". */
 function suggestion (path: string, key: string, known: readonly string[]): string {
   const hint = Object.hasOwn(OPTION_HINTS, path) ? OPTION_HINTS[path] : undefined
   if (hint !== undefined) return ` (${hint})`
@@ -379,7 +313,6 @@ function suggestion (path: string, key: string, known: readonly string[]): strin
   return match === undefined ? '' : ` (did you mean '${match}'?)`
 }
 
-/** Checks `value` against an object schema's properties, naming each problem by its dotted path. */
 function checkObject (properties: Record<string, TSchema>, value: Record<string, unknown>, prefix: string, issues: string[]): void {
   const known = Object.keys(properties)
   for (const [key, member] of Object.entries(value)) {
@@ -398,7 +331,6 @@ function checkObject (properties: Record<string, TSchema>, value: Record<string,
   }
 }
 
-/** Parses a discovery URL: https, or http on loopback only (for the embedded fake Entra). */
 function discoveryUrlOf (value: string, name: string, issues: string[]): URL | undefined {
   let url: URL
   try {
@@ -427,11 +359,7 @@ function authorityHostOf (value: string | undefined, issues: string[]): string {
   return host.toLowerCase()
 }
 
-/**
- * The hint for an App ID URI given where an application (client) ID is wanted, the most common
- * mix-up, starting with `subject` (`option 'clientId'`, the fake Entra's `--api`); `clientId` is
- * the ID to use instead when the URI is the default `api://{client id}`.
- */
+/** The hint for an App ID URI given where a client ID is wanted, the most common mix-up. */
 export function appIdUriHint (subject: string, value: string): { message: string, clientId: string | undefined } | undefined {
   if (!value.includes('://')) return undefined
   const clientId = /^api:\/\/([^/]+)\/?$/.exec(value)?.[1]
@@ -448,17 +376,14 @@ function checkClientId (clientId: string, issues: string[]): void {
     : `${hint.message} (tokens for '${clientId}' are accepted with it)`)
 }
 
-/** Sets nobody can add to (`Object.freeze` doesn't stop `Set.prototype.add`): the options are deeply frozen. */
+/** `Object.freeze` doesn't stop `Set.prototype.add`. */
 function setOrNull (list: readonly string[] | undefined): ReadonlySet<string> | null {
   return list === undefined || list.length === 0 ? null : new FrozenSet(list)
 }
 
 const CLOCK_DETAIL = "The token's lifetime could not be checked: this API's clock gave no time. This is not a problem with the token; tell the API's owner."
 
-/**
- * The configured clock, held to a finite number: a clock answering `undefined` or NaN would make
- * every time comparison false and so admit expired tokens. Such a clock refuses every token.
- */
+/** A clock answering NaN would make every time comparison false and admit expired tokens. */
 function checkedClock (now: () => number): () => number {
   return () => {
     const value = now()
@@ -467,12 +392,7 @@ function checkedClock (now: () => number): () => number {
   }
 }
 
-/**
- * Checks options against the schema and cross-field rules, fills defaults and freezes the result.
- * Throws an {@link EntraAuthOptionsError} (a `TypeError`) listing every problem, each naming its
- * option: misconfiguration must fail at register time. `use: 'verifier'` refuses the plugin-only
- * options.
- */
+/** Checks, defaults and freezes the options; misconfiguration fails at register time. */
 export function resolveOptions (input: unknown, use: 'plugin' | 'verifier' = 'plugin'): ResolvedOptions {
   if (input === null || typeof input !== 'object') {
     throw new EntraAuthOptionsError(['options must be an object with at least clientId and tenant or oidcEndpoint'])
@@ -489,7 +409,6 @@ export function resolveOptions (input: unknown, use: 'plugin' | 'verifier' = 'pl
       }
     }
   }
-  // The predicate form of allowedTenants is taken here; the schema checks the list form.
   const tenantPredicate = typeof candidate.allowedTenants === 'function' ? candidate.allowedTenants as EntraTenantPredicate : null
   if (tenantPredicate !== null) delete candidate.allowedTenants
   checkObject(EntraAuthOptionsSchema.properties, candidate, '', issues)

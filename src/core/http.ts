@@ -2,7 +2,7 @@ import type { IncomingHttpHeaders } from 'node:http'
 import { brotliDecompressSync, gunzipSync, inflateSync } from 'node:zlib'
 import { Agent, Dispatcher, request } from 'undici'
 
-/** Loopback (RFC 6890: 127.0.0.0/8, ::1) or `localhost`; a URL's hostname (`[::1]`) or a bare host. */
+/** Loopback (RFC 6890) or `localhost`; a URL's hostname (`[::1]`) or a bare host. */
 export function isLoopbackHost (host: string): boolean {
   return host === 'localhost' || host === '::1' || host === '[::1]' || /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(host)
 }
@@ -12,35 +12,25 @@ export class FetchFailure extends Error {
   override name = 'FetchFailure'
 }
 
-/**
- * A refresh that failed because a library (get-jwks, @fastify/jwt, Fastify) failed to load or to
- * work: an outage like a failed fetch, but logged at error level with its cause.
- */
+/** A library failed to load or work: an outage like a failed fetch, logged at error level. */
 export class LibraryFailure extends FetchFailure {
   override name = 'LibraryFailure'
 }
 
-/**
- * A connection pool whose timeouts really apply: get-jwks' own `timeout` fetch option is ignored
- * by `fetch`, so the deadline lives here (connect/headers/body) and in each fetch's own signal.
- */
+/** `fetch` ignores get-jwks' `timeout` option, so the deadline lives here and in each fetch's signal. */
 export function createAgent (timeout: number): Agent {
   return new Agent({ connectTimeout: timeout, headersTimeout: timeout, bodyTimeout: timeout, connections: 4 })
 }
 
-/** What a guarded dispatcher enforces on every response it carries. */
 export interface GuardOptions {
-  /** The only origin requests may go to (the discovery URL's). */
   origin: string
-  /** Largest response body accepted. */
   maxBytes: number
-  /** Called with each complete response (body decoded), so a layer above can read what a library fetched. */
+  /** Each complete, decoded response, so a layer above can read what a library fetched. */
   onResponse?: (url: string, statusCode: number, body: Buffer) => void
-  /** Called when the guard refuses a response (libraries above may report it as something else). */
+  /** Libraries above may report a refusal as something else. */
   onRefused?: (url: string, failure: FetchFailure) => void
 }
 
-/** Forwards to an inner dispatcher; `compose()` puts the guard in front of it. */
 class Delegate extends Dispatcher {
   readonly #inner: Dispatcher
   constructor (inner: Dispatcher) {
@@ -61,7 +51,7 @@ class Delegate extends Dispatcher {
   }
 }
 
-/** The content codings the guard decodes (RFC 9110 §8.4.1); any other is refused before the body. */
+/** RFC 9110 §8.4.1 codings; any other is refused before the body. */
 const DECODERS: Readonly<Record<string, ((body: Buffer, options: { maxOutputLength: number }) => Buffer) | null>> = {
   '': null,
   identity: null,
@@ -76,13 +66,7 @@ function decoderOf (encoding: string | undefined): ((body: Buffer, options: { ma
   return Object.hasOwn(DECODERS, name) ? DECODERS[name] : undefined
 }
 
-/**
- * Wraps the library's handler: refuses redirects and other origins, caps the size, and hands the
- * handler only a complete, decoded body. The response is held back until it has ended and decoded
- * within `maxBytes`, then passed on without `content-encoding`: whatever fails (an unknown coding, a
- * corrupt or oversized compressed body) fails the request before the handler saw a response, which
- * every `fetch` reports (Node 20's `fetch` can lose one that fails after the headers were passed on).
- */
+/** Holds the response back until complete and decoded: Node 20's `fetch` can lose a failure after the headers. */
 class GuardHandler implements Dispatcher.DispatchHandler {
   readonly #inner: Dispatcher.DispatchHandler
   readonly #guard: GuardOptions
@@ -107,8 +91,7 @@ class GuardHandler implements Dispatcher.DispatchHandler {
   }
 
   onRequestStart (controller: Dispatcher.DispatchController, context: unknown): void {
-    // undici's redirect interceptor reports the URLs it followed as `context.history`: a dispatcher
-    // that follows redirects despite `maxRedirections: 0` is still caught here.
+    // Catches a dispatcher that follows redirects despite `maxRedirections: 0`.
     const history = (context as { history?: unknown[] } | undefined)?.history
     if (Array.isArray(history) && history.length > 0) {
       this.#refuse(controller, new FetchFailure('the identity provider redirected; redirects are refused'))
@@ -129,7 +112,6 @@ class GuardHandler implements Dispatcher.DispatchHandler {
 
   onResponseStart (controller: Dispatcher.DispatchController, statusCode: number, headers: IncomingHttpHeaders, statusMessage?: string): void {
     if (statusCode >= 300 && statusCode < 400) {
-      // Keys must come from the discovery URL's origin (contract): a 3xx could point anywhere.
       this.#refuse(controller, new FetchFailure(`HTTP status ${statusCode} (redirects are refused)`))
       return
     }
@@ -186,17 +168,7 @@ class GuardHandler implements Dispatcher.DispatchHandler {
   }
 }
 
-/**
- * A dispatcher for identity-provider fetches, in front of the app's dispatcher (or our own
- * agent). Whatever the dispatcher underneath does, every request through it:
- * - goes to `origin` only, and never follows a redirect: `maxRedirections: 0` turns off undici's
- *   redirect interceptor per request, and a 3xx, or a response that arrives after a redirect,
- *   fails the fetch;
- * - is capped at `maxBytes`, decoded by the guard (gzip, deflate, br; any other coding is refused)
- *   within `maxBytes`, and passed on only once complete and decoded;
- * - reports its response to `onResponse`, so the key layer learns the whole JWKS that get-jwks fetched.
- * Built with undici's public interceptor API (`Dispatcher.compose`).
- */
+/** Same origin, no redirects, `maxBytes`, whatever the dispatcher underneath does (docs/architecture.md). */
 export function guardDispatcher (inner: Dispatcher, guard: GuardOptions): Dispatcher {
   const interceptor: Dispatcher.DispatcherComposeInterceptor = dispatch => (opts, handler) => {
     const url = new URL(opts.path, opts.origin)
@@ -205,7 +177,6 @@ export function guardDispatcher (inner: Dispatcher, guard: GuardOptions): Dispat
   return new Delegate(inner).compose(interceptor)
 }
 
-/** The controller of a response served from memory: it only records what the handler asks. */
 class MemoryController implements Dispatcher.DispatchController {
   aborted = false
   paused = false
@@ -219,11 +190,7 @@ class MemoryController implements Dispatcher.DispatchController {
   resume (): void { this.paused = false }
 }
 
-/**
- * `dispatcher`, except that a request whose URL `answer` knows is answered from memory (200, JSON),
- * on a later tick, without a connection. The key layer uses it so that get-jwks resolves every
- * `kid` of one refresh against the one document fetched for it (see core/jwks.ts).
- */
+/** So that get-jwks resolves every `kid` of one refresh against the one document fetched for it. */
 export function answeringFromMemory (dispatcher: Dispatcher, answer: (url: string) => Buffer | undefined): Dispatcher {
   return dispatcher.compose(dispatch => (opts, handler) => {
     const body = answer(new URL(opts.path, opts.origin).href)
@@ -246,7 +213,7 @@ export function answeringFromMemory (dispatcher: Dispatcher, answer: (url: strin
   })
 }
 
-/** Refuses a body that is not JSON, whatever its content type says (Entra and test servers disagree). */
+/** Whatever the content type says (Entra and test servers disagree). */
 export function parseJson (body: Buffer, what: string): unknown {
   try {
     return JSON.parse(body.toString('utf8'))
@@ -255,7 +222,7 @@ export function parseJson (body: Buffer, what: string): unknown {
   }
 }
 
-/** Describes a failed fetch for logs and `state()`; `fetch` hides the reason in `cause`. */
+/** `fetch` hides the reason in `cause`. */
 export function failureReason (err: unknown, timeout: number): string {
   let cause: unknown = err
   for (let depth = 0; depth < 4 && cause instanceof Error; depth++) {
@@ -266,11 +233,7 @@ export function failureReason (err: unknown, timeout: number): string {
   return err instanceof Error ? err.message : String(err)
 }
 
-/**
- * Runs `run` with one deadline: at `timeout` ms its signal aborts and the returned promise rejects
- * with a `FetchFailure`, whether or not the work underneath noticed the abort (a `fetch` whose body
- * failed in an unexpected way may never settle). The timer is cleared when `run` settles first.
- */
+/** Rejects at `timeout` even if the work ignores the abort (a `fetch` may never settle). */
 export async function withDeadline<T> (timeout: number, what: string, run: (signal: AbortSignal) => Promise<T>): Promise<T> {
   const controller = new AbortController()
   let timer: NodeJS.Timeout | undefined
@@ -289,9 +252,6 @@ export async function withDeadline<T> (timeout: number, what: string, run: (sign
   }
 }
 
-/**
- * GETs a JSON document through a guarded dispatcher with one deadline for the whole response.
- */
 export async function fetchJson (url: URL, dispatcher: Dispatcher, timeout: number, what: string): Promise<unknown> {
   return await withDeadline(timeout, what, async signal => {
     try {

@@ -1,10 +1,4 @@
-/**
- * Diagnostics channels (node:diagnostics_channel), the way Fastify core and undici publish theirs:
- * any subscriber (OpenTelemetry, a metrics exporter, a test) can observe validations and the key
- * store with no code in the app. Nothing is built or published while nobody listens: every
- * publisher checks `hasSubscribers` first. No message carries a token, and nothing read from a
- * token whose signature did not verify is published uncut (core/untrusted.ts).
- */
+/** Diagnostics channels, as Fastify core and undici publish theirs (docs/diagnostics.md). */
 import diagnostics, { type Channel } from 'node:diagnostics_channel'
 import type { ProblemType, ValidationStep } from '../entra/problems.js'
 import type { ExplainedStep } from '../entra/steps.js'
@@ -13,30 +7,23 @@ import type { ExplainedStep } from '../entra/steps.js'
 export interface VerifyTraceContext {
   /** `verify` (also behind `introspect` and the route hooks) or `explain`. */
   operation: 'verify' | 'explain'
-  /**
-   * Steps as they run; on a cache hit only `nbf` and `exp` run again; a validation that shared the
-   * work of another in flight for the same token records none (or only its failed step).
-   */
+  /** Steps as they run; on a cache hit only `nbf` and `exp` run again. */
   steps: ExplainedStep[]
   /** Whether the token came from the verified-token cache. */
   cached: boolean
-  /** Set when the validation has settled (asyncEnd, error). */
+  /** Set when the validation has settled. */
   verdict?: 'valid' | 'invalid'
   /** The problem type of a refused token. */
   problem?: ProblemType
   /** The step and claim a refused token failed at. */
   step?: ValidationStep
   claim?: string
-  /**
-   * `version`, `tenantId`, `clientId`: from a token whose signature verified (also when it was
-   * refused later), never from one anybody could have written. `kid`: the key's; for a token that
-   * did not verify, cut to 128 characters with control characters escaped.
-   */
+  /** The key's; for a token that did not verify, cut and escaped (core/untrusted.ts). */
   kid?: string
   version?: string
   tenantId?: string
   clientId?: string
-  /** The `EntraAuthError` a refused token was rejected with (on `error`, then `asyncEnd`). */
+  /** The `EntraAuthError` a refused token was rejected with. */
   error?: unknown
 }
 
@@ -50,7 +37,7 @@ export type KeyFetchMessage =
 export type KeyRefreshMessage =
   | { event: 'start', discoveryUrl: string }
   | { event: 'end', discoveryUrl: string, kids: string[] }
-  /** `servingStale`: the last good key set keeps serving (within `ttl + maxStale`). */
+  /** `servingStale`: the last good key set keeps serving. */
   | { event: 'failure', discoveryUrl: string, reason: string, problem: ProblemType, servingStale: boolean }
 
 /** What `fastify-entra-auth:token-cache` publishes for each lookup by `verify`. */
@@ -75,7 +62,6 @@ interface Tracing<C extends object> {
   readonly asyncStart: Channel
   readonly asyncEnd: Channel
   readonly error: Channel
-  /** Typing only: the context each sub-channel publishes. */
   readonly context?: C
 }
 

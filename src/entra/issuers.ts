@@ -1,56 +1,30 @@
-/**
- * Entra issuer rules, pure (no Fastify, no I/O).
- * https://learn.microsoft.com/entra/identity-platform/access-tokens#validate-the-issuer
- */
+/** Entra issuer rules (learn.microsoft.com/entra/identity-platform/access-tokens#validate-the-issuer). */
 
-/** Placeholder Entra publishes in multi-tenant discovery documents and in JWK `issuer` members. */
 export const TENANT_TEMPLATE = '{tenantid}'
 
-/** Entra tenant IDs are GUIDs; anything else must never be substituted into an issuer. */
+/** Anything but a GUID must never be substituted into an issuer. */
 const GUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/
 
-/** The tenant GUID Entra uses for personal Microsoft accounts. */
+/** Personal Microsoft accounts' tenant. */
 export const CONSUMER_TENANT = '9188040d-6c67-4c5b-b112-36a304b66dad'
 
-/** One Entra cloud instance: where its discovery documents live and how it writes issuers. */
+/** One Entra cloud: discovery hosts (MSAL's aliases), the v2.0 issuer host, the v1.0 (STS) hosts. */
 interface Cloud {
-  /** Hosts serving the cloud's discovery documents (MSAL's instance aliases). */
   readonly loginHosts: readonly string[]
-  /** Host of v2.0 issuers (`https://{host}/{tid}/v2.0`). */
   readonly v2Host: string
-  /** Hosts of v1.0 issuers (`https://{host}/{tid}/`): the cloud's Security Token Service. */
   readonly v1Hosts: readonly string[]
 }
 
-/*
- * Sources, as far as Microsoft publishes them:
- * - v2.0 issuer hosts and login-host aliases: MSAL.js's built-in cloud metadata
- *   (AzureAD/microsoft-authentication-library-for-js, lib/msal-common/src/authority/AuthorityMetadata.ts):
- *   public login.microsoftonline.com (aliases login.windows.net, login.microsoft.com, sts.windows.net);
- *   US Government login.microsoftonline.us (alias login.usgovcloudapi.net); China
- *   login.partner.microsoftonline.cn (alias login.chinacloudapi.cn, whose v2.0 metadata names the
- *   login.partner.microsoftonline.cn issuer).
- * - v1.0 issuer hosts: Microsoft's answer "What are the token issuers for the sovereign cloud?"
- *   (https://learn.microsoft.com/answers/questions/1190472) gives sts.windows.net for the public
- *   cloud and for US Government, and sts.chinacloudapi.cn for China; China's v1.0 host also appears
- *   in the Azure China documentation's sample tokens (`iss: https://sts.chinacloudapi.cn/{tid}/`).
- *   Microsoft's Bot Framework SDK instead validates US Government v1.0 tokens against
- *   `https://login.microsoftonline.us/{tid}/` (botframework-connector, auth/authenticationConstants.ts,
- *   ValidGovernmentTokenIssuerUrlTemplateV1). The two disagree and neither has been checked against
- *   a real US Government token, so both are accepted there; keys still come only from the US
- *   Government JWKS. docs/tenants.md says so.
- */
+// Where these hosts come from: docs/architecture.md, "src/entra/issuers.ts".
 const PUBLIC: Cloud = { loginHosts: ['login.microsoftonline.com', 'login.windows.net', 'login.microsoft.com'], v2Host: 'login.microsoftonline.com', v1Hosts: ['sts.windows.net'] }
 const US_GOVERNMENT: Cloud = { loginHosts: ['login.microsoftonline.us', 'login.usgovcloudapi.net'], v2Host: 'login.microsoftonline.us', v1Hosts: ['sts.windows.net', 'login.microsoftonline.us'] }
 const CHINA: Cloud = { loginHosts: ['login.partner.microsoftonline.cn', 'login.chinacloudapi.cn'], v2Host: 'login.partner.microsoftonline.cn', v1Hosts: ['sts.chinacloudapi.cn'] }
 const CLOUDS: readonly Cloud[] = [PUBLIC, US_GOVERNMENT, CHINA]
 
 const V2_ISSUER = /^https:\/\/([^/]+)\/([0-9a-f-]{36})\/v2\.0$/
-/** A v1.0 (STS) issuer, bound or still a template, as the v1.0 metadata documents publish it. */
 const STS_ISSUER = /^https:\/\/([^/]+)\/([0-9a-f-]{36}|\{tenantid\})\/$/
-/** The tenant segment of an Entra issuer, v1.0 (`https://sts.windows.net/{tid}/`) or v2.0. */
 const ISSUER_TENANT = /^https:\/\/[^/]+\/([0-9a-f-]{36})\//
-/** Azure AD B2C's issuer forms: `{t}.b2clogin.com` hosts, or the v2.0 path with a trailing slash. */
+/** Azure AD B2C: `{t}.b2clogin.com` hosts, or the v2.0 path with a trailing slash. */
 const B2C_ISSUER = /^https:\/\/([^/]+\.b2clogin\.com\/|[^/]+\/[0-9a-f-]{36}\/v2\.0\/$)/
 
 export function isTenantId (value: unknown): value is string {
@@ -63,18 +37,13 @@ export function bindTenant (issuerTemplate: string, tid: unknown): string | null
   return isTenantId(tid) ? issuerTemplate.replace(TENANT_TEMPLATE, tid) : null
 }
 
-/** The cloud whose v2.0 issuers are on `host`. */
 function cloudOfV2Host (host: string): Cloud | undefined {
   return CLOUDS.find(cloud => cloud.v2Host === host || cloud.loginHosts.includes(host))
 }
 
-/**
- * The cloud of a discovery issuer in the v1.0 (STS) form, or undefined when it is not one.
- * `sts.windows.net` serves the public cloud and (per Microsoft's answer above) US Government, so
- * the host the discovery document was fetched from decides between them.
- */
+/** `sts.windows.net` serves public and US Government clouds: the discovery host decides. */
 function stsCloud (discoveryIssuer: string, discoveryHost: string | undefined): Cloud | undefined {
-  // Asked for every token, always about the same configured issuer: the last answer is kept.
+  // Asked for every token about the same issuer: the last answer is kept (also below).
   const last = lastSts
   if (last !== undefined && last.issuer === discoveryIssuer && last.host === discoveryHost) return last.cloud
   const host = STS_ISSUER.exec(discoveryIssuer)?.[1]
@@ -86,7 +55,6 @@ function stsCloud (discoveryIssuer: string, discoveryHost: string | undefined): 
 
 let lastSts: { readonly issuer: string, readonly host: string | undefined, readonly cloud: Cloud | undefined } | undefined
 
-/** True when the discovery issuer is Entra's v1.0 (STS) form, as in the v1.0 metadata documents. */
 export function isStsIssuer (discoveryIssuer: string, discoveryHost?: string): boolean {
   return stsCloud(discoveryIssuer, discoveryHost) !== undefined
 }
@@ -101,21 +69,8 @@ export interface IssuerRule {
   readonly v2Issuer: string
 }
 
-/**
- * The rule for a token of `version` with claims `iss` and `tid`, given the discovery document's
- * issuer (maybe a `{tenantid}` template) and the host it was fetched from. Null when no issuer can
- * be trusted, e.g. a multi-tenant issuer and a `tid` that is no GUID.
- *
- * - v2.0 metadata (`https://{host}/{tid}/v2.0`): v2.0 tokens carry it; v1.0 tokens carry the STS
- *   form of the same tenant and cloud, with the client in `appid`.
- * - v1.0 metadata (`https://sts.windows.net/{tid}/`): v1.0 tokens carry it, with `appid`; v2.0
- *   tokens carry the v2.0 issuer of the same tenant and cloud.
- * - Azure AD B2C issues `ver` 1.0 tokens under its discovery issuer with the client in `azp`: a
- *   1.0 token whose `iss` is exactly the (bound) discovery issuer, when that issuer is not the STS
- *   form, is validated with `azp`. Never both claims, never one as a fallback for the other.
- */
+/** Null when no issuer can be trusted. The rules per version and B2C: docs/tenants.md. */
 export function issuerRule (discoveryIssuer: string, version: '1.0' | '2.0', tid: unknown, iss: unknown, discoveryHost?: string): IssuerRule | null {
-  // Asked for every token, nearly always with the same arguments: the last (frozen) answer is kept.
   const last = lastRule
   if (last !== undefined && last.discoveryIssuer === discoveryIssuer && last.version === version && last.tid === tid && last.iss === iss && last.discoveryHost === discoveryHost) return last.rule
   const rule = ruleOf(discoveryIssuer, version, tid, iss, discoveryHost)
@@ -146,29 +101,20 @@ function ruleOf (discoveryIssuer: string, version: '1.0' | '2.0', tid: unknown, 
 
 /** The tenant GUID an Entra issuer names, if it names one. */
 export function issuerTenant (iss: string): string | undefined {
-  // Asked for every token, nearly always about the same issuer: the last answer is kept.
   if (iss !== lastIssuer.iss) lastIssuer = { iss, tenant: ISSUER_TENANT.exec(iss)?.[1] }
   return lastIssuer.tenant
 }
 
 let lastIssuer: { readonly iss: string, readonly tenant: string | undefined } = { iss: '', tenant: undefined }
 
-/**
- * Entra's signing keys name the issuer they sign for. A key may only verify a token whose issuer
- * (in its v2.0 form) matches after `{tenantid}` substitution: this stops a key of one tenant (e.g. the consumer
- * tenant's) from vouching for another tenant's tokens.
- * https://learn.microsoft.com/entra/identity-platform/access-tokens#validate-the-signing-key-issuer
- */
+/** A key of one tenant must not vouch for another's tokens (access-tokens#validate-the-signing-key-issuer). */
 export function keyMaySign (keyIssuer: string | undefined, v2Issuer: string, tid: unknown): boolean {
   if (keyIssuer === undefined) return true
   const allowed = bindTenant(keyIssuer, tid)
   return allowed !== null && allowed === v2Issuer
 }
 
-/**
- * Configurations that can't validate some tokens they are set up to accept, as log messages (said
- * once, when the discovery document first loads). Empty when everything configured can work.
- */
+/** Configurations that can't validate some tokens they are set up to accept, as log messages. */
 export function issuerWarnings (discoveryIssuer: string, tokenVersions: ReadonlySet<string>, discoveryHost?: string): string[] {
   if (!tokenVersions.has('1.0') || isStsIssuer(discoveryIssuer, discoveryHost) || B2C_ISSUER.test(discoveryIssuer)) return []
   const match = V2_ISSUER.exec(discoveryIssuer.replace(TENANT_TEMPLATE, '00000000-0000-0000-0000-000000000000'))

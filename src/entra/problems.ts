@@ -1,7 +1,4 @@
-/**
- * The one registry of problem types (RFC 9457). Every failure the plugin reports is one of
- * these; tests keep the README's error table equal to this object.
- */
+/** The one registry of problem types (RFC 9457); a test keeps the README's table equal to it. */
 
 /** RFC 6750 §3.1 error codes used in the `WWW-Authenticate` challenge. */
 export type ChallengeError = 'invalid_request' | 'invalid_token' | 'insufficient_scope' | null
@@ -134,10 +131,7 @@ const registry = {
 
 for (const definition of Object.values(registry)) Object.freeze(definition)
 
-/**
- * The problem types by slug, deeply frozen: statuses and challenges are the package's, and no
- * caller can change what another part of the app is answered with.
- */
+/** The problem types by slug, deeply frozen. */
 export const problems: Readonly<Record<ProblemType, ProblemDefinition>> = Object.freeze(registry)
 
 /** The one adapter for unexpected errors: anything but an `EntraAuthError` refuses the token. */
@@ -154,35 +148,20 @@ export interface ProblemBody {
   contact?: string
 }
 
-/**
- * Seconds a client should wait before retrying after a 503 (`Retry-After`, RFC 9110 §10.2.3). A
- * 503 is the server's failure, not the client's: the identity provider could not be reached, or
- * the application's own tenant check failed. The key store does not fetch again sooner than 5
- * seconds after a failed fetch, so an earlier retry would meet the same failure.
- */
+/** `Retry-After` of a 503 (RFC 9110 §10.2.3): the key store does not refetch sooner after a failure. */
 export const RETRY_AFTER_SECONDS = 5
 
-/**
- * Response headers of a problem reply: its RFC 6750 challenge, and `Retry-After` when the status
- * is 503. The plugin's replies and `EntraAuthError.headers` both come from here.
- */
 export function problemHeaders (status: number, challenge: string): Record<string, string> {
   const headers: Record<string, string> = { 'www-authenticate': challenge }
   if (status === 503) headers['retry-after'] = String(RETRY_AFTER_SECONDS)
   return headers
 }
 
-/**
- * The steps of a validation, in the order they run: the JOSE header and token shape, the
- * provider's discovery document, its signing keys, the token's key, the signature, then the claim
- * rules (required claims → `nbf` → `exp` → `ver` → `iss` → `aud` → `sub` → client), the
- * `allowedTenants` predicate (`tenant`), `requirePermissions` (`permissions`) and a route's scopes. `request` is the `Authorization` header itself, before any token is read.
- */
+/** The steps of a validation, in the order they run (docs/security.md). */
 export type ValidationStep =
   | 'request' | 'structure' | 'discovery' | 'keys' | 'key' | 'signature'
   | 'claims' | 'nbf' | 'exp' | 'ver' | 'iss' | 'aud' | 'sub' | 'client' | 'tenant' | 'permissions' | 'scopes'
 
-/** The step each problem type is raised at, unless the thrower names another. */
 const STEP_OF: Readonly<Record<ProblemType, ValidationStep>> = Object.freeze({
   auth_header_missing: 'request',
   auth_header_invalid: 'request',
@@ -202,7 +181,6 @@ const STEP_OF: Readonly<Record<ProblemType, ValidationStep>> = Object.freeze({
   auth_tenant_check_error: 'tenant'
 })
 
-/** The claim each claim step judges, unless the thrower names another (`tid`, `appid`, …). */
 const CLAIM_OF: Partial<Record<ValidationStep, string>> = { nbf: 'nbf', exp: 'exp', ver: 'ver', iss: 'iss', aud: 'aud', sub: 'sub' }
 
 /** What an `EntraAuthError` may be told besides its type and detail. */
@@ -217,8 +195,7 @@ export interface EntraAuthErrorOptions {
 }
 
 /**
- * The error every token failure is reported with. `verify()` rejects with it; the route hook turns
- * it into an `application/problem+json` reply.
+ * The error every token failure is reported with; the route hook turns it into a problem reply.
  *
  * @example
  * ```ts
@@ -235,24 +212,15 @@ export class EntraAuthError extends Error {
   readonly status: number
   /** What the caller should do; never contains the token or key material. */
   readonly detail: string
-  /** Alias of `status`, so Fastify's default error handler answers with the right status too. */
+  /** Alias of `status`, for Fastify's default error handler. */
   readonly statusCode: number
-  /** Space-separated scopes named in an `insufficient_scope` challenge, if the failure is about scopes. */
+  /** Space-separated scopes named in an `insufficient_scope` challenge. */
   readonly requiredScope: string | undefined
-  /**
-   * RFC 6750 §3.1 error code of the challenge; usually the problem type's. `null` for a request
-   * that sent credentials of another scheme (e.g. `Basic`): it sent no bearer token to judge.
-   */
+  /** RFC 6750 §3.1 error code of the challenge; `null` when there was no bearer token to judge. */
   readonly challengeError: ChallengeError
-  /**
-   * The validation step the failure came from (e.g. `exp`, `signature`), as `explain()` reports
-   * it; `request` for a missing or malformed `Authorization` header.
-   */
+  /** The validation step the failure came from (e.g. `exp`, `signature`). */
   readonly step: ValidationStep
-  /**
-   * The claim that failed (e.g. `exp`, `aud`, `tid`, `azp`), for failures of a claim rule, the way
-   * jose's `JWTClaimValidationFailed` carries `claim`; undefined for other failures.
-   */
+  /** The claim that failed (e.g. `exp`, `tid`), for failures of a claim rule. */
   readonly claim: string | undefined
 
   constructor (type: ProblemType, detail?: string, options?: EntraAuthErrorOptions) {
@@ -270,11 +238,7 @@ export class EntraAuthError extends Error {
     this.claim = options?.claim ?? CLAIM_OF[this.step]
   }
 
-  /**
-   * Response headers for this error. Fastify's default error handler copies `error.headers`, so an
-   * `EntraAuthError` thrown anywhere in a route still gets its RFC 6750 challenge (and, for a 503,
-   * `Retry-After`).
-   */
+  /** Response headers for this error; Fastify's default error handler copies them. */
   get headers (): Record<string, string> {
     return problemHeaders(this.status, this.challenge())
   }
@@ -286,11 +250,7 @@ export class EntraAuthError extends Error {
     return body
   }
 
-  /**
-   * The RFC 6750 §3 challenge. A request without credentials gets a bare `Bearer` challenge with no
-   * `error` (RFC 6750 §3.1), and so does one with another scheme's credentials; a 503 is not the
-   * client's fault, so it gets none either.
-   */
+  /** The RFC 6750 §3 challenge; bare `Bearer` without credentials to judge, or for a 503. */
   challenge (): string {
     const code = this.challengeError
     if (code === null) return 'Bearer'

@@ -1,28 +1,21 @@
-/**
- * What a validation reports about each of its steps, for `explain()`, the tracing channels and the
- * token debugger.
- */
+/** What a validation reports about each step, for `explain()`, tracing and the token debugger. */
 import type { ProblemType, ValidationStep } from './problems.js'
 
-/** What a step compared: expected and actual values, times relative to now, … (never the token). */
+/** What a step compared (never the token). */
 export type StepFacts = Readonly<Record<string, unknown>>
 
-/** One step of a validation, as `explain()` reports it. */
 export interface ExplainedStep {
   step: ValidationStep
-  /** Whether the token passed this step. */
   ok: boolean
-  /** The problem type of a failed step. */
   problem?: ProblemType
-  /** What the step checked (passed) or what went wrong and what to do (failed). */
+  /** What the step checked, or what went wrong and what to do. */
   detail: string
   facts: StepFacts
 }
 
-/** Told each step's outcome by the rules; `undefined` (nothing recorded) on the request path. */
+/** `undefined` on the request path: nothing is recorded. */
 export type StepRecorder = (step: ValidationStep, ok: boolean, facts: StepFacts) => void
 
-/** What each step checks, in the order they run. */
 export const STEP_TITLES: Readonly<Record<ValidationStep, string>> = Object.freeze({
   request: "an 'Authorization: Bearer <token>' header",
   structure: 'three base64url JSON parts, alg RS256, no crit, kid',
@@ -43,27 +36,19 @@ export const STEP_TITLES: Readonly<Record<ValidationStep, string>> = Object.free
   scopes: 'route requirement (scp / roles)'
 })
 
-/** The steps a token goes through, in order (`tenant`, `permissions` and `scopes` only where configured or asked). */
+/** `tenant`, `permissions` and `scopes` run only where configured or asked. */
 export const TOKEN_STEPS: readonly ValidationStep[] = Object.freeze([
   'structure', 'discovery', 'keys', 'key', 'signature', 'claims', 'nbf', 'exp', 'ver', 'iss', 'aud', 'sub', 'client', 'tenant', 'permissions', 'scopes'
 ] as const)
 
-/**
- * One validation step: its rule, written once, and what diagnostics show of it. The rule returns,
- * or throws the step's `EntraAuthError`; on the way it may leave in its context what it found, which
- * `facts` reads (never judging again).
- */
+/** One validation step: its rule, written once, and what diagnostics show of it. */
 export interface Step<C> {
   readonly step: ValidationStep
   readonly rule: (context: C) => void
-  /** What the step compared, for `explain()`, tracing and the inspector: built only when recording. */
+  /** Built only when recording. */
   readonly facts: (context: C, ok: boolean) => StepFacts
 }
 
-/**
- * Runs `steps` in order on `context`. Without a recorder (the request path) that is only the rules;
- * with one, each outcome is recorded (a failed step, then its error rethrown).
- */
 export function runSteps<C> (steps: readonly Step<C>[], context: C, record: StepRecorder | undefined): void {
   // Indexed loops: for…of over these (frozen) arrays allocated an iterator result per step.
   if (record === undefined) {

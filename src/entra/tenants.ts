@@ -1,7 +1,3 @@
-/**
- * The predicate form of `allowedTenants`: multi-tenant (SaaS) APIs admit the tenants that signed
- * up, which live in a database rather than in a constant.
- */
 import { createHash } from 'node:crypto'
 import { EntraAuthError } from './problems.js'
 import type { StepRecorder } from './steps.js'
@@ -9,28 +5,16 @@ import type { EntraToken } from './token.js'
 import { TENANT_NOT_ALLOWED } from './claims.js'
 import { isTenantId } from './issuers.js'
 
-/** `(tenantId, token) => boolean | Promise<boolean>`; see `EntraTenantPredicate`. */
 export type TenantPredicate = (tenantId: string, token: EntraToken) => boolean | Promise<boolean>
 
-/** Judges a verified token's tenant; rejects with `EntraAuthError`. */
 export type TenantCheck = (token: EntraToken, record?: StepRecorder) => Promise<void>
 
-/** How long a refusal is remembered (the contract allows at most 60 s). */
 export const TENANT_REFUSAL_MEMORY_MS = 10_000
-/** How many refusals are remembered at once; the oldest is forgotten first. */
 export const TENANT_REFUSALS_MAX = 1000
 
 const CHECK_FAILED = "Whether your tenant may use this API could not be checked (the API's tenant check failed). This is not a problem with your request: try again later."
 
-/**
- * Asks `predicate` about each token's tenant. Only `true` admits; any other answer is the same
- * refusal as a tenant missing from the list form (`auth_token_issuer_untrusted`), and is
- * remembered for {@link TENANT_REFUSAL_MEMORY_MS} for that token, so replaying a refused token
- * can't drive one predicate call per request. A predicate that throws, rejects or has not settled
- * within `deadline` ms never admits either: that failure is the application's, not the client's,
- * so it is `auth_tenant_check_error` (503) with the error as `cause`, and is not remembered.
- * `now` is the verifier's clock (tests move it).
- */
+/** Only `true` admits; refusals are remembered, failures are the app's (503) and are not (docs/security.md). */
 export function createTenantCheck (predicate: TenantPredicate, deadline: number, now: () => number): TenantCheck {
   // Keyed by a digest of the token: a refused token's text (up to 64 KiB) is not kept.
   const refusals = new Map<string, number>()
@@ -39,7 +23,6 @@ export function createTenantCheck (predicate: TenantPredicate, deadline: number,
     const at = refusals.get(key)
     if (at === undefined) return false
     const t = now()
-    // A clock that went back counts as expired too: nothing is remembered for longer than documented.
     if (t >= at && t - at < TENANT_REFUSAL_MEMORY_MS) return true
     refusals.delete(key)
     return false
@@ -52,8 +35,7 @@ export function createTenantCheck (predicate: TenantPredicate, deadline: number,
 
   return async function checkTenant (token, record) {
     const tid = token.claims.tid
-    // Entra's `tid` is always a GUID (and was bound into or matched against the issuer): the
-    // predicate never sees anything else, so a lookup keyed on it needs no escaping.
+    // Entra's `tid` is always a GUID: a lookup keyed on it needs no escaping.
     if (!isTenantId(tid)) throw refused(record, tid, false)
     const key = createHash('sha256').update(token.raw).digest('base64url')
     if (remembered(key)) throw refused(record, tid, true)
@@ -77,7 +59,6 @@ function refused (record: StepRecorder | undefined, tid: unknown, fromMemory: bo
   return new EntraAuthError('auth_token_issuer_untrusted', TENANT_NOT_ALLOWED, { step: 'tenant', claim: 'tid' })
 }
 
-/** The predicate's answer, or a rejection once `deadline` ms have passed without one. */
 function settleWithin (answer: unknown, deadline: number): unknown {
   if (typeof (answer as PromiseLike<unknown> | null)?.then !== 'function') return answer
   let timer: NodeJS.Timeout | undefined

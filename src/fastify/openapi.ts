@@ -1,15 +1,10 @@
-/**
- * OpenAPI for `@fastify/swagger`, through its public options only: the plugin gives each protected
- * route its `schema.security` (`onRoute`), and {@link withEntraSecurity} adds the scheme to the
- * swagger options, since @fastify/swagger has no plugin API for schemes (fastify/fastify-swagger#803).
- */
+/** OpenAPI through @fastify/swagger's public options: it has no plugin API for schemes (fastify/fastify-swagger#803). */
 import type { RouteOptions } from 'fastify'
 import type { CompiledRequirement } from '../entra/scopes.js'
 import { resolveOptions, type EntraAuthOptions } from '../options.js'
 
 const kRouteHook = Symbol('fastify-entra-auth.routeHook')
 
-/** What a route hook tells the OpenAPI contribution. */
 export interface RouteHookInfo {
   /** The registration that made the hook. */
   readonly owner: symbol
@@ -19,16 +14,14 @@ export interface RouteHookInfo {
 
 type SecurityRequirement = Record<string, string[]>
 
-/** Tags a hook function so `onRoute` can recognise it among a route's hooks. */
 export function tagHook<T extends object> (hook: T, info: RouteHookInfo): T {
   Object.defineProperty(hook, kRouteHook, { value: info })
   return hook
 }
 
-/** Route hooks Fastify runs with `(request, reply)`; the first four run before the handler and can protect it. */
+/** The first four run before the handler and can protect it. */
 export const ROUTE_HOOKS = ['onRequest', 'preParsing', 'preValidation', 'preHandler', 'preSerialization', 'onSend', 'onResponse', 'onTimeout', 'onError'] as const
 
-/** The first hook of `owner` among a route's own hooks. */
 export function findHook (route: RouteOptions, owner: symbol): RouteHookInfo | undefined {
   for (const name of ROUTE_HOOKS.slice(0, 4)) {
     const value: unknown = route[name]
@@ -40,11 +33,7 @@ export function findHook (route: RouteOptions, owner: symbol): RouteHookInfo | u
   return undefined
 }
 
-/**
- * OpenAPI security requirements (alternatives, OR) for a route requirement. Each alternative of
- * the requirement becomes one requirement object whose scopes must all be granted (AND). App-role
- * alternatives are requested with `.default` (client credentials cannot ask for single roles).
- */
+/** App-role alternatives are requested with `.default`: client credentials cannot ask for single roles. */
 export function securityRequirements (scheme: string, scopePrefix: string, info: RouteHookInfo): SecurityRequirement[] {
   const list: SecurityRequirement[] = []
   const seen = new Set<string>()
@@ -63,7 +52,7 @@ export function securityRequirements (scheme: string, scopePrefix: string, info:
   return list
 }
 
-/** Gives a route its `schema.security`, unless it has its own (a copy: schema objects are often shared). */
+/** A copy: schema objects are often shared. */
 export function documentRoute (route: RouteOptions, security: SecurityRequirement[]): void {
   const schema = (route.schema ?? {}) as Record<string, unknown>
   if (schema.security !== undefined) return
@@ -71,7 +60,6 @@ export function documentRoute (route: RouteOptions, security: SecurityRequiremen
   route.schema = documented
 }
 
-/** Entra's OAuth 2.0 endpoints next to a discovery URL: `{authority}/oauth2/v2.0/{authorize,token}`. */
 export function endpointsFromDiscoveryUrl (discoveryUrl: URL): { authorizationUrl: string, tokenUrl: string } {
   const authority = discoveryUrl.href.replace(/[?#].*$/, '').replace(/\/\.well-known\/openid-configuration$/, '').replace(/\/v2\.0$/, '')
   return { authorizationUrl: `${authority}/oauth2/v2.0/authorize`, tokenUrl: `${authority}/oauth2/v2.0/token` }
@@ -94,7 +82,6 @@ interface Scheme {
   readonly tokenUrl: string
 }
 
-/** The scheme's definition, with the scopes the document's operations name. */
 function definitionOf (scheme: Scheme, scopes: ReadonlyMap<string, string>, appOnly: boolean, swagger2: boolean): Doc {
   const { authorizationUrl, tokenUrl, description } = scheme
   const definition: Doc = swagger2
@@ -110,10 +97,7 @@ function definitionOf (scheme: Scheme, scopes: ReadonlyMap<string, string>, appO
   return definition
 }
 
-/**
- * Completes the scheme from the built document: every scope its operations name under the scheme.
- * Returns a new document object where it changes one: the options' objects are never mutated.
- */
+/** Adds every scope the operations name; never mutates the options' objects. */
 function completeDocument (doc: Doc, scheme: Scheme): Doc {
   const appScope = `${scheme.scopePrefix}.default`
   const scopes = new Map<string, string>([[appScope, ALL_CONSENTED]])
@@ -147,15 +131,7 @@ function completeDocument (doc: Doc, scheme: Scheme): Doc {
 type TransformObject = (documentObject: { openapiObject?: Doc, swaggerObject?: Doc }) => unknown
 
 /**
- * @fastify/swagger's options with the plugin's OAuth2 security scheme added: the one line that
- * documents how to get a token for the routes the plugin protects. Pass the plugin's own options
- * (they are checked the same way); with two registrations, wrap twice. Returns a new object: the
- * options given are not changed.
- *
- * The scheme is named after `openapi.securityScheme` (default: the decorator name). Its
- * authorization and token URLs follow Entra's layout next to `tenant`/`oidcEndpoint`; its scopes
- * are `.default` and every scope the documented operations name (filled in by a `transformObject`
- * that runs before yours).
+ * @fastify/swagger's options with the plugin's OAuth2 security scheme added (a new object).
  *
  * @example
  * ```ts
@@ -185,7 +161,7 @@ export function withEntraSecurity<T extends object> (swaggerOptions: T, options:
   const swagger2 = !isObject(input.openapi)
   const section = (swagger2 ? input.swagger ?? {} : input.openapi) as Doc
   if (!isObject(section)) throw new TypeError("fastify-entra-auth: the swagger option 'swagger' must be an object")
-  // The scheme must be in the options: @fastify/swagger looks up every scheme an operation names.
+  // @fastify/swagger looks up every scheme an operation names.
   const placeholder = definitionOf(scheme, new Map([[`${scheme.scopePrefix}.default`, ALL_CONSENTED]]), false, swagger2)
   let withScheme: Doc
   if (swagger2) {

@@ -1,64 +1,49 @@
-/**
- * What a token is, read from its claims without validating it: Entra version, delegated /
- * app-only / ID token, Microsoft Graph token, who it names, its times. Pure: no I/O, no options.
- */
+/** What a token is, read from its claims without validating it. */
 import { graphTokenDetail, isGraphToken, looksLikeIdToken } from '../entra/kinds.js'
 import { defaultClientClaim, isAppOnlyClaims, scopesOf, type EntraToken } from '../entra/token.js'
 import { decodeToken } from './decode.js'
 
-/** The token's shape by Entra's rules. */
 export type TokenKind = 'delegated' | 'app-only' | 'id-token' | 'unknown'
 
-/** Who and what a token names; read from the claims, not a proof of anything until validated. */
+/** Read from the claims: not a proof of anything until validated. */
 export interface TokenIdentity {
   tenantId: string | undefined
   objectId: string | undefined
   subject: string | undefined
-  /** `azp` (v2.0) or `appid` (v1.0). */
   clientId: string | undefined
   version: '1.0' | '2.0' | undefined
   isAppOnly: boolean
-  /** `scp` words ∪ `roles`, as routes see them. */
   scopes: string[]
-  /** Display name or sign-in name, for humans only (never authorize on it). */
+  /** For humans only: never authorize on it. */
   name: string | undefined
 }
 
 export interface TokenTime {
   claim: 'iat' | 'nbf' | 'exp'
-  /** The claim as sent. */
   value: unknown
-  /** ISO 8601 time, when the value is a finite number. */
   iso: string | undefined
-  /** e.g. `in 52 min`, `2 years ago`, relative to the inspection time. */
   relative: string | undefined
 }
 
-/** A decoded, unverified token and what it looks like. */
 export interface TokenDescription {
   header: Record<string, unknown>
   claims: Record<string, unknown>
-  /** Entra token version (`ver`), when it is one Entra issues. */
   version: '1.0' | '2.0' | undefined
   kind: TokenKind
   /** Issued for Microsoft Graph: only Graph can validate it. */
   graph: boolean
-  /** One line, e.g. `Entra v2.0 delegated (user) access token`. */
   summary: string
   identity: TokenIdentity
   times: TokenTime[]
-  /** Things worth knowing before validating (ID token, Graph token, expired, version mismatch, …). */
   notes: string[]
 }
 
-/** ISO 8601 time of unix seconds, when finite. */
 export function iso (seconds: unknown): string | undefined {
   if (typeof seconds !== 'number' || !Number.isFinite(seconds)) return undefined
   const date = new Date(seconds * 1000)
   return Number.isNaN(date.getTime()) ? undefined : date.toISOString().replace(/\.\d{3}Z$/, 'Z')
 }
 
-/** `in 52 min` / `3 h ago`, for humans. */
 export function relativeTime (seconds: number, nowMs: number): string {
   const diff = seconds - nowMs / 1000
   const abs = Math.abs(diff)
@@ -78,10 +63,7 @@ function stringOf (value: unknown): string | undefined {
   return typeof value === 'string' ? value : undefined
 }
 
-/**
- * Who a token names, from its claims by the rules `EntraToken` applies; `verified`, when given,
- * supplies the client claim the verifier chose (Azure AD B2C's 1.0 tokens name theirs in `azp`).
- */
+/** `verified` supplies the client claim the verifier chose (B2C's 1.0 tokens name theirs in `azp`). */
 export function identityOf (claims: Record<string, unknown>, verified?: EntraToken): TokenIdentity {
   const ver = claims.ver
   const version = ver === '2.0' || ver === '1.0' ? ver : undefined
@@ -105,11 +87,6 @@ const KIND_WORDS: Readonly<Record<TokenKind, string>> = {
   unknown: 'token of unknown shape'
 }
 
-/**
- * Decodes `token` (not verified) and says what it is: Entra version, delegated / app-only / ID
- * token, Graph token, who it names, and its times relative to `now` (ms). Throws `EntraAuthError`
- * (`auth_token_invalid`) when it is not a decodable JWT.
- */
 export function describeToken (token: string, options: { now?: number } = {}): TokenDescription {
   const now = options.now ?? Date.now()
   const { header, claims } = decodeToken(token)

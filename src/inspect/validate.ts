@@ -1,8 +1,4 @@
-/**
- * Validation for the token debugger: the plugin's own verifier explains the token (`explain()`:
- * one pipeline, one fetch of the discovery document and one of the key set), and each step's facts
- * are put in words. Steps after the first failure are listed as skipped.
- */
+/** The token debugger's validation: the verifier's own `explain()`, put in words. */
 import { compileRequirement, type ScopeRequirement } from '../entra/scopes.js'
 import { STEP_TITLES, TOKEN_STEPS, type ExplainedStep } from '../entra/steps.js'
 import { resolveOptions, type EntraVerifierOptions, type ResolvedOptions } from '../options.js'
@@ -11,52 +7,37 @@ import { buildVerifier } from '../verifier.js'
 import { normalizeToken } from './decode.js'
 import { describeToken, identityOf, iso, relativeTime, type TokenDescription, type TokenIdentity } from './describe.js'
 
-/** A problem as the plugin would answer it. */
 export type InspectProblem = Omit<ProblemBody, 'contact'>
 
-/** The validation steps, in the plugin's order (see `explain()`). */
 export type StepName = Exclude<ValidationStep, 'request'>
 
 export interface InspectStep {
   name: StepName
-  /** What the step checks. */
   title: string
-  /** `skip`: not run, because an earlier step failed (the plugin stops at the first failure). */
   status: 'pass' | 'fail' | 'skip'
-  /** What was found, compared with what was expected. */
   detail: string
-  /** The problem type of a failed step. */
   problem?: ProblemType
 }
 
 export interface Validation {
-  /** The verdict of the plugin's verifier (`explain`): it admits the token (and it meets `requirement`, if given). */
   valid: boolean
-  /** The clock the token was judged at, in milliseconds. */
   at: number
   clientId: string
   discoveryUrl: string
   steps: InspectStep[]
-  /** The first failure, as the plugin would report it; null when valid. */
   problem: InspectProblem | null
-  /** The caller, from the validated token; null when invalid. */
   identity: TokenIdentity | null
 }
 
 export interface InspectReport {
-  /** null when the token could not be decoded at all. */
   token: TokenDescription | null
-  /** Why the token could not be decoded. */
   decodeError: InspectProblem | null
-  /** null when only decoding was asked for. */
   validation: Validation | null
 }
 
-/** The verifier's options (`createEntraVerifier`), plus what the debugger needs. */
 export type InspectOptions = EntraVerifierOptions & {
-  /** Judge the token as of this time, in unix seconds (sets `now`; for expired test tokens). */
+  /** Unix seconds (for expired test tokens). */
   at?: number
-  /** Also check a route requirement, as `fastify.entraAuth(requirement)` would. */
   requirement?: ScopeRequirement
 }
 
@@ -125,7 +106,6 @@ function describeStep (step: ExplainedStep): string {
   }
 }
 
-/** The explained steps in words, then the ones never reached (the plugin stops at the first failure). */
 function stepsOf (explained: ExplainedStep[], requirement: boolean): InspectStep[] {
   const steps: InspectStep[] = explained.map(step => ({
     name: step.step as StepName,
@@ -136,24 +116,13 @@ function stepsOf (explained: ExplainedStep[], requirement: boolean): InspectStep
   }))
   const last = explained.at(-1)?.step
   const reached = last === undefined ? -1 : TOKEN_STEPS.indexOf(last)
-  // The predicate and permission steps are not listed when not reached: they may not be configured.
+  // Unreached predicate and permission steps may not be configured: not listed.
   const skipped = TOKEN_STEPS.slice(reached + 1).filter(name => name !== 'tenant' && name !== 'permissions' && (name !== 'scopes' || requirement))
   for (const name of skipped) steps.push({ name: name as StepName, title: STEP_TITLES[name as ValidationStep], status: 'skip', detail: 'not checked: an earlier step failed' })
   return steps
 }
 
-/**
- * Inspects a token. Without options it only decodes (see {@link describeToken}). With the
- * plugin's options it also validates with the plugin's verifier (`explain()`): every step in the
- * plugin's order with pass/fail, and the verdict. `at` (unix seconds) pins the clock. Discovery
- * and keys are fetched once each. Throws a `TypeError` for bad options; never for a bad token.
- *
- * @example
- * ```ts
- * const report = await inspectToken(token, { clientId, tenant: 'contoso.onmicrosoft.com' })
- * if (report.validation?.valid === false) console.log(report.validation.problem?.type)
- * ```
- */
+/** Decodes a token and, given the options, validates it; throws only for bad options. */
 export async function inspectToken (token: string, options?: InspectOptions): Promise<InspectReport> {
   let resolved: ResolvedOptions | undefined
   let requirement: ScopeRequirement | undefined
@@ -176,7 +145,6 @@ export async function inspectToken (token: string, options?: InspectOptions): Pr
   }
   if (resolved === undefined) return { token: description, decodeError, validation: null }
 
-  // One verifier: the steps and the verdict are the same validation (`explain`).
   const verifier = buildVerifier(resolved)
   let explanation
   try {

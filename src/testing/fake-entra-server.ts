@@ -10,15 +10,9 @@ export interface FakeEntraServerOptions extends Omit<FakeEntraOptions, 'origin' 
   port?: number
   /** Address to listen on. Default `127.0.0.1`. */
   host?: string
-  /**
-   * Listen on an address other than loopback. The fake signs in anyone and accepts any secret:
-   * never expose it to a network without meaning to. Default `false`.
-   */
+  /** Listen on an address other than loopback (the fake signs anyone in). Default `false`. */
   allowNonLoopback?: boolean
-  /**
-   * The `issuer` of discovery and tokens. Default Entra's v2.0 issuer for the tenant on
-   * `https://login.microsoftonline.com`, as real tokens carry it (the endpoints stay on loopback).
-   */
+  /** The `issuer` of discovery and tokens. Default Entra's real v2.0 issuer for the tenant. */
   issuer?: string
   /** Where the start-up notice goes. Default standard error; `null` for none. */
   log?: ((line: string) => void) | null
@@ -43,7 +37,6 @@ async function readBody (request: IncomingMessage): Promise<string> {
   let size = 0
   for await (const chunk of request as AsyncIterable<Buffer>) {
     size += chunk.length
-    // Token requests are a few hundred bytes; anything near this is not one.
     if (size > 64 * 1024) throw new RangeError('request body too large')
     chunks.push(chunk)
   }
@@ -66,29 +59,13 @@ async function answer (entra: FakeEntra, request: IncomingMessage, response: Ser
 }
 
 /**
- * Starts a fake Microsoft Entra ID on loopback HTTP, for development and tests only: discovery,
- * keys, and the token and authorize endpoints of {@link FakeEntra}, so that real clients
- * (MSAL Node, MSAL Browser, curl) get tokens that the plugin accepts, with no tenant and no
- * network. It refuses a non-loopback `host` unless `allowNonLoopback` is set, and says on start
- * that it is a fake.
+ * Starts a fake Entra ID on loopback HTTP, so that real clients (MSAL, curl) get tokens the plugin accepts.
  *
  * @example
  * ```ts
- * import Fastify from 'fastify'
- * import entraAuth from 'fastify-entra-auth'
- * import { startFakeEntraServer } from 'fastify-entra-auth/testing'
- *
- * const api = '00000000-0000-0000-0000-000000000001'
- * const server = await startFakeEntraServer({ apis: [{ clientId: api, appRoles: ['Reports.Read.All'] }] })
- * const app = Fastify()
+ * const server = await startFakeEntraServer({ apis: [{ clientId: api }] })
  * await app.register(entraAuth, { clientId: api, oidcEndpoint: server.oidcEndpoint })
- * // A daemon gets a token as from Entra:
- * const reply = await fetch(server.tokenEndpoint, {
- *   method: 'POST',
- *   body: new URLSearchParams({ grant_type: 'client_credentials', client_id: 'my-daemon', client_secret: 'any', scope: `api://${api}/.default` })
- * })
- * const { access_token: token } = await reply.json() as { access_token: string }
- * await app.inject({ url: '/', headers: { authorization: `Bearer ${token}` } })
+ * // clients get tokens from server.tokenEndpoint; then:
  * await server.close()
  * ```
  */

@@ -24,18 +24,15 @@ export type FakeEntraMode =
 export interface FakeEntraOptions extends FakeAuthorizationOptions {
   /** Tenant GUID of single-tenant tokens. Default: `tenant` when that is a GUID, else a fixed test GUID. */
   tenantId?: string
-  /**
-   * The authority path segment: the tenant ID (default) or `organizations` / `common` for a
-   * multi-tenant discovery document with the `{tenantid}` issuer template.
-   */
+  /** The authority path segment: the tenant ID (default), `organizations` or `common`. */
   tenant?: string
   /** Origin serving discovery and keys. Default `https://login.microsoftonline.com` (never contacted). */
   origin?: string
   /** Issuer published in discovery. Default Entra's v2.0 issuer for `tenant` on `origin`. */
   issuer?: string
-  /** Publish each key with this JWK `issuer` member (Entra does; default the discovery issuer). Set `null` to omit. */
+  /** JWK `issuer` member of each published key (default the discovery issuer; `null` omits it). */
   keyIssuer?: string | null
-  /** Clock of the token and authorize endpoints (token times, code and refresh-token expiry), in milliseconds. Default `Date.now`. */
+  /** Clock of the token and authorize endpoints, in milliseconds. Default `Date.now`. */
   now?: () => number
 }
 
@@ -51,7 +48,6 @@ export interface ClientCredentialsRequest {
   scope?: string
 }
 
-/** Collects a request body of any form undici hands a dispatcher (string, bytes, or an iterable of chunks). */
 async function bodyText (body: Dispatcher.DispatchOptions['body']): Promise<string> {
   if (body === undefined || body === null) return ''
   if (typeof body === 'string') return body
@@ -61,7 +57,6 @@ async function bodyText (body: Dispatcher.DispatchOptions['body']): Promise<stri
   return Buffer.concat(chunks).toString('utf8')
 }
 
-/** Request headers as undici hands them (object, flat array of pairs, or iterable), with lower-case names. */
 function headerRecord (headers: Dispatcher.DispatchOptions['headers']): Record<string, string | undefined> {
   const record: Record<string, string | undefined> = {}
   if (headers === undefined || headers === null) return record
@@ -75,9 +70,7 @@ function headerRecord (headers: Dispatcher.DispatchOptions['headers']): Record<s
 }
 
 /**
- * A fake Microsoft Entra ID: discovery document and JWKS served to the plugin through an undici
- * dispatcher, so `app.inject` tests need no network and no server. It counts requests and can be
- * switched into failure modes.
+ * A fake Microsoft Entra ID served through an undici dispatcher: `app.inject` tests need no network.
  *
  * @example
  * ```ts
@@ -119,7 +112,6 @@ export class FakeEntra {
   readonly oauthRequests = { token: 0, authorize: 0 }
   /** The authorization server's registrations: APIs, clients, the signed-in user, token lifetime. */
   readonly authorization: FakeAuthorizationOptions
-  /** Issued authorization codes and refresh tokens (internal: see {@link grantsOf}). */
   readonly #grants = new GrantStore()
 
   static {
@@ -206,8 +198,7 @@ export class FakeEntra {
   }
 
   /**
-   * Gets an app-only access token with the client-credentials grant, through {@link FakeEntra.dispatcher}
-   * (no socket), as a daemon would from Entra's token endpoint.
+   * Gets an app-only access token with the client-credentials grant, as a daemon would.
    *
    * @example
    * ```ts
@@ -239,10 +230,7 @@ export class FakeEntra {
     return body.access_token
   }
 
-  /**
-   * Answers one HTTP request: discovery, JWKS, token and authorize endpoints. Both the in-process
-   * {@link FakeEntra.dispatcher} and the loopback HTTP server (`startFakeEntraServer`) call it.
-   */
+  /** Answers one HTTP request, for the in-process dispatcher and the loopback server alike. */
   handle (request: FakeHttpRequest): FakeHttpResponse {
     try {
       return this.#route(request)
@@ -275,7 +263,7 @@ export class FakeEntra {
     return { ...answer, headers: { ...answer.headers, ...cors } }
   }
 
-  /** What the endpoints see of this fake; a getter, so that replacing `keys` rotates the signing key. */
+  /** A getter, so that replacing `keys` rotates the signing key. */
   get #context (): AuthorizationContext {
     return {
       tenantId: this.tenantId,
@@ -288,13 +276,7 @@ export class FakeEntra {
     }
   }
 
-  /**
-   * Options to spread into the plugin's options: `oidcEndpoint`, `dispatcher`, and key timings
-   * for tests. `jwks.cooldown` is 0, so a key you publish after start (`entra.keys.push(…)`) is
-   * fetched by the first token that uses it, instead of after the 5-minute cooldown that protects
-   * a real identity provider from floods of unknown `kid`s. Give your own `jwks` after the spread
-   * to test other timings.
-   */
+  /** Options to spread into the plugin's: `oidcEndpoint`, `dispatcher`, and `jwks.cooldown: 0` so new keys are fetched at once. */
   pluginOptions (): { oidcEndpoint: string, dispatcher: Dispatcher, jwks: { cooldown: number } } {
     return { oidcEndpoint: this.oidcEndpoint, dispatcher: this.dispatcher, jwks: { cooldown: 0 } }
   }
@@ -312,10 +294,7 @@ export class FakeEntra {
     return new MockJwtClient({ key, claims })
   }
 
-  /**
-   * A signed v2.0 delegated (user) token for the API whose client ID is `apiClientId` (its `aud`;
-   * the calling app, `azp`, is a fixed test ID), with `overrides` (`false` removes a claim).
-   */
+  /** A signed v2.0 delegated token for the API `apiClientId`, with `overrides` (`false` removes a claim). */
   token (apiClientId: string, overrides: ClaimOverrides = {}): string {
     return this.client(apiClientId).generate(overrides)
   }
@@ -325,10 +304,7 @@ export class FakeEntra {
     await this.dispatcher.close()
   }
 
-  /**
-   * Counts a discovery or key-set request; true for discovery. Any other GET is a key-set request:
-   * tests point a replaced discovery document's `jwks_uri` anywhere on the origin.
-   */
+  /** True for discovery; any other GET counts as a key-set request (a replaced `jwks_uri` may point anywhere). */
   #countFetch (path: string): boolean {
     const isDiscovery = path === new URL(this.oidcEndpoint).pathname
     if (isDiscovery) this.requests.discovery++
@@ -368,12 +344,7 @@ export class FakeEntra {
   }
 }
 
-/**
- * Claim presets with Entra's real shapes, for the fake's tenant:
- * - `v2`: v2.0 delegated (user) token: `azp`, `scp` string;
- * - `v1`: v1.0 delegated token: `sts.windows.net` issuer, `api://` audience, `appid`;
- * - `app`: v2.0 app-only token: `roles`, no `scp`, `oid == sub`, `idtyp: 'app'`.
- */
+/** Claim presets with Entra's real shapes: `v2` and `v1` delegated tokens, `app` an app-only v2.0 token. */
 export function presets (entra: FakeEntra, clientId: string): Record<'v2' | 'v1' | 'app', Partial<MockClaims>> {
   const user = randomUUID()
   const base = { tid: entra.tenantId, oid: user }

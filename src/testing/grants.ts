@@ -9,61 +9,51 @@ import {
   type FakeAuthorizationOptions, type FakeEntraApi, type FakeEntraClient, type ParsedScopes
 } from './oauth.js'
 
-/** What the token and authorize endpoints need from the fake Entra that serves them. */
 export interface AuthorizationContext {
   readonly tenantId: string
-  /** The signing key (the first published one). */
   readonly signingKey: MockJwk
-  /** Every published key: what an on-behalf-of assertion may be signed with. */
+  /** What an on-behalf-of assertion may be signed with. */
   readonly keys: readonly MockJwk[]
   issuerFor: (tenantId?: string, version?: '1.0' | '2.0') => string
-  /** Milliseconds since the epoch. */
   now: () => number
   readonly authorization: FakeAuthorizationOptions
   readonly grants: GrantStore
 }
 
-/** An API as tokens are issued for it. */
 export interface ResolvedApi {
   clientId: string
-  /** How the client named it (`api://{id}` or `{id}`): the `aud` of its v1.0 tokens. */
+  /** How the client named it: the `aud` of its v1.0 tokens. */
   uri: string
   version: '1.0' | '2.0'
   appRoles: string[]
   scopes: string[] | undefined
 }
 
-/** A signed-in user's consent to a client for an API: what codes and refresh tokens stand for. */
+/** What codes and refresh tokens stand for. */
 export interface UserGrant {
   clientId: string
-  /** The client authenticated with a secret (`azpacr`/`appidacr` `1`), or is public (`0`). */
+  /** Authenticated with a secret (`azpacr`/`appidacr` `1`), or public (`0`). */
   confidential: boolean
   resource: ParsedScopes['resource']
-  /** Scope names granted on the API (never `.default`). */
   scopes: string[]
-  /** OpenID Connect scopes asked for (`openid`, `offline_access`, …). */
   oidc: string[]
   nonce?: string
-  /** The user who signed in. */
   user: SignedInUser
 }
 
-/** An authorization code (RFC 6749 §4.1.2), bound to its client, redirect URI and PKCE challenge. */
 export interface CodeGrant extends UserGrant {
   redirectUri: string
   codeChallenge: string
   expiresAt: number
 }
 
-/** Entra's authorization codes live about 10 minutes (Microsoft identity platform, auth code flow). */
+/** Entra's codes live about 10 minutes; its refresh tokens 24 hours (SPAs) to 90 days. */
 export const CODE_LIFETIME_MS = 10 * 60 * 1000
-/** Refresh tokens: Entra's last 24 hours for SPAs and 90 days otherwise; a fake needs one day. */
 export const REFRESH_LIFETIME_MS = 24 * 60 * 60 * 1000
 
-/** Issued authorization codes and refresh tokens, kept in memory. */
 export class GrantStore {
   readonly codes = new Map<string, CodeGrant>()
-  /** Codes already exchanged, until they would have expired: a second use is AADSTS54005. */
+  /** A second use of a code is AADSTS54005. */
   readonly redeemed = new Map<string, number>()
   readonly refreshTokens = new Map<string, UserGrant & { expiresAt: number }>()
 
@@ -71,7 +61,7 @@ export class GrantStore {
     return this.#issue(this.codes, grant, CODE_LIFETIME_MS, now)
   }
 
-  /** Takes a code out: whatever happens next, it cannot be used again (RFC 6749 §4.1.2). */
+  /** RFC 6749 §4.1.2: a code is used once, whatever happens next. */
   takeCode (code: string, now: number): CodeGrant {
     if (!this.codes.has(code) && this.redeemed.has(code)) throw new OAuthError('invalid_grant', 54005, 'OAuth2 Authorization code was already redeemed, please retry with a new valid code or use an existing refresh token.')
     const grant = this.#take(this.codes, code, 'code')
@@ -83,13 +73,12 @@ export class GrantStore {
     return this.#issue(this.refreshTokens, grant, REFRESH_LIFETIME_MS, now)
   }
 
-  /** Takes a refresh token out: each one is used once and replaced by a new one (rotation, RFC 9700 §4.14.2). */
+  /** Rotation (RFC 9700 §4.14.2). */
   takeRefreshToken (token: string, now: number): UserGrant {
     const { expiresAt, ...rest } = unexpired(this.#take(this.refreshTokens, token, 'refresh_token'), now)
     return rest
   }
 
-  /** Stores `grant` under a new random value, valid for `lifetime` ms. */
   #issue<T> (store: Map<string, T & { expiresAt: number }>, grant: T, lifetime: number, now: number): string {
     this.#sweep(now)
     const value = opaque()
@@ -97,7 +86,6 @@ export class GrantStore {
     return value
   }
 
-  /** Removes and returns the grant stored under `value` (the request's `parameter`). */
   #take<T> (store: Map<string, T>, value: string, parameter: 'code' | 'refresh_token'): T {
     const grant = store.get(value)
     if (grant === undefined) throw new OAuthError('invalid_grant', 9002313, `Invalid request. The provided value for the '${parameter}' parameter is not valid.`)
@@ -117,7 +105,6 @@ function unexpired<T extends { expiresAt: number }> (grant: T, now: number): T {
   return grant
 }
 
-/** The registered client, or any client when none are configured. */
 export function resolveClient (ctx: AuthorizationContext, clientId: string): FakeEntraClient & { known: boolean } {
   const clients = ctx.authorization.clients
   if (clients === undefined) return { clientId, known: false }
@@ -126,10 +113,7 @@ export function resolveClient (ctx: AuthorizationContext, clientId: string): Fak
   return { ...client, known: true }
 }
 
-/**
- * What is wrong with an API's ID as `subject` gives it, or undefined: the fake knows an API by its
- * application (client) ID, and an App ID URI there is the plugin's `clientId` mix-up, with its hint.
- */
+/** An App ID URI where the API's client ID belongs is the plugin's `clientId` mix-up, with its hint. */
 export function apiIdProblem (subject: string, clientId: string): string | undefined {
   if (clientId === '' || /\s/.test(clientId)) return `${subject} must be the API's application (client) ID, got '${clientId}'`
   const hint = appIdUriHint(subject, clientId)
@@ -137,7 +121,6 @@ export function apiIdProblem (subject: string, clientId: string): string | undef
   return hint.clientId === undefined ? hint.message : `${hint.message} (clients still ask for its scopes as '${clientId}/{scope}')`
 }
 
-/** Refuses APIs a token request could never name (a `TypeError` naming `where` and the API). */
 export function checkApis (where: string, apis: readonly FakeEntraApi[] | undefined): void {
   const seen = new Set<string>()
   for (const [index, api] of (apis ?? []).entries()) {
@@ -148,7 +131,6 @@ export function checkApis (where: string, apis: readonly FakeEntraApi[] | undefi
   }
 }
 
-/** The API named by a request's scopes, or any API when none are configured. */
 export function resolveApi (ctx: AuthorizationContext, resource: ParsedScopes['resource']): ResolvedApi {
   if (resource.clientId === GRAPH_APP_ID) return { clientId: GRAPH_APP_ID, uri: 'https://graph.microsoft.com', version: '1.0', appRoles: [], scopes: undefined }
   const apis = ctx.authorization.apis
@@ -161,7 +143,7 @@ function lifetime (ctx: AuthorizationContext): number {
   return ctx.authorization.tokenLifetime ?? 3599
 }
 
-/** Entra's opaque claims (`aio`, `rh`, `uti`): random, as in real tokens; nothing should read them. */
+/** Random, as in real tokens; nothing should read them. */
 function opaqueClaims (): Record<string, string> {
   return { aio: randomBytes(48).toString('base64url'), rh: `0.${randomBytes(40).toString('base64url')}.`, uti: randomBytes(16).toString('base64url') }
 }
@@ -169,7 +151,7 @@ function opaqueClaims (): Record<string, string> {
 function sign (ctx: AuthorizationContext, version: '1.0' | '2.0', claims: Record<string, unknown>): string {
   const key = ctx.signingKey
   const signer = new MockJwtClient({ key, claims: new MockClaims({ selfAppId: '' }) })
-  // Entra's v1.0 tokens also carry the key's thumbprint as `x5t` (the same value as `kid`).
+  // Entra's v1.0 tokens carry the key's thumbprint as `x5t` too.
   const header = version === '1.0' ? { typ: 'JWT', alg: 'RS256', x5t: key.kid, kid: key.kid } : { typ: 'JWT', alg: 'RS256', kid: key.kid }
   return signer.sign(header, claims)
 }
@@ -179,7 +161,6 @@ function times (ctx: AuthorizationContext): { iat: number, nbf: number, exp: num
   return { iat: now, nbf: now, exp: now + lifetime(ctx) }
 }
 
-/** The common part of access tokens: issuer, audience and client claims of the API's version. */
 function accessBase (ctx: AuthorizationContext, api: ResolvedApi, clientId: string, acr: '0' | '1'): Record<string, unknown> {
   if (api.version === '1.0') {
     return { aud: api.uri, iss: ctx.issuerFor(ctx.tenantId, '1.0'), ...times(ctx), appid: clientId, appidacr: acr }
@@ -187,12 +168,10 @@ function accessBase (ctx: AuthorizationContext, api: ResolvedApi, clientId: stri
   return { aud: api.clientId, iss: ctx.issuerFor(ctx.tenantId, '2.0'), ...times(ctx), azp: clientId, azpacr: acr }
 }
 
-/** The service principal's object ID of a client app: stable per tenant and client. */
 export function servicePrincipalId (ctx: AuthorizationContext, clientId: string): string {
   return stableGuid(`sp:${ctx.tenantId}:${clientId}`)
 }
 
-/** An app-only access token (client credentials): `roles`, `idtyp: app`, `oid == sub`, no `scp`. */
 export function appOnlyToken (ctx: AuthorizationContext, api: ResolvedApi, client: FakeEntraClient): string {
   const oid = servicePrincipalId(ctx, client.clientId)
   const roles = client.appRoles ?? api.appRoles
@@ -210,12 +189,11 @@ export function appOnlyToken (ctx: AuthorizationContext, api: ResolvedApi, clien
   })
 }
 
-/** Entra's `sub` is pairwise: the same user has a different subject for each application. */
+/** Entra's `sub` is pairwise: one per user and application. */
 function pairwiseSubject (userId: string, appId: string): string {
   return stableGuid(`sub:${userId}:${appId}`).replaceAll('-', '').slice(0, 32)
 }
 
-/** A delegated (user) access token: `scp` from the grant, the user's `oid`, `name`, `preferred_username`. */
 export function delegatedToken (ctx: AuthorizationContext, api: ResolvedApi, grant: UserGrant): string {
   const user = grant.user
   const names = api.version === '1.0'
@@ -234,7 +212,6 @@ export function delegatedToken (ctx: AuthorizationContext, api: ResolvedApi, gra
   })
 }
 
-/** The ID token (OpenID Connect Core §2) for the client: v2.0, `aud` = the client, `nonce` echoed. */
 export function idToken (ctx: AuthorizationContext, grant: UserGrant): string {
   const user = grant.user
   return sign(ctx, '2.0', {
@@ -253,12 +230,11 @@ export function idToken (ctx: AuthorizationContext, grant: UserGrant): string {
   })
 }
 
-/** MSAL's `client_info`: base64url JSON `{ uid, utid }`, the account's home object and tenant IDs. */
+/** MSAL's `client_info`: the account's home object and tenant IDs. */
 export function clientInfo (ctx: AuthorizationContext, user: SignedInUser): string {
   return Buffer.from(JSON.stringify({ uid: user.oid, utid: ctx.tenantId })).toString('base64url')
 }
 
-/** The token lifetime in seconds, for `expires_in`. */
 export function tokenLifetime (ctx: AuthorizationContext): number {
   return lifetime(ctx)
 }

@@ -6,23 +6,15 @@ export interface MockJwkOptions {
   kid?: string
   /** Entra-style JWK `issuer` member to publish with the key. */
   issuer?: string
-  /**
-   * The RSA private key to sign with: a `KeyObject`, a PEM string or a private JWK. Default: the
-   * process-wide test key (see {@link sharedTestKey}), unless `fresh` is set.
-   */
+  /** The RSA private key to sign with (`KeyObject`, PEM or JWK). Default {@link sharedTestKey}. */
   privateKey?: KeyObject | string | JsonWebKey
-  /** Generate a new RSA-2048 key pair for this key (slow: 0.1–1.5 s), e.g. to test a foreign signer. */
+  /** Generate a new RSA-2048 key pair (slow: 0.1–1.5 s), e.g. to test a foreign signer. */
   fresh?: boolean
 }
 
 let shared: KeyObject | undefined
 
-/**
- * One RSA-2048 private key per process, made on first use. Generating a key costs 0.1–1.5 s, so
- * every `MockJwk` (and so every `MockJwks` and `FakeEntra`) signs with this one unless told
- * otherwise; keys still differ by `kid`, so rotation and unknown-`kid` tests behave as with
- * distinct keys. Pass `fresh: true` or `privateKey` where the key material itself must differ.
- */
+/** One RSA-2048 key per process, made on first use: generating one costs 0.1–1.5 s. */
 export function sharedTestKey (): KeyObject {
   shared ??= generateKeyPairSync('rsa', { modulusLength: 2048 }).privateKey
   return shared
@@ -54,7 +46,7 @@ export class MockJwk {
     this.issuer = options.issuer
   }
 
-  /** The public JWK as Entra publishes it (`kty`, `use`, `kid`, `n`, `e`, optionally `issuer`). */
+  /** The public JWK as Entra publishes it. */
   toJSON (): JsonWebKey & { kid: string, use: 'sig', issuer?: string } {
     const { n, e } = this.publicKey.export({ format: 'jwk' })
     const jwk: JsonWebKey & { kid: string, use: 'sig', issuer?: string } = { kty: 'RSA', use: 'sig', kid: this.kid, n, e }
@@ -77,7 +69,7 @@ export class MockJwk {
 export class MockJwks {
   /** The signing key. */
   readonly jwk: MockJwk
-  /** Further keys published in the same set (key rotation tests). */
+  /** Further keys published in the same set. */
   readonly extra: MockJwk[] = []
 
   constructor (options: MockJwkOptions = {}) {

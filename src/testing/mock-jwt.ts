@@ -7,15 +7,12 @@ export type ClaimOverrides = Record<string, unknown> & { additionalClaims?: Reco
 /** Issuer of the mock tokens, as in the Python flask-entra-auth's test kit. */
 export const MOCK_ISSUER = 'https://issuer.auth.example.com'
 
-/**
- * Default claims of fake tokens: the Python flask-entra-auth's `MockClaims`, with Entra's real shapes
- * (`scp` a space-delimited string, `roles` an array, `ver` '2.0').
- */
+/** Default claims of fake tokens, as the Python flask-entra-auth's `MockClaims`, with Entra's real shapes. */
 export class MockClaims {
   iss: string
   sub: string
   aud: string
-  /** `undefined` leaves a claim out (e.g. `azp` of v1.0 tokens, `scp` of app-only tokens). */
+  /** `undefined` leaves a claim out. */
   azp: string | undefined
   ver: string
   scp: string | undefined
@@ -37,7 +34,7 @@ export class MockClaims {
     this.now = options.now ?? Date.now
   }
 
-  /** The claims of one token: `exp` one hour from now, `nbf` and `iat` now. */
+  /** `exp` one hour from now, `nbf` and `iat` now. */
   build (): Record<string, unknown> {
     const now = Math.floor(this.now() / 1000)
     const claims: Record<string, unknown> = {

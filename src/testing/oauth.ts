@@ -24,10 +24,7 @@ export interface FakeHttpResponse {
 export interface FakeEntraApi {
   /** Application (client) ID of the API: the `aud` of its v2.0 tokens. */
   clientId: string
-  /**
-   * Access-token version the API's registration asks for (`requestedAccessTokenVersion`).
-   * Default `'2.0'`.
-   */
+  /** Access-token version the API's registration asks for (`requestedAccessTokenVersion`). Default `'2.0'`. */
   tokenVersion?: '1.0' | '2.0'
   /** App roles (application permissions) granted to client applications; their tokens carry them in `roles`. Default none. */
   appRoles?: string[]
@@ -44,10 +41,7 @@ export interface FakeEntraClient {
   appRoles?: string[]
   /** Its registered redirect URIs. Default: any `https` URL, and `http` on loopback (as Entra allows for development). */
   redirectUris?: string[]
-  /**
-   * Delegated permissions consented for this app on other APIs (its API permissions), as
-   * `api://{client id}/{scope}`: what on-behalf-of may ask for. Default: every scope they expose.
-   */
+  /** Delegated permissions on other APIs (`api://{client id}/{scope}`), for on-behalf-of. Default: all. */
   permissions?: string[]
 }
 
@@ -61,10 +55,7 @@ export interface FakeEntraUser {
   username?: string
   /** App roles assigned to the user; delegated tokens carry them in `roles`. Default none. */
   roles?: string[]
-  /**
-   * Delegated scopes the user has consented to: their tokens carry only these of the scopes asked
-   * for (`scp`). Default: any scope asked for.
-   */
+  /** Delegated scopes the user has consented to. Default: any scope asked for. */
   scopes?: string[]
 }
 
@@ -78,10 +69,7 @@ export interface FakeAuthorizationOptions {
   user?: FakeEntraUser
   /** More test users, listed on the sign-in page. */
   users?: FakeEntraUser[]
-  /**
-   * Sign the default user in at once, with no sign-in page, as before the page existed: for
-   * automated clients. Default `false`: `/authorize` shows the sign-in page.
-   */
+  /** Sign the default user in at once, with no sign-in page (for automated clients). Default `false`. */
   autoSignIn?: boolean
   /** Lifetime of access and ID tokens, in seconds. Default 3599, as Entra answers client-credentials requests. */
   tokenLifetime?: number
@@ -90,15 +78,9 @@ export interface FakeAuthorizationOptions {
 /** Fixed object ID of the default test user. */
 export const FAKE_USER_ID = '00000000-0000-4000-8000-0000000051e5'
 
-/**
- * Entra's error reply (RFC 6749 §5.2 plus Entra's `error_codes`, `timestamp`, `trace_id`,
- * `correlation_id`, `error_uri`). `aadsts` is the AADSTS number, as Entra prefixes the description
- * with it so that clients (and people) can look it up.
- */
+/** Entra's error reply: RFC 6749 §5.2 plus Entra's AADSTS number and trace members. */
 export class OAuthError extends Error {
-  /** The RFC 6749 §5.2 error code, e.g. `invalid_grant`. */
   readonly error: string
-  /** Entra's `suberror`, e.g. `consent_required`: what the client should do next. */
   suberror: string | undefined = undefined
 
   constructor (code: string, readonly aadsts: number, description: string, readonly status = 400, readonly headers: Record<string, string> = {}) {
@@ -110,17 +92,15 @@ export class OAuthError extends Error {
 /** RFC 6749 §5.1: token replies must not be cached. */
 const NO_STORE = { 'cache-control': 'no-store', pragma: 'no-cache' }
 
-/** A JSON reply that no cache may keep. */
 export function jsonResponse (status: number, body: unknown, headers: Record<string, string> = {}): FakeHttpResponse {
   return { status, headers: { 'content-type': 'application/json; charset=utf-8', ...NO_STORE, ...headers }, body: JSON.stringify(body) }
 }
 
-/** `2026-11-30 19:00:00Z`: the form of Entra's `timestamp` member. */
+/** `2026-11-30 19:00:00Z`, as Entra writes it. */
 function entraTimestamp (ms: number): string {
   return new Date(ms).toISOString().replace('T', ' ').replace(/\.\d+Z$/, 'Z')
 }
 
-/** The error reply Entra sends for `error`, e.g. `{ error: 'invalid_grant', error_description: 'AADSTS70008: …' }`. */
 export function errorResponse (error: OAuthError, now: number, correlationId?: string): FakeHttpResponse {
   const traceId = randomUUID()
   const correlation = correlationId !== undefined && /^[\w-]{1,64}$/.test(correlationId) ? correlationId : randomUUID()
@@ -137,12 +117,11 @@ export function errorResponse (error: OAuthError, now: number, correlationId?: s
   }, error.headers)
 }
 
-/** A random opaque value (authorization codes, refresh tokens): 256 bits, base64url. */
 export function opaque (): string {
   return randomBytes(32).toString('base64url')
 }
 
-/** Constant-time comparison of two secrets of any length. */
+/** Constant time, for secrets of any length. */
 export function sameSecret (given: string, expected: string): boolean {
   const digest = (value: string): Buffer => createHash('sha256').update(value).digest()
   return timingSafeEqual(digest(given), digest(expected))
@@ -153,32 +132,26 @@ export function s256 (verifier: string): string {
   return createHash('sha256').update(verifier, 'ascii').digest('base64url')
 }
 
-/** A GUID derived from `seed`, so that one app or user keeps its object ID across restarts. */
+/** So that one app or user keeps its object ID across restarts. */
 export function stableGuid (seed: string): string {
   const hex = createHash('sha256').update(seed).digest('hex')
   return `${hex.slice(0, 8)}-${hex.slice(8, 12)}-4${hex.slice(13, 16)}-8${hex.slice(17, 20)}-${hex.slice(20, 32)}`
 }
 
-/** Scopes that ask for sign-in and refresh tokens rather than for an API (OpenID Connect §5.4, Entra's `offline_access`). */
+/** Scopes for sign-in and refresh tokens rather than for an API (OpenID Connect §5.4). */
 export const OIDC_SCOPES = new Set(['openid', 'profile', 'email', 'offline_access'])
 
-/** Microsoft Graph's application ID: Entra's resource when a client asks for sign-in scopes only. */
+/** Microsoft Graph: Entra's resource when a client asks for sign-in scopes only. */
 export const GRAPH_APP_ID = '00000003-0000-0000-c000-000000000000'
 
-/** Scopes of one request, split into sign-in scopes and those of one API. */
 export interface ParsedScopes {
   oidc: string[]
-  /** The API's client ID, and how it was named (`api://{id}` or the bare ID), or Graph for sign-in only. */
   resource: { clientId: string, uri: string }
-  /** Scope names on the API, without the resource prefix (`Files.Read`, `.default`). */
+  /** Without the resource prefix (`Files.Read`, `.default`). */
   names: string[]
 }
 
-/**
- * Splits `scope` (RFC 6749 §3.3: space-delimited) into OpenID Connect scopes and the scopes of one
- * API, named `api://{id}/{name}` or `{id}/{name}`. Entra issues a token for one resource at a time
- * (AADSTS28000), so scopes of two APIs are refused.
- */
+/** Entra issues a token for one resource at a time (AADSTS28000): scopes of two APIs are refused. */
 export function parseScopes (scope: string | undefined): ParsedScopes {
   const words = (scope ?? '').split(' ').filter(word => word !== '')
   if (words.length === 0) throw new OAuthError('invalid_request', 900144, "The request body must contain the following parameter: 'scope'.")

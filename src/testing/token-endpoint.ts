@@ -9,21 +9,17 @@ import {
 } from './oauth.js'
 import { consentedScopes, testUsers } from './users.js'
 
-/** RFC 7523 §2.1's grant type: with `requested_token_use=on_behalf_of`, Entra's on-behalf-of flow. */
+/** RFC 7523 §2.1: with `requested_token_use=on_behalf_of`, Entra's on-behalf-of flow. */
 const JWT_BEARER = 'urn:ietf:params:oauth:grant-type:jwt-bearer'
 
-/** The grants the token endpoint supports, as discovery advertises them. */
 export const GRANT_TYPES = ['authorization_code', 'client_credentials', 'refresh_token', JWT_BEARER] as const
 
-/** Client authentication methods (RFC 8414 `token_endpoint_auth_methods_supported`); `none` is a public client with PKCE. */
+/** `none` is a public client with PKCE. */
 export const AUTH_METHODS = ['client_secret_post', 'client_secret_basic', 'none'] as const
 
 type Form = Map<string, string>
 
-/**
- * Parses an `application/x-www-form-urlencoded` body (RFC 6749 §3.2). A parameter sent twice is
- * refused (§3.1: "Request and response parameters MUST NOT be included more than once").
- */
+/** RFC 6749 §3.1: a parameter must not be sent twice. */
 function parseForm (request: FakeHttpRequest): Form {
   const type = (request.headers['content-type'] ?? '').split(';')[0]?.trim().toLowerCase()
   if (type !== 'application/x-www-form-urlencoded') {
@@ -43,7 +39,7 @@ function required (form: Form, name: string): string {
   return value
 }
 
-/** RFC 6749 §2.3.1: the client ID and secret are form-urlencoded before being joined for Basic. */
+/** RFC 6749 §2.3.1: the ID and secret are form-urlencoded before being joined for Basic. */
 function basicCredentials (header: string | undefined): { clientId: string, secret: string } | undefined {
   if (header === undefined) return undefined
   const match = /^Basic +([A-Za-z0-9+/]+=*)$/i.exec(header.trim())
@@ -54,16 +50,11 @@ function basicCredentials (header: string | undefined): { clientId: string, secr
     const unescape = (value: string): string => decodeURIComponent(value.replaceAll('+', ' '))
     return { clientId: unescape(decoded.slice(0, colon)), secret: unescape(decoded.slice(colon + 1)) }
   } catch {
-    // A malformed percent-escape (URIError) is the client's mistake, never the server's.
     throw new OAuthError('invalid_client', 7000215, 'Invalid client secret provided: the credentials of the Authorization header are not form-urlencoded (RFC 6749 section 2.3.1).', 401, { 'www-authenticate': 'Basic realm="fake-entra"' })
   }
 }
 
-/**
- * Authenticates the client (RFC 6749 §2.3): a secret in the form (`client_secret_post`) or in an
- * HTTP Basic header (`client_secret_basic`), never both (§2.3.1). `publicAllowed` lets a client
- * without a registered secret send none (a SPA or native app redeeming a code with PKCE).
- */
+/** RFC 6749 §2.3: a secret in the form or in Basic, never both; `publicAllowed` for PKCE clients. */
 function authenticateClient (ctx: AuthorizationContext, request: FakeHttpRequest, form: Form, publicAllowed: boolean): { client: FakeEntraClient, confidential: boolean } {
   const basic = basicCredentials(request.headers.authorization)
   // RFC 6749 §5.2: a client that authenticated with the Authorization header gets a matching challenge.
@@ -89,7 +80,7 @@ function authenticateClient (ctx: AuthorizationContext, request: FakeHttpRequest
   return { client, confidential: true }
 }
 
-/** The delegated scopes granted for `names` on `api`: `.default` stands for all the API exposes. */
+/** `.default` stands for all the API exposes. */
 function delegatedScopes (api: ResolvedApi, clientId: string, parsed: ParsedScopes): string[] {
   if (parsed.names.length === 0) return [...parsed.oidc.filter(scope => scope !== 'offline_access'), 'User.Read']
   const granted = new Set<string>()
@@ -106,7 +97,6 @@ function delegatedScopes (api: ResolvedApi, clientId: string, parsed: ParsedScop
   return [...granted]
 }
 
-/** The scopes of a user grant for `scope`, checked against the API: used by the authorize endpoint too. */
 export function userGrantScopes (ctx: AuthorizationContext, clientId: string, scope: string | undefined): Pick<UserGrant, 'resource' | 'scopes' | 'oidc'> {
   const parsed = parseScopes(scope)
   const api = resolveApi(ctx, parsed.resource)
@@ -117,8 +107,7 @@ function clientCredentials (ctx: AuthorizationContext, request: FakeHttpRequest,
   const { client } = authenticateClient(ctx, request, form, false)
   const scope = required(form, 'scope')
   const parsed = parseScopes(scope)
-  // Microsoft identity platform, client credentials flow: "the value passed for the scope
-  // parameter in this request should be the resource identifier … affixed with the .default suffix".
+  // Entra's client credentials flow takes only `{resource}/.default`.
   if (parsed.oidc.length > 0 || parsed.names.length !== 1 || parsed.names[0] !== '.default') {
     throw new OAuthError('invalid_scope', 1002012, `The provided value for scope ${scope} is not valid. Client credential flows must have a scope value with /.default suffixed to the resource identifier (application ID URI).`)
   }
@@ -127,7 +116,6 @@ function clientCredentials (ctx: AuthorizationContext, request: FakeHttpRequest,
   return jsonResponse(200, { token_type: 'Bearer', expires_in: lifetime, ext_expires_in: lifetime, access_token: appOnlyToken(ctx, api, client) })
 }
 
-/** The reply to a user grant: access token, plus ID token, refresh token and `client_info` when asked for. */
 function userTokens (ctx: AuthorizationContext, grant: UserGrant, form: Form): FakeHttpResponse {
   const api = resolveApi(ctx, grant.resource)
   const lifetime = tokenLifetime(ctx)
@@ -182,17 +170,13 @@ function refreshToken (ctx: AuthorizationContext, request: FakeHttpRequest, form
   return userTokens(ctx, next, form)
 }
 
-/** The user an assertion names: a configured test user when the object IDs match, else as its claims say. */
 function onBehalfOfUser (ctx: AuthorizationContext, asserted: AssertedUser): SignedInUser {
   const known = testUsers(ctx.authorization).find(user => user.oid === asserted.oid)
   if (known !== undefined) return known
   return { oid: asserted.oid, name: asserted.name ?? asserted.username ?? asserted.oid, username: asserted.username ?? '', roles: asserted.roles, scopes: undefined }
 }
 
-/**
- * The scopes of `api` the client may ask for on a user's behalf: its consented `permissions`, when
- * registered. `.default` takes what is consented; a named scope that is not is AADSTS65001.
- */
+/** `.default` takes what is consented; a named scope that is not is AADSTS65001. */
 function consented (client: FakeEntraClient, api: ResolvedApi, parsed: ParsedScopes, scopes: string[]): string[] {
   if (client.permissions === undefined) return scopes
   const permitted = scopes.filter(scope => client.permissions?.includes(`api://${api.clientId}/${scope}`) === true)
@@ -203,11 +187,7 @@ function consented (client: FakeEntraClient, api: ResolvedApi, parsed: ParsedSco
   throw error
 }
 
-/**
- * On-behalf-of (Microsoft identity platform, "OAuth 2.0 On-Behalf-Of flow"): a middle-tier API,
- * authenticated as a confidential client, exchanges a user's access token for it (the
- * `assertion`) for a token for a downstream API, for the same user.
- */
+/** A middle-tier API exchanges a user's token for one for a downstream API (Entra's On-Behalf-Of flow). */
 function onBehalfOf (ctx: AuthorizationContext, request: FakeHttpRequest, form: Form): FakeHttpResponse {
   const { client } = authenticateClient(ctx, request, form, false)
   const use = required(form, 'requested_token_use')
@@ -220,10 +200,7 @@ function onBehalfOf (ctx: AuthorizationContext, request: FakeHttpRequest, form: 
   return userTokens(ctx, { clientId: client.clientId, confidential: true, resource: parsed.resource, scopes, oidc: parsed.oidc, user }, form)
 }
 
-/**
- * `POST /{tenant}/oauth2/v2.0/token` (RFC 6749 §3.2): client credentials, authorization code with
- * PKCE, refresh token, on-behalf-of. Every failure is Entra's JSON error reply with RFC 6749 §5.2's statuses.
- */
+/** `POST /{tenant}/oauth2/v2.0/token` (RFC 6749 §3.2); failures are Entra's JSON error replies. */
 export function tokenEndpoint (ctx: AuthorizationContext, request: FakeHttpRequest): FakeHttpResponse {
   try {
     if (request.method !== 'POST') throw new OAuthError('invalid_request', 900561, `The endpoint only accepts POST, OPTIONS requests. Received a ${request.method} request.`)
