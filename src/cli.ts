@@ -1,17 +1,12 @@
 #!/usr/bin/env node
-/**
- * `fastify-entra-auth inspect <token>`: the token debugger. Only argv and I/O live here; the
- * work is done by inspect/. Exit codes: 0 valid (or decoded), 1 invalid, 2 usage error,
- * 3 identity provider unreachable. Everything printed is escaped: tokens are attacker-chosen.
- * `fastify-entra-auth fake-entra` is fake-entra-cli.ts.
- */
+/** `fastify-entra-auth inspect <token>`: only argv and I/O; everything printed is escaped (tokens are attacker-chosen). */
 import { readFileSync } from 'node:fs'
 import { createRequire } from 'node:module'
 import { parseArgs } from 'node:util'
 import type { InspectOptions } from './inspect/validate.js'
 import { escapeLines } from './inspect/terminal.js'
 
-/** Exit code of a usage error (inspect/format.ts's EXIT.usage, without loading it for --help). */
+/** EXIT.usage, without loading inspect/format.ts for --help. */
 const USAGE_ERROR = 2
 
 const USAGE = `Usage: fastify-entra-auth inspect <token | -> [options]
@@ -117,7 +112,6 @@ function parse (argv: string[]): Args {
 }
 
 async function main (argv: string[]): Promise<number> {
-  // `fake-entra` lives in its own module, loaded only for that command.
   if (argv[0] === 'fake-entra') return await (await import('./fake-entra-cli.js')).runFakeEntra(argv.slice(1))
   let args
   try {
@@ -132,7 +126,6 @@ async function main (argv: string[]): Promise<number> {
     return 0
   }
   if (args.version) {
-    // dist/cli.js → the package's own package.json, which every install ships.
     process.stdout.write(`${(createRequire(import.meta.url)('../package.json') as { version: string }).version}\n`)
     return 0
   }

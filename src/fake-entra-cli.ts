@@ -1,7 +1,3 @@
-/**
- * `fastify-entra-auth fake-entra`: runs the test kit's fake Entra ID as a loopback server until
- * Ctrl-C, and prints its authority, discovery URL and a curl command that gets a token.
- */
 import { parseArgs } from 'node:util'
 import { apiIdProblem } from './testing/grants.js'
 import type { FakeEntraApi, FakeEntraClient, FakeEntraServerOptions, FakeEntraUser } from './testing/index.js'
@@ -38,7 +34,6 @@ Options:
 Exit codes: 0 stopped by Ctrl-C or SIGTERM, 1 could not start, 2 usage error.
 `
 
-/** The API ID of the printed curl command when no --api is given (any API is accepted then). */
 const EXAMPLE_API = '00000000-0000-0000-0000-000000000001'
 
 export class UsageError extends Error {}
@@ -49,10 +44,7 @@ function list (value: string | undefined): string[] | undefined {
 
 const PER_API = ['app-roles', 'scopes', 'token-version'] as const
 
-/**
- * The `--api` options in order, each with the `--app-roles`, `--scopes` and `--token-version`
- * after it (those before the first `--api` describe the first, as when there was only one).
- */
+/** Options before the first `--api` describe the first, as when there was only one. */
 function apisOf (tokens: ReadonlyArray<{ kind: string, name?: string, value?: string | undefined }>): FakeEntraApi[] | undefined {
   const apis: FakeEntraApi[] = []
   const pending: Array<{ name: typeof PER_API[number], value: string }> = []
@@ -153,18 +145,15 @@ export function parse (argv: string[]): (FakeEntraServerOptions & { help?: false
   return options
 }
 
-/** One line per test user: username, and app roles when it has some. */
 function testUserLines (options: FakeEntraServerOptions): string[] {
   const users = [options.user ?? {}, ...(options.users ?? [])]
   return users.map(user => `  ${user.username ?? 'test.user@contoso.example'}${user.roles === undefined || user.roles.length === 0 ? '' : ` (app roles: ${user.roles.join(', ')})`}`)
 }
 
-/** A POSIX-shell single-quoted word. */
 function quote (value: string): string {
   return /^[\w@%+=:,./-]+$/.test(value) ? value : `'${value.replaceAll("'", "'\\''")}'`
 }
 
-/** With a second --api: the on-behalf-of request the first API makes to call the second for a user. */
 function onBehalfOfLines (options: FakeEntraServerOptions, tokenEndpoint: string): string[] {
   const [api, downstream] = options.apis ?? []
   if (api === undefined || downstream === undefined) return []
@@ -184,7 +173,6 @@ function onBehalfOfLines (options: FakeEntraServerOptions, tokenEndpoint: string
   ]
 }
 
-/** Runs the command; resolves with the exit code once the server has stopped. */
 export async function runFakeEntra (argv: string[]): Promise<number> {
   let options
   try {
@@ -203,7 +191,7 @@ export async function runFakeEntra (argv: string[]): Promise<number> {
   try {
     server = await startFakeEntraServer({ ...options, log: line => { process.stdout.write(`${line}\n`) } })
   } catch (err) {
-    // A TypeError is a refused option (a non-loopback --host); anything else failed to listen.
+    // A TypeError is a refused option (a non-loopback --host).
     const hint = err instanceof TypeError ? ' (on the command line: --allow-non-loopback)' : ''
     process.stderr.write(`fastify-entra-auth fake-entra: ${(err as Error).message}${hint}\n`)
     return err instanceof TypeError ? 2 : 1

@@ -1,6 +1,6 @@
 import { FetchFailure } from './http.js'
 
-/** The parts of an OpenID Provider Metadata document (OpenID Connect Discovery 1.0 §3) we use. */
+/** OpenID Connect Discovery 1.0 §3, the parts we use. */
 export interface Discovery {
   readonly issuer: string
   readonly jwksUri: URL
@@ -12,11 +12,7 @@ function optionalString (value: unknown): string | undefined {
   return typeof value === 'string' && value !== '' ? value : undefined
 }
 
-/**
- * Validates a discovery document. The `issuer` is taken as published (Entra's need not share the
- * discovery URL's origin); `jwks_uri` must be on the discovery URL's own origin, so whoever can
- * edit the document still cannot send us to keys elsewhere.
- */
+/** `jwks_uri` must be on the discovery URL's origin; `issuer` is taken as published (Entra's need not be). */
 export function parseDiscovery (document: unknown, discoveryUrl: URL): Discovery {
   if (document === null || typeof document !== 'object' || Array.isArray(document)) {
     throw new FetchFailure('discovery document is not a JSON object')

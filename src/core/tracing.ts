@@ -37,7 +37,7 @@ export type KeyFetchMessage =
 export type KeyRefreshMessage =
   | { event: 'start', discoveryUrl: string }
   | { event: 'end', discoveryUrl: string, kids: string[] }
-  /** `servingStale`: the last good key set keeps serving. */
+  /** `servingStale`: the last good key set keeps serving (within `ttl + maxStale`). */
   | { event: 'failure', discoveryUrl: string, reason: string, problem: ProblemType, servingStale: boolean }
 
 /** What `fastify-entra-auth:token-cache` publishes for each lookup by `verify`. */

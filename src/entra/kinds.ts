@@ -1,12 +1,7 @@
-/**
- * What kind of token this is, by Entra's conventions: a Microsoft Graph token, an ID token. Used to
- * explain a refusal (and by the token debugger); never to admit anything. Pure.
- */
+/** What kind of token this is: used to explain a refusal, never to admit anything. */
 
-/** Microsoft Graph's application ID and resource URIs; Graph tokens are not for third-party APIs. */
 const GRAPH_AUDIENCES = new Set(['00000003-0000-0000-c000-000000000000', 'https://graph.microsoft.com', 'https://graph.microsoft.com/'])
 
-/** True when the token looks like a Microsoft Graph access token. */
 export function isGraphToken (header: Record<string, unknown>, payload: Record<string, unknown>): boolean {
   // Graph tokens carry a `nonce` JOSE header whose hash is what was signed.
   if (header.nonce !== undefined) return true
@@ -14,7 +9,6 @@ export function isGraphToken (header: Record<string, unknown>, payload: Record<s
   return typeof aud === 'string' ? GRAPH_AUDIENCES.has(aud) : Array.isArray(aud) && aud.some(a => GRAPH_AUDIENCES.has(a))
 }
 
-/** `scope`: the API's `.default` scope, e.g. `api://{clientId}/.default`, when known. */
 export function graphTokenDetail (scope?: string): string {
   const instead = scope === undefined ? 'one of its scopes, or its .default scope' : `scope ${scope} or one of its scopes`
   return `This token was issued for Microsoft Graph, and Graph tokens cannot be validated by any API but Graph. Request a token for this API instead (${instead}).`

@@ -1,4 +1,3 @@
-/** `requirePermissions`: a token with neither `scp` nor `roles` carries no permission. */
 import { EntraAuthError } from './problems.js'
 import { TENANT_TEMPLATE } from './issuers.js'
 import type { TokenPermissions } from './scopes.js'
@@ -7,16 +6,11 @@ const NO_PERMISSION = "This token carries no permission: it has neither delegate
   'and this API refuses such tokens (option requirePermissions), since any application can obtain one. ' +
   'Request a token with a scope or app role of this API (consent to it, or have an admin assign the app role).'
 
-/** The option's value, or its default: on when the discovery issuer is multi-tenant (`{tenantid}`). */
 export function requiresPermissions (option: boolean | undefined, discoveryIssuer: string): boolean {
   return option ?? discoveryIssuer.includes(TENANT_TEMPLATE)
 }
 
-/**
- * Refuses a token that grants nothing. "Neither" is judged on what the token grants: an `scp`
- * without words or an empty `roles` array carries no permission either (and Microsoft.Identity.Web,
- * which checks for scope or role claims, sees none in them).
- */
+/** An `scp` without words or an empty `roles` carries no permission either. */
 export function checkPermissions (token: TokenPermissions): void {
   if (token.all.size === 0) throw new EntraAuthError('auth_token_insufficient_scopes', NO_PERMISSION, { step: 'permissions' })
 }

@@ -4,9 +4,12 @@ import type { ProblemType, ValidationStep } from './problems.js'
 /** What a step compared (never the token). */
 export type StepFacts = Readonly<Record<string, unknown>>
 
+/** One step of a validation, as `explain()` reports it. */
 export interface ExplainedStep {
   step: ValidationStep
+  /** Whether the token passed this step. */
   ok: boolean
+  /** The problem type of a failed step. */
   problem?: ProblemType
   /** What the step checked, or what went wrong and what to do. */
   detail: string

@@ -1,10 +1,7 @@
 import type { FastifyReply } from 'fastify'
 import { problemHeaders } from '../entra/problems.js'
 
-/**
- * Sends an RFC 9457 problem with its RFC 6750 challenge (and `Retry-After` for a 503). Every
- * problem reply of the package goes through here, so they all share headers and media type.
- */
+/** Every problem reply of the package goes through here. */
 export function sendProblemReply (reply: FastifyReply, status: number, challenge: string, body: object): FastifyReply {
   return reply
     .code(status)

@@ -1,19 +1,11 @@
-/**
- * Reading a pasted token for the debugger: a `Bearer ` prefix and whitespace go, an encrypted
- * (five-part) token is named as such, and each segment is decoded by the verifier's own decoder
- * (jws.ts), without judging the header, so a token the verifier refuses can still be looked at.
- */
+/** Decodes with the verifier's own decoder but judges nothing, so a refused token can still be looked at. */
 import { decodeSegment } from '../core/jws.js'
 import { EntraAuthError } from '../entra/problems.js'
 
-/** Accepts a pasted token with surrounding whitespace or a `Bearer ` prefix. */
 export function normalizeToken (input: string): string {
   return input.trim().replace(/^bearer\s+/i, '').trim()
 }
 
-/**
- * Splits and decodes a JWT without judging it. Throws `EntraAuthError` (`auth_token_invalid`).
- */
 export function decodeToken (input: string): { header: Record<string, unknown>, claims: Record<string, unknown> } {
   const parts = normalizeToken(input).split('.')
   if (parts.length === 5) {

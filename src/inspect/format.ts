@@ -1,23 +1,15 @@
-/**
- * The debugger's report as text for a terminal, and its exit code. No decoding, no validation.
- */
 import { escapeControls } from './terminal.js'
 import { iso } from './describe.js'
 import { show, type InspectReport, type InspectStep } from './validate.js'
 
-/** Exit codes of `fastify-entra-auth inspect`. */
 export const EXIT = Object.freeze({
-  /** The token is valid (or, decoding only, decodable). */
   valid: 0,
-  /** The token is invalid (or not decodable). */
   invalid: 1,
-  /** Bad arguments or options. */
   usage: 2,
-  /** The identity provider's discovery document or keys could not be had: no verdict. */
+  /** No verdict: the identity provider could not be reached. */
   unreachable: 3
 } as const)
 
-/** The exit code for a report: see {@link EXIT}. */
 export function exitCodeOf (report: InspectReport): 0 | 1 | 3 {
   if (report.validation !== null) {
     if (report.validation.valid) return EXIT.valid
@@ -32,10 +24,7 @@ function indent (text: string, by = '  '): string {
 
 const MARK: Readonly<Record<InspectStep['status'], string>> = { pass: 'pass', fail: 'FAIL', skip: 'skip' }
 
-/**
- * The report as text for a terminal. Every line is escaped (control characters as `\uXXXX`): a
- * value can neither drive the terminal nor start a line of its own.
- */
+/** Every line escaped: a value can neither drive the terminal nor start a line of its own. */
 export function formatReport (report: InspectReport): string {
   const out: string[] = []
   const { token, decodeError, validation } = report

@@ -3,17 +3,15 @@ import { checkJoseHeader, checkShape, precheckJws } from '../core/jws.js'
 import type { AuthorizationContext } from './grants.js'
 import { OAuthError } from './oauth.js'
 
-/** The user an on-behalf-of assertion stands for, as its claims name them. */
 export interface AssertedUser {
   oid: string
   name: string | undefined
   username: string | undefined
   roles: string[]
-  /** The delegated scopes of the assertion (`scp`). */
   scopes: string[]
 }
 
-/** Entra's AADSTS50013 (InvalidAssertion): the assertion is malformed, expired, foreign or for another app. */
+/** AADSTS50013: malformed, expired, foreign or for another app. */
 function invalid (reason: string): OAuthError {
   return new OAuthError('invalid_grant', 50013, `Assertion failed validation: ${reason}`)
 }
@@ -23,11 +21,7 @@ function string (claims: Record<string, unknown>, name: string): string | undefi
   return typeof value === 'string' && value !== '' ? value : undefined
 }
 
-/**
- * Checks an on-behalf-of `assertion` as Entra does (Microsoft identity platform, OAuth 2.0
- * On-Behalf-Of flow): a user's access token that this fake signed with a published key, for its
- * tenant, within its lifetime, whose audience is `clientId`, the API exchanging it.
- */
+/** Checks an on-behalf-of `assertion` as Entra does: this fake's, for its tenant, live, for `clientId`. */
 export function assertedUser (ctx: AuthorizationContext, assertion: string, clientId: string): AssertedUser {
   let claims: Record<string, unknown>
   let kid: string

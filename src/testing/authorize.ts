@@ -6,14 +6,9 @@ import { notOnLoopback, signInPage } from './sign-in-page.js'
 import { userGrantScopes } from './token-endpoint.js'
 import { consentedScopes, oneOffUser, testUsers, type SignedInUser } from './users.js'
 
-/** How the authorize endpoint returns its answer (OAuth 2.0 Multiple Response Type Encoding Practices). */
 export const RESPONSE_MODES = ['query', 'fragment'] as const
 
-/**
- * The redirect URI, if the client may use it: one of its registered URIs, or (no URIs registered)
- * any `https` URL and `http` on loopback, as Entra accepts for development (AADSTS50011 otherwise).
- * RFC 6749 §3.1.2: absolute, without a fragment.
- */
+/** Unregistered clients may use any `https` URL and `http` on loopback, as Entra allows for development. */
 function checkRedirectUri (registered: string[] | undefined, value: string | null): string {
   if (value === null || value === '') throw new OAuthError('invalid_request', 900144, "The request body must contain the following parameter: 'redirect_uri'.")
   let url: URL
@@ -38,7 +33,6 @@ function redirect (redirectUri: string, mode: string, params: Record<string, str
   return { status: 302, headers: { location: url.toString(), 'cache-control': 'no-store', pragma: 'no-cache' }, body: '' }
 }
 
-/** In process (no peer), or a peer on 127.0.0.0/8 or ::1 (also IPv4-mapped). */
 function fromLoopback (request: FakeHttpRequest): boolean {
   const peer = request.remoteAddress
   if (peer === undefined) return true
@@ -46,11 +40,7 @@ function fromLoopback (request: FakeHttpRequest): boolean {
   return (isIP(v4) === 4 && v4.startsWith('127.')) || peer === '::1'
 }
 
-/**
- * Who signs in: a user picked on the sign-in page (POST), the default user or the `login_hint`
- * one for `prompt=none` (a signed-in session, as MSAL's silent calls expect) and `autoSignIn`.
- * Returns the page instead when the user has to choose, or the one-off form needs correcting.
- */
+/** `prompt=none` and `autoSignIn` sign the default user in at once, as MSAL's silent calls expect. */
 function whoSignsIn (ctx: AuthorizationContext, request: FakeHttpRequest, query: URLSearchParams, grant: Pick<UserGrant, 'resource' | 'scopes'>): SignedInUser | FakeHttpResponse {
   const users = testUsers(ctx.authorization)
   const hint = query.get('login_hint') ?? undefined
@@ -85,14 +75,7 @@ function whoSignsIn (ctx: AuthorizationContext, request: FakeHttpRequest, query:
   }
 }
 
-/**
- * `GET /{tenant}/oauth2/v2.0/authorize` (RFC 6749 §4.1.1): shows the sign-in page (loopback only),
- * whose forms `POST` back here; then redirects back with `code` and `state`. `prompt=none` and the
- * `autoSignIn` option sign the default user in at once. PKCE is required and only `S256` is
- * accepted (RFC 7636 §4.2; `plain` offers no protection when the request can be read).
- * Errors about the client or the redirect URI are shown, never redirected (RFC 6749 §4.1.2.1);
- * the others go back to the client as `error` and `error_description`.
- */
+/** `GET /{tenant}/oauth2/v2.0/authorize` (RFC 6749 §4.1.1); client and redirect URI errors are shown, never redirected (§4.1.2.1). */
 export function authorizeEndpoint (ctx: AuthorizationContext, request: FakeHttpRequest): FakeHttpResponse {
   const query = new URL(request.url, 'http://fake-entra.invalid').searchParams
   const state = query.get('state') ?? undefined
@@ -117,7 +100,6 @@ export function authorizeEndpoint (ctx: AuthorizationContext, request: FakeHttpR
     const method = query.get('code_challenge_method') ?? 'plain'
     if (challenge === null || challenge === '') throw new OAuthError('invalid_request', 9002325, 'Proof Key for Code Exchange is required: send code_challenge and code_challenge_method=S256.')
     if (method !== 'S256') throw new OAuthError('invalid_request', 5000541, `The code_challenge_method '${method}' is not supported: this fake Entra accepts only S256.`)
-    // RFC 7636 §4.2: BASE64URL of a SHA-256 digest is 43 characters.
     if (!/^[A-Za-z0-9_-]{43}$/.test(challenge)) throw new OAuthError('invalid_request', 5000542, 'The code_challenge is not a BASE64URL-encoded SHA-256 digest.')
     const clientId = query.get('client_id') as string
     const scopes = userGrantScopes(ctx, clientId, query.get('scope') ?? undefined)

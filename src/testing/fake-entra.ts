@@ -74,25 +74,14 @@ function headerRecord (headers: Dispatcher.DispatchOptions['headers']): Record<s
  *
  * @example
  * ```ts
- * import Fastify from 'fastify'
- * import entraAuth from 'fastify-entra-auth'
- * import { FakeEntra } from 'fastify-entra-auth/testing'
- *
- * const clientId = 'my-api'
  * const entra = new FakeEntra()
- * const app = Fastify()
  * await app.register(entraAuth, { clientId, ...entra.pluginOptions() })
- * app.get('/files', { onRequest: app.entraAuth('Files.Read') }, async () => ['a.txt'])
  * const token = entra.token(clientId, { scp: 'Files.Read' })
- * const reply = await app.inject({ url: '/files', headers: { authorization: `Bearer ${token}` } })
- * console.log(reply.statusCode) // 200
- * await app.close()
- * await entra.close()
  * ```
  */
 let grantStoreOf: (entra: FakeEntra) => GrantStore
 
-/** The codes and refresh tokens a fake issued: for the package's own tests, not exported by `./testing`. */
+/** For the package's own tests; not exported by `./testing`. */
 export function grantsOf (entra: FakeEntra): GrantStore {
   return grantStoreOf(entra)
 }
@@ -174,7 +163,6 @@ export class FakeEntra {
         // A hanging fake never reaches handle(): count the attempt here.
         if (fake.mode === 'hang' && opts.method === 'GET') fake.#countFetch(new URL(opts.path ?? '/', fake.origin).pathname)
         if (opts.body === undefined || opts.body === null || typeof opts.body === 'string') return agent.dispatch(opts, handler)
-        // The mock agent needs the body as text to hand it to the token endpoint: read it first.
         bodyText(opts.body).then(
           body => agent.dispatch({ ...opts, body }, handler),
           (err: Error) => { (handler as { onError?: (err: Error) => void }).onError?.(err) }
@@ -202,17 +190,7 @@ export class FakeEntra {
    *
    * @example
    * ```ts
-   * import Fastify from 'fastify'
-   * import entraAuth from 'fastify-entra-auth'
-   * import { FakeEntra } from 'fastify-entra-auth/testing'
-   *
-   * const api = '00000000-0000-0000-0000-000000000001'
-   * const entra = new FakeEntra({ apis: [{ clientId: api, appRoles: ['Reports.Read.All'] }] })
-   * const app = Fastify()
-   * await app.register(entraAuth, { clientId: api, ...entra.pluginOptions() })
-   * app.get('/reports', { onRequest: app.entraAuth({ roles: ['Reports.Read.All'] }) }, async () => 'ok')
    * const token = await entra.clientCredentials({ clientId: 'my-daemon' })
-   * await app.inject({ url: '/reports', headers: { authorization: `Bearer ${token}` } })
    * ```
    */
   async clientCredentials (request: ClientCredentialsRequest): Promise<string> {
@@ -321,7 +299,6 @@ export class FakeEntra {
       return { statusCode: 200, data: '{}' }
     }
     if (isDiscovery) {
-      // Advertises exactly what the endpoints support (RFC 8414 §2, OpenID Connect Discovery §3).
       const document = this.discoveryDocument ?? {
         issuer: this.issuer,
         jwks_uri: this.jwksUri,

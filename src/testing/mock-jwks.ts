@@ -60,10 +60,7 @@ export class MockJwk {
  *
  * @example
  * ```ts
- * import { MockClaims, MockJwks, MockJwtClient } from 'fastify-entra-auth/testing'
- *
- * const jwks = new MockJwks()
- * const client = new MockJwtClient({ key: jwks.jwk, claims: new MockClaims({ selfAppId: clientId }) })
+ * const client = new MockJwtClient({ key: new MockJwks().jwk, claims: new MockClaims({ selfAppId: clientId }) })
  * ```
  */
 export class MockJwks {

@@ -1,22 +1,17 @@
 import type { FakeHttpResponse } from './oauth.js'
 import type { SignedInUser } from './users.js'
 
-/** What the sign-in page shows about one request. */
 export interface SignInPageModel {
-  /** Where the forms post to: the authorize request's own path and query. */
   action: string
   clientId: string
-  /** The scopes asked for, as the client named them. */
   asked: string[]
-  /** Each test user and the scopes a sign-in as them grants (empty: none they consented to). */
+  /** Each test user and the scopes a sign-in as them grants. */
   users: Array<{ user: SignedInUser, scopes: string[] }>
-  /** Prefills the one-off username (`login_hint`). */
   loginHint?: string
-  /** A message about the one-off form's last attempt. */
   error?: string
 }
 
-/** HTML-escapes text for element content and quoted attribute values (OWASP XSS prevention, rule 1 and 2). */
+/** OWASP XSS prevention, rules 1 and 2. */
 export function escapeHtml (value: string): string {
   return value.replace(/[&<>"'`=]/g, char => `&#${char.charCodeAt(0)};`)
 }
@@ -33,11 +28,7 @@ button{font:inherit;white-space:nowrap;padding:.3rem .8rem;border:1px solid #006
 fieldset{border:1px solid #ccc;border-radius:4px}label{display:inline-block;margin:.25rem 1rem .25rem 0}input{font:inherit;padding:.2rem .35rem}
 .error{color:#a4262c;font-weight:600}`
 
-/**
- * The fake's sign-in page: plain HTML (no script, so it works without JavaScript), every value
- * escaped, a button per test user and a form for a one-off user. Both forms post back to the
- * authorize request, which then redirects to the client with a code.
- */
+/** Plain HTML, no script, every value escaped. */
 export function signInPage (model: SignInPageModel, status = 200): FakeHttpResponse {
   const action = escapeHtml(model.action)
   const rows = model.users.map(({ user, scopes }) => `<tr>
@@ -86,7 +77,6 @@ ${model.error === undefined ? '' : `<p class="error" role="alert">${escapeHtml(m
   }
 }
 
-/** The page shown when the sign-in page is asked for from another machine. */
 export function notOnLoopback (): FakeHttpResponse {
   return {
     status: 403,

@@ -1,22 +1,19 @@
 import { FAKE_USER_ID, GRAPH_APP_ID, OAuthError, stableGuid, type FakeAuthorizationOptions, type FakeEntraUser, type ParsedScopes } from './oauth.js'
 
-/** A test user with defaults filled in: who a code, a refresh token and their tokens stand for. */
 export interface SignedInUser {
   oid: string
   name: string
   username: string
   roles: string[]
-  /** Delegated scopes the user consented to; `undefined`: any scope asked for. */
+  /** `undefined`: any scope asked for. */
   scopes: string[] | undefined
 }
 
 const DEFAULT_USERNAME = 'test.user@contoso.example'
-/** A UPN is at most 113 characters (Microsoft Entra user property limits). */
+/** Entra's limits: a UPN is at most 113 characters; app role values hold no spaces. */
 const USERNAME = /^[^\s@<>"']{1,64}@[^\s@<>"']{1,48}$/
-/** App role values hold no spaces (Entra's appRoles `value`). */
 const ROLE = /^[^\s,]{1,120}$/
 
-/** `ada.lovelace@contoso.example` → `Ada Lovelace`: a display name when none is given. */
 export function nameFromUsername (username: string): string {
   const local = username.split('@')[0] ?? username
   return local.split(/[._-]+/).filter(word => word !== '').map(word => word[0]?.toUpperCase() + word.slice(1)).join(' ') || local
@@ -25,7 +22,6 @@ export function nameFromUsername (username: string): string {
 function resolve (user: FakeEntraUser, fallbackOid: string | undefined): SignedInUser {
   const username = user.username ?? DEFAULT_USERNAME
   return {
-    // One username keeps its object ID across restarts, as a directory's user would.
     oid: user.oid ?? fallbackOid ?? stableGuid(`user:${username.toLowerCase()}`),
     name: user.name ?? (user.username === undefined ? 'Test User' : nameFromUsername(username)),
     username,
@@ -34,10 +30,7 @@ function resolve (user: FakeEntraUser, fallbackOid: string | undefined): SignedI
   }
 }
 
-/**
- * The test users, the default one first (`user`, else the first of `users`, else Test User).
- * Throws a `TypeError` naming the option when two users share an object ID or a username.
- */
+/** The default user first; two users sharing an object ID or a username are a `TypeError`. */
 export function testUsers (options: FakeAuthorizationOptions): SignedInUser[] {
   const users = options.user !== undefined || options.users === undefined || options.users.length === 0
     ? [resolve(options.user ?? {}, FAKE_USER_ID), ...(options.users ?? []).map(user => resolve(user, undefined))]
@@ -52,10 +45,6 @@ export function testUsers (options: FakeAuthorizationOptions): SignedInUser[] {
   return users
 }
 
-/**
- * A user typed into the sign-in page's one-off form: `username` (`name@domain`) and app roles
- * separated by commas or spaces. Throws an `OAuthError` saying what is wrong.
- */
 export function oneOffUser (username: string, roles: string): SignedInUser {
   const trimmed = username.trim()
   if (!USERNAME.test(trimmed)) throw new OAuthError('invalid_request', 50034, 'Enter a username of the form name@domain (no spaces or quotes, at most 113 characters).')
@@ -64,10 +53,7 @@ export function oneOffUser (username: string, roles: string): SignedInUser {
   return resolve({ username: trimmed, roles: [...new Set(roleList)] }, undefined)
 }
 
-/**
- * The scopes of a grant that `user` has consented to. Sign-in scopes (a Microsoft Graph grant)
- * are not capped; an API's are narrowed to the user's `scopes`.
- */
+/** Sign-in scopes (a Microsoft Graph grant) are not capped by the user's consent. */
 export function consentedScopes (user: SignedInUser, resource: ParsedScopes['resource'], scopes: string[]): string[] {
   if (user.scopes === undefined || resource.clientId === GRAPH_APP_ID) return scopes
   return scopes.filter(scope => (user.scopes as string[]).includes(scope))
