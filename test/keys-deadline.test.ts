@@ -21,8 +21,18 @@ const TIMEOUT = 1000
 const MAX_BYTES = 64 * 1024
 /** How long a test waits before it calls something hung: generous, for a loaded machine. */
 const BOUND = 20_000
-const clock = { now: 1_000_000 }
 const sleep = (ms: number): Promise<void> => new Promise(resolve => setTimeout(resolve, ms))
+
+/** `promise`, or 'hung' once BOUND ms have passed; the bound's timer is cleared either way (it would hold the process open). */
+async function bounded<T> (promise: Promise<T>): Promise<T | 'hung'> {
+  let timer: NodeJS.Timeout | undefined
+  const hung = new Promise<'hung'>(resolve => { timer = setTimeout(() => resolve('hung'), BOUND) })
+  try {
+    return await Promise.race([promise, hung])
+  } finally {
+    clearTimeout(timer)
+  }
+}
 
 type Bad = (res: ServerResponse, document: string) => void
 
@@ -99,10 +109,13 @@ async function loopback (t: Test): Promise<Server> {
 
 interface App {
   app: FastifyInstance
+  /** The key store's clock (ms): each test moves its own, so the tests can run side by side. */
+  clock: { now: number }
   get: () => Promise<{ status: number, type: string | undefined }>
 }
 
 async function protectedApp (t: Test, server: Server, dispatcher: Agent | undefined): Promise<App> {
+  const clock = { now: 1_000_000 }
   const app = Fastify({ logger: false })
   await app.register(entraAuth, {
     clientId: API_ID,
@@ -117,9 +130,10 @@ async function protectedApp (t: Test, server: Server, dispatcher: Agent | undefi
   const token = server.entra.client(API_ID).generate()
   return {
     app,
+    clock,
     async get () {
       // A request that never ends fails here with 'hung' (a generous bound, not a timing assertion).
-      const res = await Promise.race([app.inject({ url: '/me', headers: { authorization: `Bearer ${token}` } }), sleep(BOUND).then(() => 'hung' as const)])
+      const res = await bounded(app.inject({ url: '/me', headers: { authorization: `Bearer ${token}` } }))
       if (res === 'hung') return { status: 0, type: 'hung' }
       return { status: res.statusCode, type: res.statusCode === 200 ? undefined : res.json().type }
     }
@@ -137,8 +151,12 @@ async function refreshFailed (app: FastifyInstance, failures: number, document: 
 }
 
 // Every body for both documents on the default agent; the JWKS ones again on an app's own agent.
+t.jobs = 2
 for (const [dispatcherLabel, makeDispatcher, documents] of [['default agent', () => undefined, ['jwks', 'discovery']], ["the app's own agent", () => new Agent(), ['jwks']]] as const) {
   t.test(dispatcherLabel, async t => {
+    // The cases share nothing (each has its own server, app and clock): they run side by side, so
+    // the ones that wait out the deadline wait together.
+    t.jobs = 5
     for (const document of documents) {
       for (const [label, bad] of Object.entries(BODIES)) {
         t.test(`${document}: ${label}`, async t => {
@@ -154,19 +172,19 @@ for (const [dispatcherLabel, makeDispatcher, documents] of [['default agent', ()
           t.match(fx.app.entraAuth.state().keys, { ready: false, lastError: reason }, String(fx.app.entraAuth.state().keys.lastError))
 
           server.failing.bad = null
-          clock.now += 10_000
+          fx.clock.now += 10_000
           t.same(await fx.get(), { status: 200, type: undefined }, 'the next refresh recovers')
 
           server.failing.bad = bad
           const failures = fx.app.entraAuth.state().keys.failures
-          clock.now += HOUR
+          fx.clock.now += HOUR
           t.same(await fx.get(), { status: 200, type: undefined }, 'past ttl: the last good set serves while the refresh runs')
           t.ok(await refreshFailed(fx.app, failures, document), 'the background refresh ended, failed')
           t.match(fx.app.entraAuth.state().keys, { ready: true, lastError: /\S/ })
           t.same(await fx.get(), { status: 200, type: undefined }, 'and the last good set still serves')
 
           server.failing.bad = null
-          clock.now += HOUR
+          fx.clock.now += HOUR
           // Each request past ttl starts a refresh once the one in flight (if any) has ended.
           for (let i = 0; i < BOUND / 10 && fx.app.entraAuth.state().keys.lastError !== undefined; i++) { await fx.get(); await sleep(10) }
           t.equal(fx.app.entraAuth.state().keys.lastError, undefined, 'recovered')
