@@ -161,13 +161,8 @@ export type EntraAuthOptions = EntraVerifierOptions & EntraPluginOnlyOptions
  *
  * @example
  * ```ts
- * // The tenants that signed up: in a real app, a database lookup.
- * const subscribers = new Map<string, { active: boolean }>()
- * await app.register(entraAuth, {
- *   clientId,
- *   tenant: 'organizations',
- *   allowedTenants: async (tenantId) => subscribers.get(tenantId)?.active === true
- * })
+ * const subscribers = new Map<string, { active: boolean }>() // in a real app, a database lookup
+ * await app.register(entraAuth, { clientId, tenant: 'organizations', allowedTenants: async (tenantId) => subscribers.get(tenantId)?.active === true })
  * ```
  */
 export type EntraTenantPredicate = (tenantId: string, token: EntraToken) => boolean | Promise<boolean>
@@ -192,10 +187,7 @@ export interface EntraOpenApiOptions {
  * ```ts
  * import { createEntraVerifier, EntraAuthOptionsError } from 'fastify-entra-auth'
  *
- * try {
- *   createEntraVerifier({ clientId: 'api://my-api', tenant: 'contoso.onmicrosoft.com' })
- * } catch (err) {
- *   // FST_ENTRA_AUTH_INVALID_OPTIONS, ["option 'clientId' must be the application (client) ID, …"]
+ * try { createEntraVerifier(options) } catch (err) {
  *   if (err instanceof EntraAuthOptionsError) console.error(err.code, err.issues)
  * }
  * ```
@@ -344,7 +336,7 @@ function discoveryUrlOf (value: string, name: string, issues: string[]): URL | u
   }
   if (url.username !== '' || url.password !== '') issues.push(`option '${name}' must not carry credentials`)
   if (name === 'oidcEndpoint' && !url.pathname.includes('/.well-known/')) {
-    // OpenID Connect Discovery 1.0 §4: the document is at {issuer}/.well-known/openid-configuration.
+    // OpenID Connect Discovery 1.0 §4
     const document = `${url.origin}${url.pathname.replace(/\/+$/, '')}/.well-known/openid-configuration${url.search}`
     issues.push(`option 'oidcEndpoint' must be the URL of the OpenID configuration document, not the issuer: try '${document}'`)
   }

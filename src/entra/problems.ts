@@ -134,7 +134,7 @@ for (const definition of Object.values(registry)) Object.freeze(definition)
 /** The problem types by slug, deeply frozen. */
 export const problems: Readonly<Record<ProblemType, ProblemDefinition>> = Object.freeze(registry)
 
-/** The one adapter for unexpected errors: anything but an `EntraAuthError` refuses the token. */
+/** Anything but an `EntraAuthError` refuses the token. */
 export function asAuthError (err: unknown): EntraAuthError {
   return err instanceof EntraAuthError ? err : new EntraAuthError('auth_token_invalid', undefined, { cause: err })
 }

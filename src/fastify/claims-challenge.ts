@@ -46,10 +46,7 @@ function claimsJson (claims: ClaimsRequest): string {
  *
  * @example
  * ```ts
- * app.post('/transfer', { onRequest: app.entraAuth() }, async (request, reply) => {
- *   if (!supportsClaimsChallenge(request.entraToken)) return reply.code(403).send()
- *   return { ok: true }
- * })
+ * if (!supportsClaimsChallenge(request.entraToken)) await reply.code(403).send()
  * ```
  */
 export function supportsClaimsChallenge (token: EntraToken | null | undefined): boolean {
@@ -62,11 +59,8 @@ export function supportsClaimsChallenge (token: EntraToken | null | undefined): 
  *
  * @example
  * ```ts
- * buildClaimsChallenge({
- *   claims: { access_token: { acrs: { essential: true, value: 'c1' } } },
- *   authorizationUri: 'https://login.microsoftonline.com/common/oauth2/authorize'
- * })
- * // 'Bearer realm="", authorization_uri="https://login.microsoftonline.com/common/oauth2/authorize", error="insufficient_claims", claims="eyJhY2Nlc3NfdG9rZW4iOnsiYWNycyI6eyJlc3NlbnRpYWwiOnRydWUsInZhbHVlIjoiYzEifX19"'
+ * buildClaimsChallenge({ claims: { access_token: { acrs: { essential: true, value: 'c1' } } }, authorizationUri: 'https://login.microsoftonline.com/common/oauth2/authorize' })
+ * // 'Bearer realm="", authorization_uri="…", error="insufficient_claims", claims="eyJhY2Nlc3NfdG9rZW4iOnsiYWNycyI6eyJlc3NlbnRpYWwiOnRydWUsInZhbHVlIjoiYzEifX19"'
  * ```
  */
 export function buildClaimsChallenge (options: { claims: ClaimsRequest, authorizationUri: string }): string {
@@ -83,8 +77,10 @@ export function buildClaimsChallenge (options: { claims: ClaimsRequest, authoriz
  *
  * @example
  * ```ts
- * if (claimsChallenge(reply, request.entraToken, { claims: { access_token: { acrs: { essential: true, value: 'c1' } } } })) return reply
- * return reply.code(403).send()
+ * import { claimsChallenge } from 'fastify-entra-auth'
+ *
+ * const sent = claimsChallenge(reply, request.entraToken, { claims: { access_token: { acrs: { essential: true, value: 'c1' } } } })
+ * if (!sent) await reply.code(403).send()
  * ```
  */
 export function claimsChallenge (reply: FastifyReply, token: EntraToken | null | undefined, options: ClaimsChallengeOptions): boolean {

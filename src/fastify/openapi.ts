@@ -135,12 +135,10 @@ type TransformObject = (documentObject: { openapiObject?: Doc, swaggerObject?: D
  *
  * @example
  * ```ts
- * import swagger from '@fastify/swagger'
- * import entraAuth, { withEntraSecurity } from 'fastify-entra-auth'
+ * import { withEntraSecurity } from 'fastify-entra-auth'
  *
- * const auth = { clientId: '…', tenant: 'contoso.onmicrosoft.com' }
- * await app.register(swagger, withEntraSecurity({ openapi: { info: { title: 'Files API', version: '1.0.0' } } }, auth))
- * await app.register(entraAuth, auth)
+ * await app.register(swagger, withEntraSecurity({ openapi: { info: { title: 'Files API', version: '1.0.0' } } }, options))
+ * await app.register(entraAuth, options)
  * ```
  */
 export function withEntraSecurity<T extends object> (swaggerOptions: T, options: EntraAuthOptions): T {

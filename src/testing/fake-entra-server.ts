@@ -63,8 +63,10 @@ async function answer (entra: FakeEntra, request: IncomingMessage, response: Ser
  *
  * @example
  * ```ts
- * const server = await startFakeEntraServer({ apis: [{ clientId: api }] })
- * await app.register(entraAuth, { clientId: api, oidcEndpoint: server.oidcEndpoint })
+ * import { startFakeEntraServer } from 'fastify-entra-auth/testing'
+ *
+ * const server = await startFakeEntraServer({ apis: [{ clientId }] })
+ * await app.register(entraAuth, { clientId, oidcEndpoint: server.oidcEndpoint })
  * // clients get tokens from server.tokenEndpoint; then:
  * await server.close()
  * ```

@@ -74,6 +74,8 @@ function headerRecord (headers: Dispatcher.DispatchOptions['headers']): Record<s
  *
  * @example
  * ```ts
+ * import { FakeEntra } from 'fastify-entra-auth/testing'
+ *
  * const entra = new FakeEntra()
  * await app.register(entraAuth, { clientId, ...entra.pluginOptions() })
  * const token = entra.token(clientId, { scp: 'Files.Read' })
@@ -190,7 +192,10 @@ export class FakeEntra {
    *
    * @example
    * ```ts
-   * const token = await entra.clientCredentials({ clientId: 'my-daemon' })
+   * import { FakeEntra } from 'fastify-entra-auth/testing'
+   *
+   * const entra = new FakeEntra({ apis: [{ clientId, appRoles: ['Reports.Read.All'] }] })
+   * const daemonToken = await entra.clientCredentials({ clientId: 'my-daemon' })
    * ```
    */
   async clientCredentials (request: ClientCredentialsRequest): Promise<string> {

@@ -60,7 +60,9 @@ export class MockJwk {
  *
  * @example
  * ```ts
- * const client = new MockJwtClient({ key: new MockJwks().jwk, claims: new MockClaims({ selfAppId: clientId }) })
+ * import { MockClaims, MockJwks, MockJwtClient } from 'fastify-entra-auth/testing'
+ *
+ * const mockClient = new MockJwtClient({ key: new MockJwks().jwk, claims: new MockClaims({ selfAppId: clientId }) })
  * ```
  */
 export class MockJwks {

@@ -129,7 +129,7 @@ function userTokens (ctx: AuthorizationContext, grant: UserGrant, form: Form): F
   }
   if (grant.oidc.includes('offline_access')) body.refresh_token = ctx.grants.issueRefreshToken(grant, ctx.now())
   if (grant.oidc.includes('openid')) body.id_token = idToken(ctx, grant)
-  // MSAL asks for `client_info=1` and builds its account (home account ID `uid.utid`) from it.
+  // MSAL builds its account from `client_info`.
   if (form.get('client_info') === '1') body.client_info = clientInfo(ctx, grant.user)
   return jsonResponse(200, body)
 }
@@ -160,7 +160,6 @@ function refreshToken (ctx: AuthorizationContext, request: FakeHttpRequest, form
   if (scope !== undefined && scope !== '') {
     // RFC 6749 §6: the scope of a refresh may narrow the grant, never widen it.
     const asked = userGrantScopes(ctx, client.clientId, scope)
-    // The user's consent caps a refresh as it capped the sign-in: MSAL asks again for what it first asked.
     const consented = consentedScopes(grant.user, asked.resource, asked.scopes)
     const widened = asked.resource.clientId !== grant.resource.clientId ? consented : consented.filter(name => !grant.scopes.includes(name))
     if (widened.length > 0 || consented.length === 0) throw new OAuthError('invalid_grant', 65001, `The user or administrator has not consented to use the application '${client.clientId}' with scope '${(consented.length === 0 ? asked.scopes : widened).join(' ')}'. Send an interactive authorization request for this user and resource.`)
