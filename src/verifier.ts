@@ -1,10 +1,10 @@
 import { createAdmission, type AdmissionLogger } from './admission.js'
-import { kFromCache, keyStoreClockOf } from './core/internal.js'
+import { kCheckUncached, kFromCache, keyStoreClockOf } from './core/internal.js'
 import { checkClaims, checkTime, type ClaimRules } from './entra/claims.js'
 import { graphTokenDetail, isGraphToken } from './entra/kinds.js'
 import { checkRequirement, compileRequirement, type ScopeRequirement } from './entra/scopes.js'
 import { STEP_TITLES, type ExplainedStep, type StepFacts, type StepRecorder } from './entra/steps.js'
-import { checkJoseHeader, checkShape, decodeJws, passesKnownHeaderChecks, precheckJws, type DecodedJws, type JoseHeader } from './core/jws.js'
+import { checkDecodedPayload, checkJoseHeader, checkShape, decodeJws, passesKnownHeaderChecks, precheckJws, type DecodedJws, type JoseHeader } from './core/jws.js'
 import { KeyStore, type KeyStoreLogger, type KeyStoreState, type SigningKey } from './core/keys.js'
 import { resolveOptions, type EntraVerifierOptions, type ResolvedOptions } from './options.js'
 import { asAuthError, EntraAuthError, type ProblemBody, type ValidationStep } from './entra/problems.js'
@@ -56,10 +56,6 @@ export interface EntraVerifier {
    * RFC 7662 introspection: `{ active: false }` for any bad token; rejects only with
    * `auth_oidc_error` when keys can't be had.
    */
-  /**
-   * RFC 7662 introspection: `{ active: false }` for any bad token; rejects only with
-   * `auth_oidc_error` when keys can't be had.
-   */
   introspect: (token: string) => Promise<Rfc7662Introspection>
   /** Loads discovery and keys now, waiting at most one `jwks.timeout`; never rejects. */
   warm: () => Promise<boolean>
@@ -71,6 +67,8 @@ export interface EntraVerifier {
 /** What the package's own modules see of a verifier: the public one plus what they need inside. */
 export interface InternalVerifier extends EntraVerifier {
   readonly [kFromCache]: (raw: string) => EntraToken | undefined
+  /** The validation of a token the cache missed: synchronous when it can be (see `check`). */
+  readonly [kCheckUncached]: (raw: string) => EntraToken | Promise<EntraToken>
   /** The discovery document, once loaded (authorization/token endpoints, issuer). */
   discovery: () => Discovery | undefined
   /** The resolved, frozen options. */
@@ -107,6 +105,8 @@ export function buildVerifier (options: ResolvedOptions, internals: VerifierInte
    * signs with a handful of keys, and every token of one key has the same header, byte for byte.
    */
   const headers = new Map<string, JoseHeader>()
+  /** The last one of `headers` a token had: most tokens have the header of the one before. */
+  let lastHeader: { segment: string, header: JoseHeader | undefined } = { segment: '', header: undefined }
 
   /**
    * The cached token of exactly `raw`, judged again for time and key-set usability, synchronously
@@ -136,20 +136,23 @@ export function buildVerifier (options: ResolvedOptions, internals: VerifierInte
   }
 
   /**
-   * The one validation pipeline. `record` is undefined on the request path (no step records, no
-   * closures); `explain` and traced validations pass one. `useCache`: read and fill the
-   * verified-token cache (`verify`), or run every step (`explain`). `trace`: the tracing context.
+   * The validation pipeline with the cache: synchronous (no promise) for a cache hit and for a
+   * never-seen token whose key is at hand; a promise when a key fetch or a tenant predicate runs.
+   * Throws or rejects `EntraAuthError`. `record` is undefined on the request path (no step records);
+   * `explain` and traced validations pass one. `trace`: the tracing context.
    */
-  async function run (raw: string, record: StepRecorder | undefined, useCache: boolean, trace: VerifyTraceContext | undefined): Promise<EntraToken> {
+  function check (raw: string, record?: StepRecorder, trace?: VerifyTraceContext): EntraToken | Promise<EntraToken> {
     if (typeof raw !== 'string' || raw === '') throw new EntraAuthError('auth_token_invalid')
-    if (!useCache) return await validate(raw, record, false)
-    const cached = fromCache(raw, record, trace)
-    if (cached !== undefined) return cached
+    return fromCache(raw, record, trace) ?? checkUncached(raw, record)
+  }
+
+  /** {@link check} once the cache has missed (the plugin's hook looks it up first). */
+  function checkUncached (raw: string, record?: StepRecorder): EntraToken | Promise<EntraToken> {
     // Concurrent validations of one token share one signature check and one tenant predicate call.
     // Only an asynchronous validation (key fetch, tenant predicate) can have company.
     if (inFlight.size !== 0) {
       const pending = inFlight.get(raw)
-      if (pending !== undefined) return await pending
+      if (pending !== undefined) return pending
     }
     let validation: EntraToken | Promise<EntraToken>
     try {
@@ -165,11 +168,16 @@ export function buildVerifier (options: ResolvedOptions, internals: VerifierInte
     }
     if (!(validation instanceof Promise)) return validation
     inFlight.set(raw, validation)
-    try {
-      return await validation
-    } finally {
-      inFlight.delete(raw)
-    }
+    const settled = (): void => { inFlight.delete(raw) }
+    validation.then(settled, settled)
+    return validation
+  }
+
+  /** `explain` (no cache: every step runs) and traced validations, always asynchronous. */
+  async function run (raw: string, record: StepRecorder, useCache: boolean, trace: VerifyTraceContext | undefined): Promise<EntraToken> {
+    if (useCache) return await check(raw, record, trace)
+    if (typeof raw !== 'string' || raw === '') throw new EntraAuthError('auth_token_invalid')
+    return await validate(raw, record, false)
   }
 
   /**
@@ -207,12 +215,21 @@ export function buildVerifier (options: ResolvedOptions, internals: VerifierInte
    */
   function verifyKnownHeader (raw: string): KnownHeader {
     const first = raw.indexOf('.')
-    const header = first > 0 ? headers.get(raw.slice(0, first)) : undefined
+    let header: JoseHeader | undefined
+    if (first === lastHeader.segment.length && raw.startsWith(lastHeader.segment)) {
+      header = lastHeader.header
+    } else {
+      const segment = raw.slice(0, first)
+      header = first > 0 ? headers.get(segment) : undefined
+      if (header !== undefined) lastHeader = { segment, header }
+    }
     if (header === undefined || !passesKnownHeaderChecks(raw, first)) return undefined
     const key = keys.currentKey(header.kid)
     if (key === undefined) return undefined
     try {
-      return { header, payload: verifySignature(raw, key, () => untrustedDetail(raw)).payload, key }
+      const { payload } = verifySignature(raw, key, () => untrustedDetail(raw))
+      checkDecodedPayload(raw, payload)
+      return { header, payload, key }
     } catch (err) {
       // A refusal names the first rule the token breaks, in the order verifyJws checks them.
       precheckJws(raw)
@@ -239,7 +256,10 @@ export function buildVerifier (options: ResolvedOptions, internals: VerifierInte
       return await verifyRefreshed(raw, { refused: err, header: deepFreeze(header), key })
     }
     const { payload } = verified
-    if (headers.size >= MAX_HEADERS) headers.clear()
+    if (headers.size >= MAX_HEADERS) {
+      headers.clear()
+      lastHeader = { segment: '', header: undefined }
+    }
     const frozen = deepFreeze(header)
     headers.set(raw.slice(0, raw.indexOf('.')), frozen)
     return { header: frozen, payload, key }
@@ -343,7 +363,11 @@ export function buildVerifier (options: ResolvedOptions, internals: VerifierInte
 
   function verify (raw: string): Promise<EntraToken> {
     if (verifyTracing.hasSubscribers) return traced('verify', raw, [], true)
-    return run(raw, undefined, true, undefined)
+    try {
+      return Promise.resolve(check(raw))
+    } catch (err) {
+      return Promise.reject(err)
+    }
   }
 
   async function explain (raw: string, requirement?: ScopeRequirement): Promise<Explanation> {
@@ -393,6 +417,7 @@ export function buildVerifier (options: ResolvedOptions, internals: VerifierInte
 
   return Object.freeze({
     [kFromCache]: fromCache,
+    [kCheckUncached]: checkUncached,
     verify,
     explain,
     introspect,

@@ -11,5 +11,8 @@ export function keyStoreClockOf (options: unknown): (() => number) | undefined {
 /** The route hook answers cache hits through it without awaiting. */
 export const kFromCache: unique symbol = Symbol('fastify-entra-auth.internal.fromCache')
 
+/** The cache missed: synchronous when it can be, else a promise. */
+export const kCheckUncached: unique symbol = Symbol('fastify-entra-auth.internal.checkUncached')
+
 /** The plugin's verifier on the instance, whatever the `decorator` name (for claims challenges). */
 export const kVerifier: unique symbol = Symbol('fastify-entra-auth.verifier')

@@ -148,22 +148,46 @@ export function precheckJws (token: string): Record<string, unknown> {
 /**
  * The checks of {@link precheckJws} a token must still pass when its header segment is one that
  * passed them (and {@link checkJoseHeader}) before, byte for byte: size, three segments, canonical
- * endings, a UTF-8 payload. `first` is the index of the first dot. True when they pass; false says
- * nothing about why (run `precheckJws` for the refusal). The signature's alphabet is left to
- * fast-jwt's decoder, and to `precheckJws` again when the signature is refused.
+ * endings. `first` is the index of the first dot. False says nothing about why (run `precheckJws`
+ * for the refusal). The signature's alphabet is left to fast-jwt's decoder, and the payload's
+ * UTF-8 to {@link checkDecodedPayload}, once the signature verified.
  */
 export function passesKnownHeaderChecks (token: string, first: number): boolean {
   if (token.length > MAX_TOKEN_LENGTH) return false
   const last = token.lastIndexOf('.')
   if (last === first || last === token.length - 1 || token.indexOf('.', first + 1) !== last) return false
-  if (!tailIsCanonical(token, first + 1, last) || !tailIsCanonical(token, last + 1, token.length)) return false
-  // Decoded into one reusable buffer: a new one per token was a kilobyte of garbage.
-  const length = scratch.write(token.slice(first + 1, last), 0, 'base64url')
-  return isUtf8(scratch.subarray(0, length))
+  return tailIsCanonical(token, first + 1, last) && tailIsCanonical(token, last + 1, token.length)
 }
 
-/** Room for the largest payload a token of MAX_TOKEN_LENGTH characters can carry. */
-const scratch = Buffer.allocUnsafeSlow(MAX_TOKEN_LENGTH * 3 / 4)
+/**
+ * The UTF-8 rule for a payload fast-jwt decoded: its decoder turns invalid bytes into U+FFFD, so a
+ * payload with no U+FFFD in any name or string was valid UTF-8, and only one that has one (rare:
+ * it may be a legitimate `\ufffd`) is decoded again to tell. A scan of the decoded claims costs
+ * a fraction of decoding the payload a second time.
+ */
+export function checkDecodedPayload (token: string, payload: Record<string, unknown>): void {
+  if (!hasReplacementCharacter(payload)) return
+  const first = token.indexOf('.')
+  if (!isUtf8(Buffer.from(token.slice(first + 1, token.lastIndexOf('.')), 'base64url'))) {
+    throw new EntraAuthError('auth_token_invalid', 'The token payload is not valid UTF-8.')
+  }
+}
+
+function hasReplacementCharacter (value: object): boolean {
+  const pending: object[] = [value]
+  for (let item = pending.pop(); item !== undefined; item = pending.pop()) {
+    for (const name in item) {
+      if (name.includes('\ufffd')) return true
+      const member: unknown = (item as Record<string, unknown>)[name]
+      if (typeof member === 'string') {
+        if (member.includes('\ufffd')) return true
+      } else if (member !== null && typeof member === 'object') {
+        pending.push(member)
+      }
+    }
+  }
+  return false
+}
 
 /**
  * The rest of the token's shape, for when the key store may have to fetch: a payload in canonical

@@ -3,6 +3,8 @@ import type { EntraToken } from '../entra/token.js'
 
 interface Entry {
   readonly raw: string
+  /** {@link hashOf} `raw`: the entry's key in both segments. */
+  readonly hash: number
   readonly token: EntraToken
   readonly key: SigningKey
   /** `performance.now()` at which the entry goes stale: the token's `exp` (with tolerance). */
@@ -13,15 +15,18 @@ interface Entry {
   visited: boolean
 }
 
-/** Characters at the end of a token (its signature) that entries are looked up by. */
-const LOOKUP_LENGTH = 32
-
 /**
- * The lookup key of `raw`: its end, since hashing a whole token (1–6 kB, a new string on every
- * request) cost more than the rest of a cache hit. Entries are then compared in full.
+ * FNV-1a over a token's last 24 characters (its signature: uniformly spread), as a small integer.
+ * Hashing the whole token (1–6 kB, a new string on every request) cost more than the rest of a hit;
+ * entries are compared in full, so a collision is only a miss.
  */
-function lookupKey (raw: string): string {
-  return raw.length > LOOKUP_LENGTH ? raw.slice(-LOOKUP_LENGTH) : raw
+function hashOf (raw: string): number {
+  let hash = 0x811c9dc5
+  for (let i = Math.max(0, raw.length - 24); i < raw.length; i++) {
+    hash = Math.imul(hash ^ raw.charCodeAt(i), 0x01000193)
+  }
+  // Non-negative and below 2^30: a small integer (Smi) for V8 on every platform.
+  return hash >>> 2
 }
 
 /** Rough heap cost of one entry: the token string, its decoded claims and header, the wrapper. */
@@ -33,13 +38,12 @@ function entrySize (raw: string): number {
 const DOORKEEPER_BITS = 1 << 20
 
 /**
- * Remembers, in fixed memory, which tokens were verified once (a "doorkeeper", as in TinyLFU).
- * Two bit sets: marks go into the current one; after `capacity` marks the older is cleared and
- * becomes current, so old marks age out. A false positive only admits a token one visit early.
+ * Remembers, in fixed memory, which tokens were verified once (TinyLFU's "doorkeeper"). Two bit
+ * sets, the older cleared after `capacity` marks; a false positive admits a token one visit early.
  */
 class Doorkeeper {
-  #current = new Uint32Array(DOORKEEPER_BITS / 32)
-  #previous = new Uint32Array(DOORKEEPER_BITS / 32)
+  #current = new Int32Array(DOORKEEPER_BITS / 32)
+  #previous = new Int32Array(DOORKEEPER_BITS / 32)
   #marks = 0
   readonly #capacity: number
 
@@ -47,26 +51,16 @@ class Doorkeeper {
     this.#capacity = capacity
   }
 
-  /** FNV-1a over the signature's last characters: uniformly spread, no allocation. */
-  static #hash (raw: string): number {
-    let hash = 0x811c9dc5
-    for (let i = Math.max(0, raw.length - 24); i < raw.length; i++) {
-      hash = Math.imul(hash ^ raw.charCodeAt(i), 0x01000193)
-    }
-    return (hash >>> 0) % DOORKEEPER_BITS
-  }
-
-  /** True when `raw` was marked before; marks it either way. */
-  seenBefore (raw: string): boolean {
-    const bit = Doorkeeper.#hash(raw)
-    const word = bit >>> 5
-    const mask = 1 << (bit & 31)
+  /** True when `hash` was marked before; marks it either way. */
+  seenBefore (hash: number): boolean {
+    const word = (hash >>> 5) & (DOORKEEPER_BITS / 32 - 1)
+    const mask = 1 << (hash & 31)
     const current = this.#current
     if (((current[word] as number) & mask) !== 0 || ((this.#previous[word] as number) & mask) !== 0) return true
     current[word] = (current[word] as number) | mask
     if (++this.#marks >= this.#capacity) {
       this.#previous = current
-      this.#current = new Uint32Array(DOORKEEPER_BITS / 32)
+      this.#current = new Int32Array(DOORKEEPER_BITS / 32)
       this.#marks = 0
     }
     return false
@@ -80,104 +74,119 @@ export interface TokenCacheLimits {
   maxBytes: number
 }
 
-/** Entries of the probation segment: few, so never-seen tokens die young (cheap for the GC). */
-const PROBATION_MAX = 256
+/** Slots of the probation segment (a power of two): few, so never-seen tokens die young. */
+const PROBATION_SLOTS = 256
 
 /**
- * Verified tokens by their exact string, so a token seen before skips the RSA verification and
- * claim checks. Callers still judge `nbf`/`exp` and the key's usability on every hit.
+ * Verified tokens by their exact string, so a token seen before skips the signature and claim
+ * checks; callers still judge `nbf`/`exp` and the key's usability on every hit.
  *
- * What a cache costs on a stream of never-seen tokens is the garbage collector's: an entry kept
- * for thousands of requests is copied and promoted to the old generation, and that cost more CPU
- * than the rest of a miss (docs/performance.md). So, as in segmented LRU / TinyLFU caches:
- * - a token verified for the first time goes into a small FIFO probation segment, where it dies young;
- * - a probation hit, or a second verification of the same token (remembered in fixed memory by
- *   the doorkeeper), puts it in the main segment, one `Map` evicted CLOCK-style (second chance:
- *   a hit only sets a bit, eviction spares an entry read since it was inserted).
- * A miss is two `Map` lookups; bounded by entries and by bytes; a stale entry is never served.
+ * On a stream of never-seen tokens a cache costs the garbage collector most (docs/performance.md),
+ * so, as in TinyLFU: a first verification lands in a small direct-mapped probation table (one
+ * array store; a newcomer takes its slot's place) where it dies young; a probation hit, or a second
+ * verification (the doorkeeper remembers the first), moves it to the main segment, one `Map`
+ * evicted CLOCK-style. A miss is one hash of 24 characters and two lookups.
  */
 export class TokenCache {
-  readonly #main = new Map<string, Entry>()
-  readonly #probation = new Map<string, Entry>()
+  readonly #main = new Map<number, Entry>()
+  readonly #probation: Array<Entry | undefined>
+  #probationSize = 0
   readonly #doorkeeper: Doorkeeper
   readonly #max: number
   readonly #mainMax: number
-  readonly #probationMax: number
   readonly #maxBytes: number
   #bytes = 0
 
   constructor (limits: TokenCacheLimits) {
     this.#max = limits.max
     this.#maxBytes = limits.maxBytes
-    // The probation segment takes a quarter of the entries (at most PROBATION_MAX); tiny caches have none.
-    this.#probationMax = limits.max >= 8 ? Math.min(PROBATION_MAX, Math.floor(limits.max / 4)) : 0
-    this.#mainMax = limits.max - this.#probationMax
+    // Probation takes at most a quarter of the entries; tiny caches have none.
+    const slots = limits.max >= 8 ? Math.min(PROBATION_SLOTS, 2 ** Math.floor(Math.log2(limits.max / 4))) : 0
+    this.#probation = new Array<Entry | undefined>(slots).fill(undefined)
+    this.#mainMax = limits.max - slots
     this.#doorkeeper = new Doorkeeper(Math.max(1024, limits.max * 8))
   }
 
   /** The entry of exactly `raw`: a token that only ends like a cached one is a miss. */
   get (raw: string): Entry | undefined {
     if (this.#max === 0) return undefined
-    const id = lookupKey(raw)
-    let entry = this.#main.get(id)
-    if (entry === undefined) {
-      entry = this.#probation.get(id)
-      if (entry === undefined || entry.raw !== raw) return undefined
-      // Seen again while on probation: a token that is really reused.
-      this.#probation.delete(id)
-      if (entry.expires <= performance.now()) return undefined
-      this.#insert(id, entry)
+    const hash = hashOf(raw)
+    const entry = this.#main.get(hash)
+    if (entry !== undefined) {
+      if (entry.raw !== raw) return undefined
+      if (entry.expires <= performance.now()) {
+        this.#remove(entry)
+        return undefined
+      }
+      entry.visited = true
       return entry
     }
-    if (entry.raw !== raw) return undefined
-    if (entry.expires <= performance.now()) {
-      this.#remove(id, entry)
-      return undefined
-    }
-    entry.visited = true
-    return entry
+    const probation = this.#probation
+    if (probation.length === 0) return undefined
+    const slot = hash & (probation.length - 1)
+    const candidate = probation[slot]
+    if (candidate === undefined || candidate.raw !== raw) return undefined
+    // Seen again while on probation: a token that is really reused.
+    probation[slot] = undefined
+    this.#probationSize--
+    if (candidate.expires <= performance.now()) return undefined
+    this.#insert(candidate)
+    return candidate
   }
 
   /** Stores a just-verified token; `lifetime` (ms) bounds the entry by the token's remaining validity. */
   set (raw: string, token: EntraToken, key: SigningKey, lifetime: number): void {
     if (this.#max === 0 || !(lifetime > 0)) return
-    const id = lookupKey(raw)
-    this.delete(raw)
-    const entry: Entry = { raw, token, key, expires: performance.now() + lifetime, size: entrySize(raw), visited: false }
-    if (this.#probationMax === 0 || this.#doorkeeper.seenBefore(raw)) {
-      this.#insert(id, entry)
+    const hash = hashOf(raw)
+    const entry: Entry = { raw, hash, token, key, expires: performance.now() + lifetime, size: entrySize(raw), visited: false }
+    const probation = this.#probation
+    if (probation.length === 0 || this.#doorkeeper.seenBefore(hash)) {
+      this.#dropProbation(raw, hash)
+      this.#insert(entry)
       return
     }
-    const probation = this.#probation
-    if (probation.size >= this.#probationMax) probation.delete(probation.keys().next().value as string)
-    probation.set(id, entry)
+    const slot = hash & (probation.length - 1)
+    if (probation[slot] === undefined) this.#probationSize++
+    probation[slot] = entry
   }
 
   delete (raw: string): void {
-    const id = lookupKey(raw)
-    const entry = this.#main.get(id)
-    if (entry !== undefined && entry.raw === raw) this.#remove(id, entry)
-    if (this.#probation.get(id)?.raw === raw) this.#probation.delete(id)
+    if (this.#max === 0) return
+    const hash = hashOf(raw)
+    const entry = this.#main.get(hash)
+    if (entry !== undefined && entry.raw === raw) this.#remove(entry)
+    this.#dropProbation(raw, hash)
   }
 
-  #insert (id: string, entry: Entry): void {
-    const previous = this.#main.get(id)
-    if (previous !== undefined) this.#remove(id, previous)
+  #dropProbation (raw: string, hash: number): void {
+    const probation = this.#probation
+    if (probation.length === 0) return
+    const slot = hash & (probation.length - 1)
+    if (probation[slot]?.raw === raw) {
+      probation[slot] = undefined
+      this.#probationSize--
+    }
+  }
+
+  #insert (entry: Entry): void {
+    const main = this.#main
+    const previous = main.get(entry.hash)
+    if (previous !== undefined) this.#remove(previous)
     if (entry.size > this.#maxBytes) return
-    while (this.#main.size > 0 && (this.#main.size >= this.#mainMax || this.#bytes + entry.size > this.#maxBytes)) this.#evict()
-    this.#main.set(id, entry)
+    while (main.size > 0 && (main.size >= this.#mainMax || this.#bytes + entry.size > this.#maxBytes)) this.#evict()
+    main.set(entry.hash, entry)
     this.#bytes += entry.size
   }
 
   /** Drops the oldest main entry not read since it was inserted or last spared (or a stale one). */
   #evict (): void {
     const now = performance.now()
-    for (const [id, entry] of this.#main) {
-      this.#main.delete(id)
+    for (const entry of this.#main.values()) {
+      this.#main.delete(entry.hash)
       if (entry.visited && entry.expires > now) {
         // Second chance: to the back of the line, bit cleared.
         entry.visited = false
-        this.#main.set(id, entry)
+        this.#main.set(entry.hash, entry)
         continue
       }
       this.#bytes -= entry.size
@@ -185,13 +194,13 @@ export class TokenCache {
     }
   }
 
-  #remove (id: string, entry: Entry): void {
-    this.#main.delete(id)
+  #remove (entry: Entry): void {
+    this.#main.delete(entry.hash)
     this.#bytes -= entry.size
   }
 
   get size (): number {
-    return this.#main.size + this.#probation.size
+    return this.#main.size + this.#probationSize
   }
 
   get max (): number {
@@ -205,7 +214,8 @@ export class TokenCache {
 
   clear (): void {
     this.#main.clear()
-    this.#probation.clear()
+    this.#probation.fill(undefined)
+    this.#probationSize = 0
     this.#bytes = 0
   }
 }

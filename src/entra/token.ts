@@ -181,10 +181,9 @@ export class EntraToken {
   readonly #claims: EntraClaims
   /** Whether `#claims` was deep-frozen yet (on first read: see {@link EntraToken.claims}). */
   #frozen = false
+  #scopes: string[] | undefined
   /** Decoded JOSE header (frozen). */
   readonly header: JoseHeader
-  /** `scp` words ∪ `roles`, in that order, without duplicates (frozen). */
-  readonly scopes: string[]
   /** Entra token version. */
   readonly version: '1.0' | '2.0'
 
@@ -197,10 +196,10 @@ export class EntraToken {
     if (!minting) throw new TypeError('fastify-entra-auth: an EntraToken is made only by the verifier, after every check passed: use verify()')
     this.#raw = raw
     this.#clientClaim = clientClaim ?? defaultClientClaim(claims.ver)
-    this.header = deepFreeze(header)
+    // The verifier passes the header it remembered, frozen already.
+    this.header = Object.isFrozen(header) ? header : deepFreeze(header)
     this.#claims = claims
     this.version = claims.ver
-    this.scopes = Object.freeze(scopesOf(claims)) as string[]
     // A subclass freezes itself once its own fields are set.
     if (new.target === EntraToken) Object.freeze(this)
   }
@@ -216,6 +215,12 @@ export class EntraToken {
       this.#frozen = true
     }
     return this.#claims
+  }
+
+  /** `scp` words ∪ `roles`, in that order, without duplicates (frozen; made on first read). */
+  get scopes (): string[] {
+    this.#scopes ??= Object.freeze(scopesOf(this.#claims)) as string[]
+    return this.#scopes
   }
 
   /** The token string as received. Not enumerable: spread, JSON and `util.inspect` leave it out. */

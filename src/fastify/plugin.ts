@@ -1,13 +1,14 @@
-import type { FastifyInstance, FastifyPluginAsync, FastifyReply, FastifyRequest, onRequestAsyncHookHandler } from 'fastify'
+import type { FastifyInstance, FastifyPluginAsync, FastifyReply, FastifyRequest, HookHandlerDoneFunction, onRequestAsyncHookHandler } from 'fastify'
 import fp from 'fastify-plugin'
-import { keyStoreClockOf, kFromCache, kVerifier } from '../core/internal.js'
+import { keyStoreClockOf, kCheckUncached, kFromCache, kVerifier } from '../core/internal.js'
+import { checkBearerCharset } from '../core/bearer.js'
 import { checkRequirement, compileRequirement, type CompiledRequirement, type ScopeRequirement } from '../entra/scopes.js'
 import { verifyTracing } from '../core/tracing.js'
 import { documentRoute, findHook, ROUTE_HOOKS, securityRequirements, tagHook } from './openapi.js'
 import { EntraAuthOptionsError, resolveOptions, type EntraAuthOptions } from '../options.js'
 import { asAuthError, EntraAuthError } from '../entra/problems.js'
 import { sendProblemReply } from './problem-reply.js'
-import { findToken } from './sources.js'
+import { findToken, isFromHeader } from './sources.js'
 import type { EntraToken, Rfc7662Introspection } from '../entra/token.js'
 import { buildVerifier, type EntraVerifier, type EntraVerifierState } from '../verifier.js'
 
@@ -138,6 +139,7 @@ async function entraAuthPlugin (fastify: FastifyInstance, opts: EntraAuthOptions
   const scopePrefix = options.openapi === false ? `api://${options.clientId}/` : options.openapi.scopePrefix
   const verifier = buildVerifier(options, { logger: fastify.log, clock: keyStoreClockOf(opts) })
   const fromCache = verifier[kFromCache]
+  const checkUncached = verifier[kCheckUncached]
   const level = options.rejectionLogLevel
 
   /** Any failure becomes a problem: client-caused ones never surface as 5xx. */
@@ -147,27 +149,69 @@ async function entraAuthPlugin (fastify: FastifyInstance, opts: EntraAuthOptions
     return asAuthError(err)
   }
 
-  /** Admits or throws an `EntraAuthError`; `null` for an optional route called without credentials. */
-  async function authenticate (request: FastifyRequest, required: CompiledRequirement, optional: boolean): Promise<EntraToken | null> {
-    let token: EntraToken
+  /** The problem a failed authentication answers with, reported to `onAuthFailure`. */
+  function refused (request: FastifyRequest, err: unknown): EntraAuthError {
+    const problem = asProblem(request, err)
+    notify(options.onAuthFailure, request, problem)
+    return problem
+  }
+
+  function admitted (request: FastifyRequest, required: CompiledRequirement, token: EntraToken): EntraToken {
     try {
-      const raw = findToken(request as FastifyRequest & { cookies?: Record<string, string | undefined>, session?: unknown }, options.tokenSources)
-      if (raw === null) {
-        if (optional) return null
-        throw new EntraAuthError('auth_header_missing')
-      }
-      // A cache hit is decided synchronously: no promise on the path most requests take. While
-      // the verify tracing channel has subscribers, every check goes through (traced) verify.
-      token = (verifyTracing.hasSubscribers ? undefined : fromCache(raw)) ?? await verifier.verify(raw)
       checkRequirement(required, token)
     } catch (err) {
-      const problem = asProblem(request, err)
-      notify(options.onAuthFailure, request, problem)
-      throw problem
+      throw refused(request, err)
     }
     request.entraToken = token
     notify(options.onAuthSuccess, request, token)
     return token
+  }
+
+  /**
+   * Admits the request, or throws (rejects) an `EntraAuthError`; `null` for an optional route
+   * called without credentials. Synchronous for a cache hit and for a never-seen token whose key
+   * is at hand: no promise on the paths most requests take. While the verify tracing channel has
+   * subscribers, every check goes through (traced) `verify`.
+   */
+  function authenticate (request: FastifyRequest, required: CompiledRequirement, optional: boolean): EntraToken | null | Promise<EntraToken | null> {
+    const carrier = request as FastifyRequest & { cookies?: Record<string, string | undefined>, session?: unknown }
+    let raw: string | null = null
+    let result: EntraToken | Promise<EntraToken> | undefined
+    try {
+      raw = findToken(carrier, options.tokenSources)
+      if (raw === null) {
+        if (optional) return null
+        throw new EntraAuthError('auth_header_missing')
+      }
+      if (verifyTracing.hasSubscribers) {
+        if (isFromHeader(carrier)) checkBearerCharset(raw)
+        result = verifier.verify(raw)
+      } else {
+        result = fromCache(raw) ?? checkUncached(raw)
+      }
+    } catch (err) {
+      throw refused(request, charsetFirst(carrier, raw, err))
+    }
+    if (result instanceof Promise) {
+      const token = raw
+      return result.then(admit => admitted(request, required, admit), (err: unknown) => { throw refused(request, charsetFirst(carrier, token, err)) })
+    }
+    return admitted(request, required, result)
+  }
+
+  /**
+   * A refused header token is judged by its alphabet first, as RFC 6750 §2.1 reads: checked only
+   * once validation failed, since a token that verified (or was cached) consists of base64url
+   * segments, which fast-jwt's decoder checks, and no refusal before it needs the network.
+   */
+  function charsetFirst (carrier: FastifyRequest, raw: string | null, err: unknown): unknown {
+    if (raw === null || !isFromHeader(carrier)) return err
+    try {
+      checkBearerCharset(raw)
+    } catch (charset) {
+      return charset
+    }
+    return err
   }
 
   /** Identifies this registration's hooks among a route's hooks (for OpenAPI). */
@@ -178,16 +222,29 @@ async function entraAuthPlugin (fastify: FastifyInstance, opts: EntraAuthOptions
     if (isRequest(requirement)) throw hookNotCalled(options.decorator, 'a hook')
     const required = compileRequirement(requirement, scopePrefix)
     const { optional } = hookOptionsOf(hookOptions)
-    return tagHook(async function entraAuthHook (request: FastifyRequest, reply: FastifyReply) {
+    // Not an async function: Fastify passes `done` to every hook, and an admitted request goes on
+    // through it without a promise. Called by hand, without `done`, it returns a promise like the
+    // async hook its type says it is.
+    const hook = function entraAuthHook (request: FastifyRequest, reply: FastifyReply, done?: HookHandlerDoneFunction): Promise<unknown> | undefined {
+      let result: EntraToken | null | Promise<EntraToken | null>
       try {
-        await authenticate(request, required, optional)
+        result = authenticate(request, required, optional)
       } catch (err) {
-        const problem = err as EntraAuthError
-        // Once per rejection; request.log carries the request id. Never the token.
-        if (level !== 'silent') request.log[level](rejectionLog(problem), 'fastify-entra-auth: request rejected')
-        return sendProblem(reply, problem, options.contact)
+        reject(request, reply, err as EntraAuthError)
+        return done === undefined ? Promise.resolve(reply) : undefined
       }
-    }, { owner, requirement: required, optional })
+      if (result instanceof Promise) return result.then(() => undefined, (err: unknown) => reject(request, reply, err as EntraAuthError))
+      if (done === undefined) return Promise.resolve()
+      done()
+      return undefined
+    }
+    return tagHook(hook as onRequestAsyncHookHandler, { owner, requirement: required, optional })
+  }
+
+  /** Answers a refused request with its problem; logged once per rejection (never the token). */
+  function reject (request: FastifyRequest, reply: FastifyReply, problem: EntraAuthError): FastifyReply {
+    if (level !== 'silent') request.log[level](rejectionLog(problem), 'fastify-entra-auth: request rejected')
+    return sendProblem(reply, problem, options.contact)
   }
 
   function strategy (requirement?: ScopeRequirement, hookOptions?: EntraAuthHookOptions): onRequestAsyncHookHandler {

@@ -21,7 +21,8 @@ function sessionValue (session: unknown, key: string): unknown {
 /**
  * Finds the access token of a request: the `Authorization` header when present (RFC 6750 §2.1),
  * else the first configured source holding a non-empty string. The query string (RFC 6750 §2.3) is
- * never read: it leaks into logs, history and `Referer`.
+ * never read: it leaks into logs, history and `Referer`. A header token's alphabet is left to
+ * `checkBearerCharset` (see {@link isFromHeader}).
  *
  * @returns the token, or `null` when the request carries no credentials at all
  * @throws EntraAuthError `auth_header_invalid` for a malformed `Authorization` header, or for
@@ -39,4 +40,10 @@ export function findToken (request: CredentialCarrier, sources: readonly EntraTo
     if (typeof value === 'string' && value !== '') return value
   }
   return null
+}
+
+/** Whether {@link findToken} took the request's token from its `Authorization` header. */
+export function isFromHeader (request: CredentialCarrier): boolean {
+  const header = request.headers.authorization
+  return header !== undefined && header !== ''
 }
