@@ -1,5 +1,5 @@
 // One benchmark server, run in its own process by bench/run.js:
-//   node --expose-gc bench/server.js <plain|floor|fjwt|entra|entra-nocache|jwks|recipe|jose>
+//   node --expose-gc bench/server.js <plain|hook|floor|fjwt|entra|entra-nocache|jwks|recipe|jose>
 // env BENCH_IDP: origin of the local identity provider (http://127.0.0.1:<port>).
 // Talks to the parent over IPC: sends { type: 'ready', port } once listening, and answers
 // { type: 'heap' } (after a full GC), { type: 'cpu' } and { type: 'stop' }.
@@ -17,6 +17,9 @@ app.decorateRequest('claims', null)
 
 if (scenario === 'plain') {
   app.get(ROUTE, reply)
+} else if (scenario === 'hook') {
+  // The least any hook-based authentication costs: one callback onRequest hook doing nothing.
+  app.get(ROUTE, { onRequest: (request, reply, done) => { request.claims = null; done() } }, reply)
 } else if (scenario === 'entra' || scenario === 'entra-nocache') {
   const { entraAuth } = await import('../dist/index.js')
   const tokenCache = scenario === 'entra-nocache' ? { max: 0 } : undefined
@@ -97,7 +100,7 @@ if (scenario === 'plain') {
   await app.register(fastifyJwtJwks, { jwksUrl: `${idp}${JWKS_PATH}`, audience: CLIENT_ID, issuer: ISSUER })
   app.get(ROUTE, { onRequest: app.authenticate }, reply)
 } else {
-  throw new Error(`unknown scenario '${scenario}' (plain, floor, fjwt, entra, entra-nocache, jwks, recipe or jose)`)
+  throw new Error(`unknown scenario '${scenario}' (plain, hook, floor, fjwt, entra, entra-nocache, jwks, recipe or jose)`)
 }
 
 await app.listen({ host: '127.0.0.1', port: 0 })
