@@ -1,485 +1,1443 @@
 /**
+ * Keys: the key store (single flight, unknown-kid cooldown, rotation, outages, refused key sets and
+ * documents, start-up without the identity provider), one refresh in flight, whole key sets,
+ * malformed JWKS documents, the fetch deadline, and what the key and signature layers rely on in
+ * get-jwks and @fastify/jwt. One section per subject below, each with its own fixtures.
+ */
+import { generateKeyPairSync, sign as cryptoSign, createPublicKey, sign } from 'node:crypto'
+import diagnostics from 'node:diagnostics_channel'
+import { createServer, type IncomingMessage, type ServerResponse } from 'node:http'
+import { createRequire } from 'node:module'
+import type { AddressInfo } from 'node:net'
+import { deflateRawSync, gzipSync } from 'node:zlib'
+import fastifyJwt from '@fastify/jwt'
+import Fastify, { type FastifyInstance } from 'fastify'
+import buildGetJwks from 'get-jwks'
+import t, { type Test } from 'tap'
+import { MockAgent, interceptors, Agent, type Dispatcher } from 'undici'
+import entraAuth, { createEntraVerifier, type EntraAuthOptions, type EntraVerifier, type EntraVerifierOptions, CHANNELS, type KeyRefreshMessage, type EntraToken, EntraAuthError } from '../src/index.js'
+import { kKeyStoreClock } from '../src/core/internal.js'
+import { FakeEntra, type FakeEntraMode, MockJwk, MockJwtClient } from '../src/testing/index.js'
+import { KeyStore } from '../src/core/keys.js'
+import { OPTION_DEFAULTS } from '../src/options.js'
+import { fastifyJwtOverride, mapJwtError } from '../src/core/signature.js'
+import { GET_JWKS_OUTAGE } from '../src/core/jwks.js'
+import { typeOf, RecordingDispatcher } from './helpers/index.js'
+
+/**
  * Key store (issue 4): single flight, unknown-kid cooldown, rotation, outages, refused key sets
  * and documents, start-up without the identity provider. Counters and states only: no assertion
  * depends on how long something took.
  */
-import { generateKeyPairSync, sign as cryptoSign } from 'node:crypto'
-import Fastify, { type FastifyInstance } from 'fastify'
-import t, { type Test } from 'tap'
-import { MockAgent } from 'undici'
-import entraAuth, { createEntraVerifier, type EntraAuthOptions, type EntraVerifier, type EntraVerifierOptions } from '../src/index.js'
-import { kKeyStoreClock } from '../src/core/internal.js'
-import { FakeEntra, type FakeEntraMode, MockJwk, MockJwtClient } from '../src/testing/index.js'
-import { typeOf } from './helpers/index.js'
+t.test('key store', async t => {
+  const API_ID = 'a0b1c2d3-0000-4000-8000-00000000a11e'
 
-const API_ID = 'a0b1c2d3-0000-4000-8000-00000000a11e'
+  const sleep = (ms: number): Promise<void> => new Promise(resolve => setTimeout(resolve, ms))
 
-const sleep = (ms: number): Promise<void> => new Promise(resolve => setTimeout(resolve, ms))
+  /**
+   * The key store's clock (the internal `kKeyStoreClock` option): tests move it past a ttl or a
+   * cooldown instead of sleeping. It only ever moves forward, so every fixture may share it.
+   */
+  const clock = { now: 1_000_000 }
+  const keyStoreClock = { [kKeyStoreClock]: () => clock.now }
 
-/**
- * The key store's clock (the internal `kKeyStoreClock` option): tests move it past a ttl or a
- * cooldown instead of sleeping. It only ever moves forward, so every fixture may share it.
- */
-const clock = { now: 1_000_000 }
-const keyStoreClock = { [kKeyStoreClock]: () => clock.now }
+  /** Polls `predicate` with small sleeps (at most ~`limit` ms); the caller asserts the state after. */
+  async function waitFor (predicate: () => boolean, limit = 5000): Promise<boolean> {
+    for (let waited = 0; waited < limit && !predicate(); waited += 10) await sleep(10)
+    return predicate()
+  }
 
-/** Polls `predicate` with small sleeps (at most ~`limit` ms); the caller asserts the state after. */
-async function waitFor (predicate: () => boolean, limit = 5000): Promise<boolean> {
-  for (let waited = 0; waited < limit && !predicate(); waited += 10) await sleep(10)
-  return predicate()
-}
+  /**
+   * One fake Entra for the whole file (each one generates an RSA key, which is slow); every fixture
+   * resets it. Subtests run one after another, so they never share it at the same time.
+   */
+  const shared = new FakeEntra()
+  const baseKey = shared.keys[0] as MockJwk
+  t.teardown(() => shared.close())
 
-/**
- * One fake Entra for the whole file (each one generates an RSA key, which is slow); every fixture
- * resets it. Subtests run one after another, so they never share it at the same time.
- */
-const shared = new FakeEntra()
-const baseKey = shared.keys[0] as MockJwk
-t.teardown(() => shared.close())
+  function fresh (): FakeEntra {
+    shared.mode = 'ok'
+    shared.discoveryDocument = undefined
+    shared.jwksDocument = undefined
+    shared.keys = [baseKey]
+    shared.requests.discovery = 0
+    shared.requests.jwks = 0
+    return shared
+  }
 
-function fresh (): FakeEntra {
-  shared.mode = 'ok'
-  shared.discoveryDocument = undefined
-  shared.jwksDocument = undefined
-  shared.keys = [baseKey]
-  shared.requests.discovery = 0
-  shared.requests.jwks = 0
-  return shared
-}
+  interface Fixture {
+    app: FastifyInstance
+    entra: FakeEntra
+    client: MockJwtClient
+    logs: Array<{ level: number, msg: string }>
+    get: (token: string) => Promise<{ status: number, type: string | undefined, challenge: string | undefined }>
+  }
 
-interface Fixture {
-  app: FastifyInstance
-  entra: FakeEntra
-  client: MockJwtClient
-  logs: Array<{ level: number, msg: string }>
-  get: (token: string) => Promise<{ status: number, type: string | undefined, challenge: string | undefined }>
-}
-
-/** A Fastify app protected by the plugin against a fake Entra. Not made ready. */
-async function fixture (t: Test, options: Partial<EntraAuthOptions> = {}, setup: (entra: FakeEntra) => void = () => {}): Promise<Fixture> {
-  const entra = fresh()
-  setup(entra)
-  const logs: Fixture['logs'] = []
-  const app = Fastify({ logger: { level: 'warn', stream: { write: (line: string) => { logs.push(JSON.parse(line)) } } } })
-  await app.register(entraAuth, { clientId: API_ID, ...entra.pluginOptions(), ...options, ...keyStoreClock } as EntraAuthOptions)
-  app.get('/me', { onRequest: app.entraAuth() }, async () => ({ ok: true }))
-  t.teardown(() => app.close())
-  return {
-    app,
-    entra,
-    client: entra.client(API_ID),
-    logs,
-    async get (token) {
-      const res = await app.inject({ url: '/me', headers: { authorization: `Bearer ${token}` } })
-      const body = res.statusCode === 200 ? undefined : res.json() as { type: string }
-      return { status: res.statusCode, type: body?.type, challenge: res.headers['www-authenticate'] as string | undefined }
+  /** A Fastify app protected by the plugin against a fake Entra. Not made ready. */
+  async function fixture (t: Test, options: Partial<EntraAuthOptions> = {}, setup: (entra: FakeEntra) => void = () => {}): Promise<Fixture> {
+    const entra = fresh()
+    setup(entra)
+    const logs: Fixture['logs'] = []
+    const app = Fastify({ logger: { level: 'warn', stream: { write: (line: string) => { logs.push(JSON.parse(line)) } } } })
+    await app.register(entraAuth, { clientId: API_ID, ...entra.pluginOptions(), ...options, ...keyStoreClock } as EntraAuthOptions)
+    app.get('/me', { onRequest: app.entraAuth() }, async () => ({ ok: true }))
+    t.teardown(() => app.close())
+    return {
+      app,
+      entra,
+      client: entra.client(API_ID),
+      logs,
+      async get (token) {
+        const res = await app.inject({ url: '/me', headers: { authorization: `Bearer ${token}` } })
+        const body = res.statusCode === 200 ? undefined : res.json() as { type: string }
+        return { status: res.statusCode, type: body?.type, challenge: res.headers['www-authenticate'] as string | undefined }
+      }
     }
   }
-}
 
-function standalone (t: Test, entra: FakeEntra, options: Partial<EntraAuthOptions> = {}): EntraVerifier {
-  const verifier = createEntraVerifier({ clientId: API_ID, ...entra.pluginOptions(), ...options, ...keyStoreClock } as EntraVerifierOptions)
-  t.teardown(() => verifier.close())
-  return verifier
-}
+  function standalone (t: Test, entra: FakeEntra, options: Partial<EntraAuthOptions> = {}): EntraVerifier {
+    const verifier = createEntraVerifier({ clientId: API_ID, ...entra.pluginOptions(), ...options, ...keyStoreClock } as EntraVerifierOptions)
+    t.teardown(() => verifier.close())
+    return verifier
+  }
 
-/** A token signed with the fake's key but naming another `kid`. */
-function withKid (client: MockJwtClient, kid: string): string {
-  return client.sign({ alg: 'RS256', typ: 'JWT', kid }, client.claims.build())
-}
+  /** A token signed with the fake's key but naming another `kid`. */
+  function withKid (client: MockJwtClient, kid: string): string {
+    return client.sign({ alg: 'RS256', typ: 'JWT', kid }, client.claims.build())
+  }
 
-// ---------------------------------------------------------------------------------------------
+  // ---------------------------------------------------------------------------------------------
 
-t.test('single flight on a cold store', async t => {
-  t.test('200 concurrent verify() calls: one discovery and one JWKS fetch', async t => {
-    const entra = fresh()
-    const verifier = standalone(t, entra)
-    const client = entra.client(API_ID)
-    t.same(verifier.state().keys.kids, [], 'cold: no keys yet')
-    t.equal(verifier.state().keys.ready, false)
-    const tokens = Array.from({ length: 200 }, (_, i) => client.generate({ additionalClaims: { n: i } }))
-    const results = await Promise.allSettled(tokens.map(token => verifier.verify(token)))
-    t.equal(results.filter(r => r.status === 'fulfilled').length, 200, 'all 200 verified')
-    t.same(entra.requests, { discovery: 1, jwks: 1 })
-    t.equal(verifier.state().keys.discoveryFetches, 1)
-    t.equal(verifier.state().keys.jwksFetches, 1)
+  t.test('single flight on a cold store', async t => {
+    t.test('200 concurrent verify() calls: one discovery and one JWKS fetch', async t => {
+      const entra = fresh()
+      const verifier = standalone(t, entra)
+      const client = entra.client(API_ID)
+      t.same(verifier.state().keys.kids, [], 'cold: no keys yet')
+      t.equal(verifier.state().keys.ready, false)
+      const tokens = Array.from({ length: 200 }, (_, i) => client.generate({ additionalClaims: { n: i } }))
+      const results = await Promise.allSettled(tokens.map(token => verifier.verify(token)))
+      t.equal(results.filter(r => r.status === 'fulfilled').length, 200, 'all 200 verified')
+      t.same(entra.requests, { discovery: 1, jwks: 1 })
+      t.equal(verifier.state().keys.discoveryFetches, 1)
+      t.equal(verifier.state().keys.jwksFetches, 1)
+    })
+
+    t.test('200 concurrent requests on an app that was never made ready', async t => {
+      const fx = await fixture(t)
+      const tokens = Array.from({ length: 200 }, (_, i) => fx.client.generate({ additionalClaims: { n: i } }))
+      const replies = await Promise.all(tokens.map(token => fx.get(token)))
+      t.same(replies.filter(r => r.status !== 200), [], 'all 200')
+      t.same(fx.entra.requests, { discovery: 1, jwks: 1 })
+    })
+
+    t.test('200 concurrent calls while the provider hangs share one failing fetch', async t => {
+      const entra = fresh()
+      entra.mode = 'hang'
+      const verifier = standalone(t, entra, { jwks: { timeout: 200 } })
+      const client = entra.client(API_ID)
+      const types = await Promise.all(Array.from({ length: 200 }, () => typeOf(verifier.verify(client.generate()))))
+      t.same([...new Set(types)], ['auth_oidc_error'])
+      t.same(entra.requests, { discovery: 1, jwks: 0 }, 'one discovery attempt, no JWKS')
+    })
   })
 
-  t.test('200 concurrent requests on an app that was never made ready', async t => {
-    const fx = await fixture(t)
-    const tokens = Array.from({ length: 200 }, (_, i) => fx.client.generate({ additionalClaims: { n: i } }))
-    const replies = await Promise.all(tokens.map(token => fx.get(token)))
-    t.same(replies.filter(r => r.status !== 200), [], 'all 200')
-    t.same(fx.entra.requests, { discovery: 1, jwks: 1 })
-  })
+  // ---------------------------------------------------------------------------------------------
 
-  t.test('200 concurrent calls while the provider hangs share one failing fetch', async t => {
-    const entra = fresh()
-    entra.mode = 'hang'
-    const verifier = standalone(t, entra, { jwks: { timeout: 200 } })
-    const client = entra.client(API_ID)
-    const types = await Promise.all(Array.from({ length: 200 }, () => typeOf(verifier.verify(client.generate()))))
-    t.same([...new Set(types)], ['auth_oidc_error'])
-    t.same(entra.requests, { discovery: 1, jwks: 0 }, 'one discovery attempt, no JWKS')
-  })
-})
-
-// ---------------------------------------------------------------------------------------------
-
-t.test('unknown-kid floods', async t => {
-  t.test('300 distinct unknown kids inside a cooldown: at most one refresh', async t => {
-    const fx = await fixture(t, { jwks: { cooldown: 60_000 } })
-    await fx.app.ready()
-    const before = { ...fx.entra.requests }
-    const replies = await Promise.all(Array.from({ length: 300 }, (_, i) => fx.get(withKid(fx.client, `unknown-${i}`))))
-    t.same([...new Set(replies.map(r => `${r.status} ${r.type}`))], ['401 auth_token_key_error'])
-    t.ok(fx.entra.requests.jwks - before.jwks <= 1, `JWKS fetched ${fx.entra.requests.jwks - before.jwks} more times`)
-    t.equal(fx.entra.requests.discovery, before.discovery, 'discovery not fetched again')
-    t.equal((await fx.get(fx.client.generate())).status, 200, 'real tokens still verify')
-  })
-
-  t.test('concurrent misses share one fetch (cooldown 0)', async t => {
-    const entra = fresh()
-    const verifier = standalone(t, entra, { jwks: { cooldown: 0 } })
-    t.ok(await verifier.warm())
-    const client = entra.client(API_ID)
-    const tokens = Array.from({ length: 300 }, (_, i) => withKid(client, `unknown-${i}`))
-    const before = entra.requests.jwks
-    const types = await Promise.all(tokens.map(token => typeOf(verifier.verify(token))))
-    t.same([...new Set(types)], ['auth_token_key_error'])
-    t.equal(entra.requests.jwks - before, 1, 'one JWKS fetch for 300 concurrent misses')
-  })
-
-  t.test('after the cooldown, one flood costs one fetch, and the next is free again', async t => {
-    const entra = fresh()
-    const verifier = standalone(t, entra, { jwks: { cooldown: 1000 } })
-    const client = entra.client(API_ID)
-    // Signed before the clock matters: each wave must fit well inside one cooldown.
-    const waves = Object.fromEntries(['a', 'b', 'c'].map(wave => [wave, Array.from({ length: 300 }, (_, i) => withKid(client, `${wave}-${i}`))]))
-    const flood = (wave: string): Promise<string[]> => Promise.all((waves[wave] as string[]).map(token => typeOf(verifier.verify(token))))
-    t.ok(await verifier.warm())
-    const start = entra.requests.jwks
-    t.same([...new Set(await flood('a'))], ['auth_token_key_error'])
-    t.equal(entra.requests.jwks, start, 'inside the cooldown after start-up: no fetch')
-    clock.now += 1100
-    t.same([...new Set(await flood('b'))], ['auth_token_key_error'])
-    t.equal(entra.requests.jwks, start + 1, 'cooldown over: exactly one fetch')
-    t.same([...new Set(await flood('c'))], ['auth_token_key_error'])
-    t.equal(entra.requests.jwks, start + 1, 'a new cooldown started: no fetch')
-    t.equal(entra.requests.discovery, 1, 'discovery is not refetched for unknown kids')
-  })
-})
-
-// ---------------------------------------------------------------------------------------------
-
-t.test('rotation', async t => {
-  t.test('a key published later is accepted after at most one cooldown', async t => {
-    let next: MockJwk | undefined
-    const fx = await fixture(t, { jwks: { cooldown: 500 } }, entra => { next = entra.newKey() })
-    await fx.app.ready()
-    const key = next as MockJwk
-    t.equal((await fx.get(fx.client.generate())).status, 200)
-    fx.entra.keys.push(key)
-    const token = fx.entra.client(API_ID, 'v2', key).generate()
-    const early = await fx.get(token)
-    t.ok(early.status === 200 || early.type === 'auth_token_key_error', `before the cooldown: ${early.status} ${early.type}`)
-    clock.now += 600
-    t.equal((await fx.get(token)).status, 200, 'accepted once a cooldown has passed')
-    t.ok(fx.app.entraAuth.state().keys.kids.includes(key.kid))
-    t.ok(fx.entra.requests.jwks <= 3, `JWKS fetched ${fx.entra.requests.jwks} times`)
-  })
-
-  t.test('with cooldown 0 a new key is accepted at once', async t => {
-    let next: MockJwk | undefined
-    const fx = await fixture(t, { jwks: { cooldown: 0 } }, entra => { next = entra.newKey() })
-    await fx.app.ready()
-    fx.entra.keys.push(next as MockJwk)
-    t.equal((await fx.get(fx.entra.client(API_ID, 'v2', next).generate())).status, 200)
-    t.equal(fx.entra.requests.jwks, 2)
-  })
-
-  t.test('a removed key stops verifying once the set is refreshed (ttl)', async t => {
-    let next: MockJwk | undefined
-    const fx = await fixture(t, { jwks: { ttl: 300, cooldown: 60_000 } }, entra => { next = entra.newKey() })
-    await fx.app.ready()
-    const oldKey = fx.entra.keys[0] as MockJwk
-    const newKey = next as MockJwk
-    const cached = fx.client.generate()
-    t.equal((await fx.get(cached)).status, 200)
-    fx.entra.keys = [newKey]
-    const fetches = fx.entra.requests.jwks
-    clock.now += 350
-    const during = await fx.get(fx.client.generate())
-    t.ok(during.status === 200 || during.type === 'auth_token_key_error', `while the refresh runs: ${during.status}`)
-    t.ok(await waitFor(() => !fx.app.entraAuth.state().keys.kids.includes(oldKey.kid)), 'the set was refreshed')
-    t.ok(fx.entra.requests.jwks > fetches)
-    t.same(fx.app.entraAuth.state().keys.kids, [newKey.kid], 'replaced, not merged')
-    t.same(await fx.get(cached), { status: 401, type: 'auth_token_key_error', challenge: 'Bearer error="invalid_token", error_description="Token signing key unknown"' }, 'a cached token of the removed key is refused')
-    t.equal((await fx.get(fx.client.generate())).type, 'auth_token_key_error', 'a new token of the removed key is refused')
-    t.equal((await fx.get(fx.entra.client(API_ID, 'v2', newKey).generate())).status, 200, 'the new key verifies')
-  })
-})
-
-// ---------------------------------------------------------------------------------------------
-
-t.test('outage after keys were loaded: the last good keys keep serving', async t => {
-  const modes: FakeEntraMode[] = ['jwks-404', 'jwks-not-json', 'jwks-empty', 'discovery-404', 'discovery-not-json', 'discovery-empty', 'hang']
-  for (const mode of modes) {
-    t.test(mode, async t => {
-      const fx = await fixture(t, { jwks: { ttl: 200, cooldown: 50, timeout: 200 } })
+  t.test('unknown-kid floods', async t => {
+    t.test('300 distinct unknown kids inside a cooldown: at most one refresh', async t => {
+      const fx = await fixture(t, { jwks: { cooldown: 60_000 } })
       await fx.app.ready()
-      t.equal((await fx.get(fx.client.generate())).status, 200)
-      fx.entra.mode = mode
       const before = { ...fx.entra.requests }
-      const failuresBefore = fx.app.entraAuth.state().keys.failures
-      clock.now += 250
-      const statuses: number[] = []
-      statuses.push((await fx.get(fx.client.generate())).status)
-      // Wait until the provider was asked again and (where the key set itself failed) the failure was seen.
-      const jwksFails = mode.startsWith('jwks-') || mode === 'hang'
-      t.ok(await waitFor(() => {
-        const asked = mode.startsWith('discovery-') ? fx.entra.requests.discovery > before.discovery : fx.entra.requests.jwks + fx.entra.requests.discovery > before.jwks + before.discovery
-        return asked && (!jwksFails || fx.app.entraAuth.state().keys.failures > failuresBefore)
-      }), 'the provider was asked again')
-      for (let i = 0; i < 5; i++) {
-        statuses.push((await fx.get(fx.client.generate())).status)
-        await sleep(20)
-      }
-      t.same(statuses, [200, 200, 200, 200, 200, 200], 'still served past ttl')
-      t.ok(fx.app.entraAuth.state().keys.ready, 'state says ready')
+      const replies = await Promise.all(Array.from({ length: 300 }, (_, i) => fx.get(withKid(fx.client, `unknown-${i}`))))
+      t.same([...new Set(replies.map(r => `${r.status} ${r.type}`))], ['401 auth_token_key_error'])
+      t.ok(fx.entra.requests.jwks - before.jwks <= 1, `JWKS fetched ${fx.entra.requests.jwks - before.jwks} more times`)
+      t.equal(fx.entra.requests.discovery, before.discovery, 'discovery not fetched again')
+      t.equal((await fx.get(fx.client.generate())).status, 200, 'real tokens still verify')
+    })
 
-      fx.entra.mode = 'ok'
-      const okBefore = fx.entra.requests.jwks
-      let recovered = false
-      for (let i = 0; i < 100 && !recovered; i++) {
+    t.test('concurrent misses share one fetch (cooldown 0)', async t => {
+      const entra = fresh()
+      const verifier = standalone(t, entra, { jwks: { cooldown: 0 } })
+      t.ok(await verifier.warm())
+      const client = entra.client(API_ID)
+      const tokens = Array.from({ length: 300 }, (_, i) => withKid(client, `unknown-${i}`))
+      const before = entra.requests.jwks
+      const types = await Promise.all(tokens.map(token => typeOf(verifier.verify(token))))
+      t.same([...new Set(types)], ['auth_token_key_error'])
+      t.equal(entra.requests.jwks - before, 1, 'one JWKS fetch for 300 concurrent misses')
+    })
+
+    t.test('after the cooldown, one flood costs one fetch, and the next is free again', async t => {
+      const entra = fresh()
+      const verifier = standalone(t, entra, { jwks: { cooldown: 1000 } })
+      const client = entra.client(API_ID)
+      // Signed before the clock matters: each wave must fit well inside one cooldown.
+      const waves = Object.fromEntries(['a', 'b', 'c'].map(wave => [wave, Array.from({ length: 300 }, (_, i) => withKid(client, `${wave}-${i}`))]))
+      const flood = (wave: string): Promise<string[]> => Promise.all((waves[wave] as string[]).map(token => typeOf(verifier.verify(token))))
+      t.ok(await verifier.warm())
+      const start = entra.requests.jwks
+      t.same([...new Set(await flood('a'))], ['auth_token_key_error'])
+      t.equal(entra.requests.jwks, start, 'inside the cooldown after start-up: no fetch')
+      clock.now += 1100
+      t.same([...new Set(await flood('b'))], ['auth_token_key_error'])
+      t.equal(entra.requests.jwks, start + 1, 'cooldown over: exactly one fetch')
+      t.same([...new Set(await flood('c'))], ['auth_token_key_error'])
+      t.equal(entra.requests.jwks, start + 1, 'a new cooldown started: no fetch')
+      t.equal(entra.requests.discovery, 1, 'discovery is not refetched for unknown kids')
+    })
+  })
+
+  // ---------------------------------------------------------------------------------------------
+
+  t.test('rotation', async t => {
+    t.test('a key published later is accepted after at most one cooldown', async t => {
+      let next: MockJwk | undefined
+      const fx = await fixture(t, { jwks: { cooldown: 500 } }, entra => { next = entra.newKey() })
+      await fx.app.ready()
+      const key = next as MockJwk
+      t.equal((await fx.get(fx.client.generate())).status, 200)
+      fx.entra.keys.push(key)
+      const token = fx.entra.client(API_ID, 'v2', key).generate()
+      const early = await fx.get(token)
+      t.ok(early.status === 200 || early.type === 'auth_token_key_error', `before the cooldown: ${early.status} ${early.type}`)
+      clock.now += 600
+      t.equal((await fx.get(token)).status, 200, 'accepted once a cooldown has passed')
+      t.ok(fx.app.entraAuth.state().keys.kids.includes(key.kid))
+      t.ok(fx.entra.requests.jwks <= 3, `JWKS fetched ${fx.entra.requests.jwks} times`)
+    })
+
+    t.test('with cooldown 0 a new key is accepted at once', async t => {
+      let next: MockJwk | undefined
+      const fx = await fixture(t, { jwks: { cooldown: 0 } }, entra => { next = entra.newKey() })
+      await fx.app.ready()
+      fx.entra.keys.push(next as MockJwk)
+      t.equal((await fx.get(fx.entra.client(API_ID, 'v2', next).generate())).status, 200)
+      t.equal(fx.entra.requests.jwks, 2)
+    })
+
+    t.test('a removed key stops verifying once the set is refreshed (ttl)', async t => {
+      let next: MockJwk | undefined
+      const fx = await fixture(t, { jwks: { ttl: 300, cooldown: 60_000 } }, entra => { next = entra.newKey() })
+      await fx.app.ready()
+      const oldKey = fx.entra.keys[0] as MockJwk
+      const newKey = next as MockJwk
+      const cached = fx.client.generate()
+      t.equal((await fx.get(cached)).status, 200)
+      fx.entra.keys = [newKey]
+      const fetches = fx.entra.requests.jwks
+      clock.now += 350
+      const during = await fx.get(fx.client.generate())
+      t.ok(during.status === 200 || during.type === 'auth_token_key_error', `while the refresh runs: ${during.status}`)
+      t.ok(await waitFor(() => !fx.app.entraAuth.state().keys.kids.includes(oldKey.kid)), 'the set was refreshed')
+      t.ok(fx.entra.requests.jwks > fetches)
+      t.same(fx.app.entraAuth.state().keys.kids, [newKey.kid], 'replaced, not merged')
+      t.same(await fx.get(cached), { status: 401, type: 'auth_token_key_error', challenge: 'Bearer error="invalid_token", error_description="Token signing key unknown"' }, 'a cached token of the removed key is refused')
+      t.equal((await fx.get(fx.client.generate())).type, 'auth_token_key_error', 'a new token of the removed key is refused')
+      t.equal((await fx.get(fx.entra.client(API_ID, 'v2', newKey).generate())).status, 200, 'the new key verifies')
+    })
+  })
+
+  // ---------------------------------------------------------------------------------------------
+
+  t.test('outage after keys were loaded: the last good keys keep serving', async t => {
+    const modes: FakeEntraMode[] = ['jwks-404', 'jwks-not-json', 'jwks-empty', 'discovery-404', 'discovery-not-json', 'discovery-empty', 'hang']
+    for (const mode of modes) {
+      t.test(mode, async t => {
+        const fx = await fixture(t, { jwks: { ttl: 200, cooldown: 50, timeout: 200 } })
+        await fx.app.ready()
         t.equal((await fx.get(fx.client.generate())).status, 200)
-        recovered = fx.entra.requests.jwks > okBefore && fx.app.entraAuth.state().keys.lastError === undefined
-        // The failure back-off (at most the cooldown) must pass on the key store's clock.
-        if (!recovered) { clock.now += 20; await sleep(5) }
+        fx.entra.mode = mode
+        const before = { ...fx.entra.requests }
+        const failuresBefore = fx.app.entraAuth.state().keys.failures
+        clock.now += 250
+        const statuses: number[] = []
+        statuses.push((await fx.get(fx.client.generate())).status)
+        // Wait until the provider was asked again and (where the key set itself failed) the failure was seen.
+        const jwksFails = mode.startsWith('jwks-') || mode === 'hang'
+        t.ok(await waitFor(() => {
+          const asked = mode.startsWith('discovery-') ? fx.entra.requests.discovery > before.discovery : fx.entra.requests.jwks + fx.entra.requests.discovery > before.jwks + before.discovery
+          return asked && (!jwksFails || fx.app.entraAuth.state().keys.failures > failuresBefore)
+        }), 'the provider was asked again')
+        for (let i = 0; i < 5; i++) {
+          statuses.push((await fx.get(fx.client.generate())).status)
+          await sleep(20)
+        }
+        t.same(statuses, [200, 200, 200, 200, 200, 200], 'still served past ttl')
+        t.ok(fx.app.entraAuth.state().keys.ready, 'state says ready')
+
+        fx.entra.mode = 'ok'
+        const okBefore = fx.entra.requests.jwks
+        let recovered = false
+        for (let i = 0; i < 100 && !recovered; i++) {
+          t.equal((await fx.get(fx.client.generate())).status, 200)
+          recovered = fx.entra.requests.jwks > okBefore && fx.app.entraAuth.state().keys.lastError === undefined
+          // The failure back-off (at most the cooldown) must pass on the key store's clock.
+          if (!recovered) { clock.now += 20; await sleep(5) }
+        }
+        t.ok(recovered, 'keys refreshed again once the provider answers')
+        t.equal((await fx.get(fx.client.generate())).status, 200)
+      })
+    }
+  })
+
+  // ---------------------------------------------------------------------------------------------
+
+  t.test('cold store and a failing provider: 503 auth_oidc_error', async t => {
+    t.test('hang, timeout 200 ms', async t => {
+      const fx = await fixture(t, { jwks: { timeout: 200 } }, entra => { entra.mode = 'hang' })
+      await fx.app.ready()
+      const reply = await fx.get(fx.client.generate())
+      t.same(reply, { status: 503, type: 'auth_oidc_error', challenge: 'Bearer' })
+      t.equal(fx.app.entraAuth.state().keys.ready, false)
+      t.ok(fx.app.entraAuth.state().keys.failures >= 1)
+    })
+
+    t.test('standalone verifier: verify and introspect reject with auth_oidc_error', async t => {
+      const entra = fresh()
+      entra.mode = 'hang'
+      const verifier = standalone(t, entra, { jwks: { timeout: 200 } })
+      const token = entra.client(API_ID).generate()
+      t.equal(await typeOf(verifier.verify(token)), 'auth_oidc_error')
+      t.equal(await typeOf(verifier.introspect(token)), 'auth_oidc_error')
+    })
+
+    for (const mode of ['discovery-404', 'discovery-not-json', 'discovery-empty', 'jwks-404', 'jwks-not-json', 'jwks-empty'] as const) {
+      t.test(mode, async t => {
+        const fx = await fixture(t, {}, entra => { entra.mode = mode })
+        t.same(await fx.get(fx.client.generate()), { status: 503, type: 'auth_oidc_error', challenge: 'Bearer' })
+      })
+    }
+
+    t.test('a discovery document without jwks_uri or issuer', async t => {
+      for (const document of [{ jwks_uri: 'https://login.microsoftonline.com/x/keys' }, { issuer: 'https://login.microsoftonline.com/x/v2.0' }, [], 'text', 42, { issuer: 42, jwks_uri: 'https://login.microsoftonline.com/x/keys' }, { issuer: 'x', jwks_uri: 'not a url' }]) {
+        const fx = await fixture(t, {}, entra => { entra.discoveryDocument = document })
+        t.same(await fx.get(fx.client.generate()), { status: 503, type: 'auth_oidc_error', challenge: 'Bearer' }, JSON.stringify(document))
       }
-      t.ok(recovered, 'keys refreshed again once the provider answers')
+    })
+  })
+
+  // ---------------------------------------------------------------------------------------------
+
+  t.test('jwks_uri on another origin is refused, never fetched', async t => {
+    const uris = [
+      'https://evil.example.com/keys',
+      'https://login.microsoftonline.com.evil.example.com/keys',
+      'https://login.microsoftonline.com@evil.example.com/keys',
+      'http://login.microsoftonline.com/common/discovery/v2.0/keys',
+      'https://login.microsoftonline.com:8443/common/discovery/v2.0/keys',
+      'https://login.microsoftonline.us/common/discovery/v2.0/keys',
+      '//evil.example.com/keys',
+      '/common/discovery/v2.0/keys'
+    ]
+    for (const jwksUri of uris) {
+      const fx = await fixture(t, {}, entra => { entra.discoveryDocument = { issuer: entra.issuer, jwks_uri: jwksUri } })
+      t.same(await fx.get(fx.client.generate()), { status: 503, type: 'auth_oidc_error', challenge: 'Bearer' }, jwksUri)
+      t.equal(fx.entra.requests.jwks, 0, `${jwksUri}: nothing fetched`)
+    }
+    t.test('control: an issuer on another host is taken as published', async t => {
+      const fx = await fixture(t, {}, entra => {
+        entra.discoveryDocument = { issuer: 'https://sts.example.org/tenant/', jwks_uri: entra.jwksUri }
+        entra.jwksDocument = { keys: [{ ...baseKey.toJSON(), issuer: undefined }] }
+      })
+      t.equal((await fx.get(fx.client.generate({ iss: 'https://sts.example.org/tenant/' }))).status, 200)
+    })
+  })
+
+  t.test('redirects are not followed to another origin', async t => {
+    const origin = 'https://login.microsoftonline.com'
+    const discoveryPath = '/contoso/v2.0/.well-known/openid-configuration'
+    const evil: string[] = []
+    for (const which of ['discovery', 'jwks'] as const) {
+      const agent = new MockAgent()
+      agent.disableNetConnect()
+      const key = new MockJwk()
+      const host = agent.get(origin)
+      host.intercept({ path: discoveryPath, method: 'GET' }).reply(which === 'discovery' ? 302 : 200, which === 'discovery' ? '' : JSON.stringify({ issuer: `${origin}/contoso/v2.0`, jwks_uri: `${origin}/contoso/keys` }), which === 'discovery' ? { headers: { location: 'https://evil.example.com/openid-configuration' } } : {}).persist()
+      host.intercept({ path: '/contoso/keys', method: 'GET' }).reply(302, '', { headers: { location: 'https://evil.example.com/keys' } }).persist()
+      agent.get('https://evil.example.com').intercept({ path: () => true, method: 'GET' }).reply(opts => {
+        evil.push(opts.path)
+        return { statusCode: 200, data: JSON.stringify({ issuer: `${origin}/contoso/v2.0`, jwks_uri: `${origin}/contoso/keys`, keys: [key.toJSON()] }) }
+      }).persist()
+      const verifier = createEntraVerifier({ clientId: API_ID, oidcEndpoint: `${origin}${discoveryPath}`, dispatcher: agent })
+      t.teardown(async () => {
+        await verifier.close()
+        await agent.close()
+      })
+      const token = new MockJwtClient({ key, claims: fresh().client(API_ID).claims }).generate({ iss: `${origin}/contoso/v2.0` })
+      t.equal(await typeOf(verifier.verify(token)), 'auth_oidc_error', `${which} redirected`)
+    }
+    t.same(evil, [], 'nothing fetched from the redirect target')
+  })
+
+  // ---------------------------------------------------------------------------------------------
+
+  t.test('keys that are not RSA signing keys never verify', async t => {
+    const jwkOf = (entra: FakeEntra): Record<string, unknown> => ({ ...(entra.keys[0] as MockJwk).toJSON() })
+    const ec = generateKeyPairSync('ec', { namedCurve: 'P-256' }).publicKey.export({ format: 'jwk' })
+    const ed = generateKeyPairSync('ed25519').publicKey.export({ format: 'jwk' })
+    const cases: Array<[string, (entra: FakeEntra) => Record<string, unknown>]> = [
+      ['use: enc', entra => ({ ...jwkOf(entra), use: 'enc' })],
+      ['use: sig ', entra => ({ ...jwkOf(entra), use: 'sig ' })],
+      ['alg RS512', entra => ({ ...jwkOf(entra), alg: 'RS512' })],
+      ['alg PS256', entra => ({ ...jwkOf(entra), alg: 'PS256' })],
+      ['alg HS256', entra => ({ ...jwkOf(entra), alg: 'HS256' })],
+      ['kty rsa (case)', entra => ({ ...jwkOf(entra), kty: 'rsa' })],
+      ['kty EC', entra => ({ ...ec, kid: jwkOf(entra).kid, use: 'sig' })],
+      ['kty OKP', entra => ({ ...ed, kid: jwkOf(entra).kid, use: 'sig' })],
+      ['kty oct keyed with the public key', entra => ({ kty: 'oct', kid: jwkOf(entra).kid, use: 'sig', k: Buffer.from((entra.keys[0] as MockJwk).publicKey.export({ type: 'spki', format: 'pem' }) as string).toString('base64url') })],
+      ['no modulus', entra => ({ ...jwkOf(entra), n: undefined })],
+      ['modulus not a string', entra => ({ ...jwkOf(entra), n: 12345 })]
+    ]
+    for (const [label, make] of cases) {
+      t.test(label, async t => {
+        const fx = await fixture(t, {}, entra => { entra.jwksDocument = { keys: [make(entra)] } })
+        t.same(await fx.get(fx.client.generate()), { status: 401, type: 'auth_token_key_error', challenge: 'Bearer error="invalid_token", error_description="Token signing key unknown"' })
+        t.same(fx.app.entraAuth.state().keys.kids, [], 'not in the key set')
+      })
+    }
+
+    t.test('RSA-1024 key', async t => {
+      const weak = generateKeyPairSync('rsa', { modulusLength: 1024 })
+      const fx = await fixture(t, {}, entra => { entra.jwksDocument = { keys: [{ ...weak.publicKey.export({ format: 'jwk' }), kid: 'weak', use: 'sig', issuer: entra.issuer }] } })
+      const claims = fx.client.claims.build()
+      const input = `${Buffer.from(JSON.stringify({ alg: 'RS256', kid: 'weak' })).toString('base64url')}.${Buffer.from(JSON.stringify(claims)).toString('base64url')}`
+      const token = `${input}.${cryptoSign('sha256', Buffer.from(input), weak.privateKey).toString('base64url')}`
+      t.same(await fx.get(token), { status: 401, type: 'auth_token_key_error', challenge: 'Bearer error="invalid_token", error_description="Token signing key unknown"' })
+    })
+
+    t.test('bad entries do not poison the good ones', async t => {
+      const fx = await fixture(t, {}, entra => {
+        const good = (entra.keys[0] as MockJwk).toJSON()
+        entra.jwksDocument = { keys: [null, 'x', 42, { kid: good.kid, kty: 'RSA', use: 'enc', n: good.n, e: good.e }, { ...ec, kid: 'ec' }, good] }
+      })
+      t.equal((await fx.get(fx.client.generate())).status, 200)
+      t.same(fx.app.entraAuth.state().keys.kids, [fx.client.key.kid])
+    })
+  })
+
+  // ---------------------------------------------------------------------------------------------
+
+  t.test('documents larger than jwks.maxBytes: 503', async t => {
+    t.test('JWKS', async t => {
+      const fx = await fixture(t, { jwks: { maxBytes: 4096 } }, entra => { entra.jwksDocument = { keys: entra.keys.map(k => k.toJSON()), padding: 'x'.repeat(8192) } })
+      t.same(await fx.get(fx.client.generate()), { status: 503, type: 'auth_oidc_error', challenge: 'Bearer' })
+      t.match(fx.app.entraAuth.state().keys.lastError, /larger/)
+    })
+    t.test('discovery', async t => {
+      const fx = await fixture(t, { jwks: { maxBytes: 4096 } }, entra => { entra.discoveryDocument = { issuer: entra.issuer, jwks_uri: entra.jwksUri, padding: 'x'.repeat(8192) } })
+      t.same(await fx.get(fx.client.generate()), { status: 503, type: 'auth_oidc_error', challenge: 'Bearer' })
+      t.equal(fx.entra.requests.jwks, 0)
+    })
+    t.test('control: the same limit with normal documents', async t => {
+      const fx = await fixture(t, { jwks: { maxBytes: 4096 } })
       t.equal((await fx.get(fx.client.generate())).status, 200)
     })
-  }
+  })
+
+  // ---------------------------------------------------------------------------------------------
+
+  t.test('state() exposes the key store', async t => {
+    const fx = await fixture(t)
+    const cold = fx.app.entraAuth.state()
+    t.same({ ready: cold.keys.ready, kids: cold.keys.kids, keysAge: cold.keys.keysAge, discoveryFetches: cold.keys.discoveryFetches, jwksFetches: cold.keys.jwksFetches }, { ready: false, kids: [], keysAge: null, discoveryFetches: 0, jwksFetches: 0 })
+    await fx.app.ready()
+    const warm = fx.app.entraAuth.state()
+    t.equal(warm.keys.ready, true)
+    t.same(warm.keys.kids, [fx.client.key.kid])
+    t.equal(warm.keys.issuer, fx.entra.issuer)
+    t.equal(warm.keys.jwksUri, fx.entra.jwksUri)
+    t.equal(warm.keys.discoveryFetches, 1)
+    t.equal(warm.keys.jwksFetches, 1)
+    t.equal(warm.keys.failures, 0)
+    t.equal(warm.keys.lastError, undefined)
+    t.type(warm.keys.keysAge, 'number')
+    t.same(warm.keys.discoveryFetches, fx.entra.requests.discovery)
+    t.same(warm.keys.jwksFetches, fx.entra.requests.jwks)
+    t.same(warm.tokenCache.size, 0)
+  })
+
+  // ---------------------------------------------------------------------------------------------
+
+  t.test('start-up while the provider is down', async t => {
+    for (const mode of ['discovery-404', 'jwks-not-json', 'hang'] as const) {
+      t.test(mode, async t => {
+        const fx = await fixture(t, { jwks: { timeout: 200, cooldown: 50 } }, entra => { entra.mode = mode })
+        await t.resolves(async () => { await fx.app.ready() }, 'ready() succeeds')
+        t.ok(fx.logs.some(line => line.level === 40 && /not reachable/.test(line.msg)), 'a warning was logged')
+        const token = fx.client.generate()
+        t.same(await fx.get(token), { status: 503, type: 'auth_oidc_error', challenge: 'Bearer' })
+        clock.now += 60
+        t.same(await fx.get(token), { status: 503, type: 'auth_oidc_error', challenge: 'Bearer' }, 'still down')
+        t.equal(fx.app.entraAuth.state().keys.ready, false)
+        fx.entra.mode = 'ok'
+        clock.now += 60
+        let status = 0
+        for (let i = 0; i < 200 && status !== 200; i++) {
+          status = (await fx.get(token)).status
+          if (status !== 200) { clock.now += 20; await sleep(5) }
+        }
+        t.equal(status, 200, 'answers once the provider does')
+        t.equal(fx.app.entraAuth.state().keys.ready, true)
+      })
+    }
+  })
+
+  // Regression: a failing discovery refresh served from the last good copy was only logged, so
+  // state() showed a healthy provider during a discovery outage.
+  t.test('a discovery outage covered by the cached document shows in state()', async t => {
+    const entra = new FakeEntra()
+    const verifier = createEntraVerifier({ clientId: 'api', ...entra.pluginOptions(), jwks: { ttl: 50, cooldown: 0 } })
+    t.teardown(async () => { await verifier.close(); await entra.close() })
+    const token = entra.token('api')
+    t.equal((await verifier.verify(token)).claims.aud, 'api')
+    t.equal(verifier.state().keys.failures, 0)
+
+    entra.mode = 'discovery-404'
+    await new Promise(resolve => setTimeout(resolve, 80))
+    await verifier.warm()
+    const state = verifier.state().keys
+    t.equal(state.ready, true, 'keys still served')
+    t.ok(state.failures >= 1, 'failure counted')
+    t.match(state.lastError, /404/)
+  })
 })
 
-// ---------------------------------------------------------------------------------------------
+/**
+ * One key-set refresh in flight per verifier, whatever starts it: a cached token past `ttl`
+ * (background revalidation), a new token, unknown `kid`s and `warm()` all wait on the same one.
+ * Time moves through the key store's internal clock; the provider hangs until `jwks.timeout`.
+ */
+t.test('one refresh in flight', async t => {
+  const API_ID = 'c2d3e4f5-0000-4000-8000-00000000a120'
 
-t.test('cold store and a failing provider: 503 auth_oidc_error', async t => {
-  t.test('hang, timeout 200 ms', async t => {
-    const fx = await fixture(t, { jwks: { timeout: 200 } }, entra => { entra.mode = 'hang' })
-    await fx.app.ready()
-    const reply = await fx.get(fx.client.generate())
-    t.same(reply, { status: 503, type: 'auth_oidc_error', challenge: 'Bearer' })
-    t.equal(fx.app.entraAuth.state().keys.ready, false)
-    t.ok(fx.app.entraAuth.state().keys.failures >= 1)
-  })
-
-  t.test('standalone verifier: verify and introspect reject with auth_oidc_error', async t => {
-    const entra = fresh()
-    entra.mode = 'hang'
-    const verifier = standalone(t, entra, { jwks: { timeout: 200 } })
-    const token = entra.client(API_ID).generate()
-    t.equal(await typeOf(verifier.verify(token)), 'auth_oidc_error')
-    t.equal(await typeOf(verifier.introspect(token)), 'auth_oidc_error')
-  })
-
-  for (const mode of ['discovery-404', 'discovery-not-json', 'discovery-empty', 'jwks-404', 'jwks-not-json', 'jwks-empty'] as const) {
-    t.test(mode, async t => {
-      const fx = await fixture(t, {}, entra => { entra.mode = mode })
-      t.same(await fx.get(fx.client.generate()), { status: 503, type: 'auth_oidc_error', challenge: 'Bearer' })
-    })
+  /** A token signed with the fake's key but naming another `kid`. */
+  function withKid (client: MockJwtClient, kid: string): string {
+    return client.sign({ alg: 'RS256', typ: 'JWT', kid }, client.claims.build())
   }
 
-  t.test('a discovery document without jwks_uri or issuer', async t => {
-    for (const document of [{ jwks_uri: 'https://login.microsoftonline.com/x/keys' }, { issuer: 'https://login.microsoftonline.com/x/v2.0' }, [], 'text', 42, { issuer: 42, jwks_uri: 'https://login.microsoftonline.com/x/keys' }, { issuer: 'x', jwks_uri: 'not a url' }]) {
-      const fx = await fixture(t, {}, entra => { entra.discoveryDocument = document })
-      t.same(await fx.get(fx.client.generate()), { status: 503, type: 'auth_oidc_error', challenge: 'Bearer' }, JSON.stringify(document))
+  t.test('every trigger shares the refresh in flight', async t => {
+    const entra = new FakeEntra()
+    t.teardown(() => entra.close())
+    const clock = { now: 1_000_000 }
+    const verifier = createEntraVerifier({ clientId: API_ID, ...entra.pluginOptions(), jwks: { ttl: 1000, cooldown: 0, timeout: 300 }, [kKeyStoreClock]: () => clock.now } as unknown as EntraVerifierOptions)
+    t.teardown(() => verifier.close())
+    const client = entra.client(API_ID)
+    t.ok(await verifier.warm())
+    const cached = client.generate()
+    await verifier.verify(cached)
+    const fresh = Array.from({ length: 20 }, (_, i) => client.generate({ sub: `user-${i}` }))
+    const unknown = Array.from({ length: 20 }, (_, i) => withKid(client, `unknown-${i}`))
+    const before = { ...entra.requests }
+
+    const refreshes: string[] = []
+    const onRefresh = (message: unknown): void => { refreshes.push((message as KeyRefreshMessage).event) }
+    diagnostics.subscribe(CHANNELS.keysRefresh, onRefresh)
+    t.teardown(() => diagnostics.unsubscribe(CHANNELS.keysRefresh, onRefresh))
+    clock.now += 1001
+    entra.mode = 'hang'
+    const all = Promise.all([
+      ...Array.from({ length: 20 }, () => typeOf(verifier.verify(cached))),
+      ...fresh.map(token => typeOf(verifier.verify(token))),
+      ...unknown.map(token => typeOf(verifier.verify(token))),
+      ...Array.from({ length: 5 }, () => verifier.warm().then(ready => ready ? 'ready' : 'not ready'))
+    ])
+    const outcomes = await all
+    t.same([...new Set(outcomes.slice(0, 40))], ['ok'], 'the cached and new tokens are served by the set still usable')
+    t.same([...new Set(outcomes.slice(40, 60))], ['auth_token_key_error'], 'unknown kids are refused once the refresh failed')
+    t.same([...new Set(outcomes.slice(60))], ['not ready'])
+    t.same(refreshes, ['start', 'failure'], 'one refresh for all of them')
+    t.same({ discovery: entra.requests.discovery - before.discovery, jwks: entra.requests.jwks - before.jwks }, { discovery: 1, jwks: 1 }, 'one request per document')
+    t.ok(verifier.state().keys.failures >= 1, 'the refresh failed once the deadline passed')
+  })
+})
+
+/**
+ * What the key layer and the token cache guarantee on top of get-jwks and @fastify/jwt: whole key
+ * sets, usable keys only, outages that don't wipe good keys, cached tokens bound to a usable key
+ * set, no redirects whatever the app's dispatcher, and coexistence with an app's own @fastify/jwt.
+ * Time moves through the key store's internal clock: nothing sleeps.
+ */
+t.test('key sets', async t => {
+  const API_ID = 'a0b1c2d3-0000-4000-8000-00000000a11e'
+  const HOUR = 60 * 60 * 1000
+
+  /** The fake Entra of the running subtest: a new one each time (the test kit shares one RSA key, so it's cheap). */
+  let entra: FakeEntra
+  let baseKey: MockJwk
+
+  function reset (t: Test): FakeEntra {
+    const created = new FakeEntra()
+    t.teardown(() => created.close())
+    entra = created
+    baseKey = created.keys[0] as MockJwk
+    return created
+  }
+
+  interface Fixture {
+    app: FastifyInstance
+    client: MockJwtClient
+    clock: { now: number }
+    get: (token: string) => Promise<{ status: number, type: string | undefined, token: EntraToken | null }>
+  }
+
+  async function fixture (t: Test, options: Partial<EntraAuthOptions> = {}): Promise<Fixture> {
+    reset(t)
+    const clock = { now: 1_000_000 }
+    const app = Fastify({ logger: false })
+    await app.register(entraAuth, { clientId: API_ID, rejectionLogLevel: 'silent', ...entra.pluginOptions(), ...options, [kKeyStoreClock]: () => clock.now } as unknown as EntraAuthOptions)
+    let seen: EntraToken | null = null
+    app.get('/me', { onRequest: app.entraAuth() }, async (request) => { seen = request.entraToken; return { ok: true } })
+    t.teardown(() => app.close())
+    return {
+      app,
+      client: entra.client(API_ID),
+      clock,
+      async get (token) {
+        seen = null
+        const res = await app.inject({ url: '/me', headers: { authorization: `Bearer ${token}` } })
+        return { status: res.statusCode, type: res.statusCode === 200 ? undefined : res.json().type, token: seen }
+      }
+    }
+  }
+
+  t.test('a cached token is admitted only while its key set is usable (ttl + maxStale)', async t => {
+    const fx = await fixture(t, { jwks: { ttl: HOUR, maxStale: HOUR, cooldown: 0 } })
+    const token = fx.client.generate()
+    const first = await fx.get(token)
+    t.equal(first.status, 200)
+    t.equal((await fx.get(token)).token, first.token, 'a cache hit')
+    entra.mode = 'jwks-404'
+    fx.clock.now += HOUR + HOUR / 2
+    t.equal((await fx.get(token)).status, 200, 'within ttl + maxStale the last good set serves, cached or not')
+    fx.clock.now += HOUR
+    t.same(await fx.get(token), { status: 503, type: 'auth_oidc_error', token: null }, 'past ttl + maxStale the cached token is refused like a new one')
+    t.same(await fx.get(fx.client.generate()), { status: 503, type: 'auth_oidc_error', token: null }, 'a never-seen token from the same key')
+  })
+
+  t.test('a refresh keeps cached tokens whose key is still published', async t => {
+    const fx = await fixture(t, { jwks: { cooldown: 0 } })
+    const token = fx.client.generate()
+    const first = await fx.get(token)
+    t.equal((await fx.get(token)).token, first.token)
+    entra.keys = [baseKey, entra.newKey('rotated-in')]
+    const fetches = entra.requests.jwks
+    t.equal((await fx.get(entra.client(API_ID, 'v2', entra.keys[1]).generate())).status, 200, 'an unknown kid refreshes the set')
+    t.equal(entra.requests.jwks, fetches + 1)
+    t.equal((await fx.get(token)).token, first.token, 'same key, same object: the cache survived the refresh')
+    entra.keys = [entra.keys[1] as MockJwk]
+    fx.clock.now += 25 * HOUR
+    t.equal((await fx.get(entra.client(API_ID, 'v2', entra.keys[0]).generate())).status, 200, 'stale set serves while it refreshes')
+    await fx.app.entraAuth.verifier.warm()
+    t.equal((await fx.get(token)).type, 'auth_token_key_error', 'a removed key drops its cached tokens')
+  })
+
+  t.test('a JWKS with no usable key is an outage: the good set keeps serving and state() says why', async t => {
+    const unusable: Array<[string, () => unknown]> = [
+      ['{"keys":[]}', () => ({ keys: [] })],
+      ['only an encryption key', () => ({ keys: [{ ...baseKey.toJSON(), use: 'enc' }] })],
+      ['only an EC key', () => ({ keys: [{ ...generateKeyPairSync('ec', { namedCurve: 'P-256' }).publicKey.export({ format: 'jwk' }), kid: baseKey.kid }] })]
+    ]
+    for (const [label, document] of unusable) {
+      t.test(label, async t => {
+        const fx = await fixture(t, { jwks: { ttl: HOUR, cooldown: 0 } })
+        const token = fx.client.generate()
+        t.equal((await fx.get(token)).status, 200)
+        entra.jwksDocument = document()
+        fx.clock.now += HOUR + 1
+        t.equal((await fx.get(fx.client.generate())).status, 200, 'served from the last good set (a refresh starts)')
+        await fx.app.entraAuth.verifier.warm()
+        const state = fx.app.entraAuth.state().keys
+        t.match(state.lastError, /no (usable|keys)/, 'the failure is reported')
+        t.ok(state.failures >= 1)
+        t.same(state.kids, [baseKey.kid], 'the good key is still there')
+        t.equal((await fx.get(fx.client.generate())).status, 200, 'valid tokens still pass')
+      })
+    }
+    t.test('cold: no key can be found', async t => {
+      const fx = await fixture(t)
+      entra.jwksDocument = { keys: [{ ...baseKey.toJSON(), use: 'enc' }] }
+      t.same(await fx.get(fx.client.generate()), { status: 401, type: 'auth_token_key_error', token: null })
+      t.match(fx.app.entraAuth.state().keys.lastError, /no usable/)
+    })
+    t.test('cold, malformed ({} has no keys array): an outage', async t => {
+      const fx = await fixture(t)
+      entra.jwksDocument = {}
+      t.same(await fx.get(fx.client.generate()), { status: 503, type: 'auth_oidc_error', token: null })
+    })
+  })
+
+  t.test('degenerate and restricted keys never verify', async t => {
+    type Jwk = Record<string, unknown>
+    const cases: Array<[string, (good: Jwk) => Jwk]> = [
+      ['e = 1', good => ({ ...good, e: 'AQ' })],
+      ['even exponent', good => ({ ...good, e: 'AQAA' })],
+      ['key_ops without verify', good => ({ ...good, key_ops: ['encrypt'] })],
+      ['key_ops not an array', good => ({ ...good, key_ops: 'verify' })],
+      ['non-string issuer', good => ({ ...good, issuer: 42 })]
+    ]
+    for (const [label, make] of cases) {
+      t.test(label, async t => {
+        const fx = await fixture(t)
+        entra.jwksDocument = { keys: [make(baseKey.toJSON()), entra.newKey('other').toJSON()] }
+        t.equal((await fx.get(fx.client.generate())).type, 'auth_token_key_error')
+        t.same(fx.app.entraAuth.state().keys.kids, ['other'], 'left out of the key set')
+      })
+    }
+    t.test('e = 1 with a forged "signature" (the encoded hash itself) is refused', async t => {
+      const fx = await fixture(t)
+      const good = baseKey.toJSON()
+      entra.jwksDocument = { keys: [{ ...good, e: 'AQ' }, entra.newKey('other').toJSON()] }
+      const claims = fx.client.claims.build()
+      const input = `${Buffer.from(JSON.stringify({ alg: 'RS256', kid: good.kid })).toString('base64url')}.${Buffer.from(JSON.stringify(claims)).toString('base64url')}`
+      // With e = 1, s^e mod n = s: the PKCS#1 v1.5 encoding of the SHA-256 digest "verifies".
+      const digest = (await import('node:crypto')).createHash('sha256').update(input).digest()
+      const prefix = Buffer.from('3031300d060960864801650304020105000420', 'hex')
+      const k = Buffer.from(good.n as string, 'base64url').length
+      const em = Buffer.concat([Buffer.from([0, 1]), Buffer.alloc(k - prefix.length - digest.length - 3, 0xff), Buffer.from([0]), prefix, digest])
+      t.equal((await fx.get(`${input}.${em.toString('base64url')}`)).status, 401)
+    })
+    t.test('key_ops with verify, and a blank issuer (counts as absent), verify', async t => {
+      const fx = await fixture(t)
+      const good = baseKey.toJSON()
+      entra.jwksDocument = { keys: [{ ...good, key_ops: ['verify'], issuer: ' ' }] }
+      t.equal((await fx.get(fx.client.generate())).status, 200)
+    })
+    t.test('e = 3 is a legitimate exponent', async t => {
+      const { privateKey, publicKey } = generateKeyPairSync('rsa', { modulusLength: 2048, publicExponent: 3 })
+      const key = new MockJwk({ kid: 'e3', privateKey })
+      t.equal(publicKey.asymmetricKeyDetails?.publicExponent, 3n)
+      const fx = await fixture(t)
+      entra.keys = [key]
+      t.equal((await fx.get(entra.client(API_ID, 'v2', key).generate())).status, 200)
+    })
+  })
+
+  t.test("redirects are refused even through the app's redirect-following dispatcher", async t => {
+    reset(t)
+    const attacker = new MockJwk({ kid: 'attacker', fresh: true })
+    const origin = 'https://login.microsoftonline.com'
+    const evil = new MockAgent()
+    evil.disableNetConnect()
+    const discoveryPath = new URL(entra.oidcEndpoint).pathname
+    evil.get(origin).intercept({ path: discoveryPath, method: 'GET' }).reply(200, JSON.stringify({ issuer: entra.issuer, jwks_uri: entra.jwksUri })).persist()
+    evil.get(origin).intercept({ path: new URL(entra.jwksUri).pathname, method: 'GET' }).reply(302, '', { headers: { location: 'https://evil.example.test/keys' } }).persist()
+    evil.get('https://evil.example.test').intercept({ path: '/keys', method: 'GET' }).reply(200, JSON.stringify({ keys: [attacker.toJSON()] })).persist()
+    const following = evil.compose(interceptors.redirect({ maxRedirections: 3 }))
+    t.teardown(() => evil.close())
+
+    const app = Fastify({ logger: false })
+    await app.register(entraAuth, { clientId: API_ID, oidcEndpoint: entra.oidcEndpoint, dispatcher: following, rejectionLogLevel: 'silent' })
+    app.get('/me', { onRequest: app.entraAuth() }, async () => ({ ok: true }))
+    t.teardown(() => app.close())
+    const forged = entra.client(API_ID, 'v2', attacker).generate()
+    const res = await app.inject({ url: '/me', headers: { authorization: `Bearer ${forged}` } })
+    t.equal(res.statusCode, 503, 'no keys: the redirect was not followed')
+    t.match(app.entraAuth.state().keys.lastError, /redirect/)
+
+    const verifier = createEntraVerifier({ clientId: API_ID, oidcEndpoint: entra.oidcEndpoint, dispatcher: following })
+    t.teardown(() => verifier.close())
+    const error = await verifier.verify(forged).then(() => null, (err: unknown) => err)
+    t.match(error, { type: 'auth_oidc_error' }, 'the standalone verifier too')
+  })
+
+  t.test('documents are capped in size whatever the dispatcher, and the deadline covers each fetch', async t => {
+    const fx = await fixture(t, { jwks: { maxBytes: 4096, timeout: 200 } })
+    entra.jwksDocument = { keys: entra.keys.map(k => k.toJSON()), padding: 'x'.repeat(8192) }
+    t.equal((await fx.get(fx.client.generate())).status, 503)
+    t.match(fx.app.entraAuth.state().keys.lastError, /larger than 4096/)
+    entra.jwksDocument = undefined
+    entra.mode = 'hang'
+    fx.clock.now += 10_000
+    t.equal((await fx.get(fx.client.generate())).status, 503)
+    t.match(fx.app.entraAuth.state().keys.lastError, /within 200 ms/)
+  })
+
+  t.test('an unknown-kid flood costs at most one fetch per cooldown, and never pins the set', async t => {
+    const fx = await fixture(t, { jwks: { cooldown: 60_000 } })
+    t.equal((await fx.get(fx.client.generate())).status, 200)
+    const fetches = entra.requests.jwks
+    const forged = Array.from({ length: 20 }, (_, i) => fx.client.sign({ alg: 'RS256', kid: `forged-${i}` }, fx.client.claims.build()))
+    const results = await Promise.all(forged.map(token => fx.get(token)))
+    t.same([...new Set(results.map(r => r.type))], ['auth_token_key_error'])
+    t.ok(entra.requests.jwks - fetches <= 1, `${entra.requests.jwks - fetches} fetch(es) for 20 forged kids`)
+    const genuine = entra.newKey('genuine-new')
+    entra.keys = [baseKey, genuine]
+    fx.clock.now += 60_000
+    t.equal((await fx.get(entra.client(API_ID, 'v2', genuine).generate())).status, 200, 'a genuine new key is found after the cooldown')
+  })
+
+  // ---------------------------------------------------------------------------------------------
+  // Coexistence with the app's own @fastify/jwt
+
+  t.test("an app's own @fastify/jwt, before or after, namespaced or not, boots and keeps its decorators", async t => {
+    const secret = 'a-secret-of-at-least-32-characters!!'
+    for (const order of ['before', 'after'] as const) {
+      for (const namespace of [undefined, 'app']) {
+        t.test(`${order}, ${namespace === undefined ? 'default names' : `namespace ${namespace}`}`, async t => {
+          reset(t)
+          const app = Fastify({ logger: false })
+          t.teardown(() => app.close())
+          const own = async (): Promise<void> => { await app.register(fastifyJwt, { secret, ...(namespace === undefined ? {} : { namespace }) }) }
+          if (order === 'before') await own()
+          await app.register(entraAuth, { clientId: API_ID, ...entra.pluginOptions(), rejectionLogLevel: 'silent' })
+          if (order === 'after') await own()
+          const verifyOwn = namespace === undefined ? 'jwtVerify' : `${namespace}JwtVerify`
+          app.get('/own', async (request) => {
+            await (request as unknown as Record<string, () => Promise<unknown>>)[verifyOwn]!()
+            return { user: (request as unknown as { user: unknown }).user, entraToken: request.entraToken }
+          })
+          app.get('/entra', { onRequest: app.entraAuth() }, async (request) => ({ user: (request as unknown as { user: unknown }).user ?? null, sub: request.entraToken?.claims.sub }))
+          await app.ready()
+
+          const jwtDecorator = (app as unknown as { jwt: Record<string, unknown> }).jwt
+          const ownJwt = (namespace === undefined ? jwtDecorator : jwtDecorator[namespace]) as { sign: (p: object) => string }
+          t.same(Object.keys(jwtDecorator).sort(), namespace === undefined ? ['cookie', 'decode', 'lookupToken', 'options', 'sign', 'verify'] : [namespace], 'nothing of ours on fastify.jwt')
+          const ownToken = ownJwt.sign({ name: 'app user' })
+          const own1 = await app.inject({ url: '/own', headers: { authorization: `Bearer ${ownToken}` } })
+          t.equal(own1.statusCode, 200)
+          t.match(own1.json(), { user: { name: 'app user' }, entraToken: null })
+
+          const entraToken = entra.client(API_ID).generate()
+          const mine = await app.inject({ url: '/entra', headers: { authorization: `Bearer ${entraToken}` } })
+          t.equal(mine.statusCode, 200)
+          t.same(mine.json().user, null, 'request.user untouched by us')
+          // (@fastify/jwt answers an RS256 token under an HMAC secret with a 500: the app's plugin, not ours.)
+          t.not((await app.inject({ url: '/own', headers: { authorization: `Bearer ${entraToken}` } })).statusCode, 200, "the app's verifier refuses our token, and the reverse:")
+          t.equal((await app.inject({ url: '/entra', headers: { authorization: `Bearer ${ownToken}` } })).statusCode, 401)
+        })
+      }
+    }
+  })
+
+  t.test('two registrations of the plugin in one app still work', async t => {
+    reset(t)
+    const other = new FakeEntra({ tenant: '11111111-2222-4333-8444-555555555555' })
+    t.teardown(() => other.close())
+    const app = Fastify({ logger: false })
+    t.teardown(() => app.close())
+    await app.register(entraAuth, { clientId: API_ID, ...entra.pluginOptions(), rejectionLogLevel: 'silent' })
+    await app.register(entraAuth, { clientId: API_ID, ...other.pluginOptions(), decorator: 'partnerAuth', rejectionLogLevel: 'silent' })
+    const partner = (app as unknown as { partnerAuth: typeof app.entraAuth }).partnerAuth
+    app.get('/a', { onRequest: app.entraAuth() }, async () => ({ ok: true }))
+    app.get('/b', { onRequest: partner() }, async () => ({ ok: true }))
+    const a = entra.client(API_ID).generate()
+    const b = other.client(API_ID).generate()
+    t.equal((await app.inject({ url: '/a', headers: { authorization: `Bearer ${a}` } })).statusCode, 200)
+    t.equal((await app.inject({ url: '/b', headers: { authorization: `Bearer ${b}` } })).statusCode, 200)
+    t.equal((await app.inject({ url: '/a', headers: { authorization: `Bearer ${b}` } })).statusCode, 401)
+  })
+
+  t.test('the default agent (no dispatcher option) is created and closed by the verifier', async t => {
+    reset(t)
+    const verifier = createEntraVerifier({ clientId: API_ID, oidcEndpoint: 'https://127.0.0.1:1/v2.0/.well-known/openid-configuration', jwks: { timeout: 2000 } })
+    // Nothing listens on port 1: the fetch fails at once (however loaded the machine, well within 2 s).
+    const error = await verifier.verify(entra.client(API_ID).generate()).then(() => null, (err: unknown) => err)
+    t.match(error, { type: 'auth_oidc_error' }, 'refused with 503, never a rejection of another kind')
+    t.equal(await verifier.warm(), false, 'unreachable: warm() resolves false, never rejects')
+    t.match(verifier.state().keys.lastError, /discovery document/)
+    await verifier.close()
+  })
+})
+
+/**
+ * Every malformed JWKS document fails closed: whatever the provider (or something between it and
+ * the API) serves as the key set, no token is admitted that its good keys would not admit, nothing
+ * answers 500, and a set that was good keeps serving instead of being wiped. Time moves through
+ * the key store's internal clock: nothing sleeps.
+ */
+t.test('malformed JWKS documents', async t => {
+  const API_ID = 'b1c2d3e4-0000-4000-8000-00000000a11f'
+  const HOUR = 60 * 60 * 1000
+
+  interface Fixture {
+    entra: FakeEntra
+    app: FastifyInstance
+    client: MockJwtClient
+    clock: { now: number }
+    get: (token: string) => Promise<{ status: number, type: string | undefined }>
+  }
+
+  async function fixture (t: Test): Promise<Fixture> {
+    const entra = new FakeEntra()
+    t.teardown(() => entra.close())
+    const clock = { now: 1_000_000 }
+    const app = Fastify({ logger: false })
+    await app.register(entraAuth, { clientId: API_ID, rejectionLogLevel: 'silent', ...entra.pluginOptions(), jwks: { ttl: HOUR, cooldown: 0 }, [kKeyStoreClock]: () => clock.now } as unknown as EntraAuthOptions)
+    app.get('/me', { onRequest: app.entraAuth() }, async () => ({ ok: true }))
+    t.teardown(() => app.close())
+    return {
+      entra,
+      app,
+      client: entra.client(API_ID),
+      clock,
+      async get (token) {
+        const res = await app.inject({ url: '/me', headers: { authorization: `Bearer ${token}` } })
+        return { status: res.statusCode, type: res.statusCode === 200 ? undefined : res.json().type }
+      }
+    }
+  }
+
+  /** Malformed key sets (a body that is not JSON: see "key store"), given the good key of the fake (as JSON) so entries can be spoilt one way each. */
+  const MALFORMED: Array<[string, (good: Record<string, unknown>) => unknown]> = [
+    ['an array', good => [good]],
+    ['a string', () => 'keys'],
+    ['a number', () => 42],
+    ['{}', () => ({})],
+    ['keys: null', () => ({ keys: null })],
+    ['keys: a string', () => ({ keys: 'x' })],
+    ['keys: an object', good => ({ keys: { [good.kid as string]: good } })],
+    ['keys: []', () => ({ keys: [] })],
+    ['keys: [null, 42, "x", []]', () => ({ keys: [null, 42, 'x', []] })],
+    ['n not a string', good => ({ keys: [{ ...good, n: 42 }] })],
+    ['n not base64url', good => ({ keys: [{ ...good, n: '!!!not base64url!!!' }] })],
+    ['n cut short (512 bits)', good => ({ keys: [{ ...good, n: (good.n as string).slice(0, 86) }] })],
+    ['e missing', good => ({ keys: [{ ...good, e: undefined }] })],
+    ['e even', good => ({ keys: [{ ...good, e: 'AAAC' }] })],
+    ['e of 1', good => ({ keys: [{ ...good, e: 'AQ' }] })],
+    ['kty missing', good => ({ keys: [{ ...good, kty: undefined }] })],
+    ['kty oct', good => ({ keys: [{ ...good, kty: 'oct', k: 'c2VjcmV0' }] })],
+    ['alg RS512', good => ({ keys: [{ ...good, alg: 'RS512' }] })],
+    ['alg none', good => ({ keys: [{ ...good, alg: 'none' }] })],
+    ['use enc', good => ({ keys: [{ ...good, use: 'enc' }] })],
+    ['key_ops without verify', good => ({ keys: [{ ...good, key_ops: ['encrypt'] }] })],
+    ['key_ops not an array', good => ({ keys: [{ ...good, key_ops: 'verify' }] })],
+    ['issuer not a string', good => ({ keys: [{ ...good, issuer: 42 }] })]
+  ]
+
+  t.test('cold: a malformed key set never admits a token and never answers 500', async t => {
+    for (const [label, document] of MALFORMED) {
+      const fx = await fixture(t)
+      const good = fx.entra.keys[0]!.toJSON() as unknown as Record<string, unknown>
+      fx.entra.jwksDocument = document(good)
+      const reply = await fx.get(fx.client.generate())
+      t.ok((reply.status === 401 && reply.type === 'auth_token_key_error') || (reply.status === 503 && reply.type === 'auth_oidc_error'), `${label}: ${reply.status} ${String(reply.type)}`)
+      t.ok(fx.app.entraAuth.state().keys.kids.length === 0, `${label}: no key was taken`)
+    }
+  })
+
+  t.test('warm: a malformed key set is a failed refresh; the last good set keeps serving', async t => {
+    for (const [label, document] of MALFORMED) {
+      const fx = await fixture(t)
+      const good = fx.entra.keys[0]!.toJSON() as unknown as Record<string, unknown>
+      t.equal((await fx.get(fx.client.generate())).status, 200, `${label}: control`)
+      fx.entra.jwksDocument = document(good)
+      fx.clock.now += HOUR + 1
+      await fx.app.entraAuth.verifier.warm()
+      const state = fx.app.entraAuth.state().keys
+      t.ok(state.lastError !== undefined && state.failures >= 1, `${label}: the refresh failed (${String(state.lastError)})`)
+      t.same(state.kids, [good.kid], `${label}: the good key is kept`)
+      t.equal((await fx.get(fx.client.generate({ sub: 'another' }))).status, 200, `${label}: valid tokens still pass`)
+    }
+  })
+
+  t.test('one malformed entry next to a good key: the good key verifies, the malformed one verifies nothing', async t => {
+    for (const [label, document] of MALFORMED.slice(MALFORMED.findIndex(([name]) => name === 'n not a string'))) {
+      const fx = await fixture(t)
+      const good = fx.entra.keys[0]!.toJSON() as unknown as Record<string, unknown>
+      const other = fx.entra.newKey('other')
+      const spoilt = (document(other.toJSON() as unknown as Record<string, unknown>) as { keys: unknown[] }).keys[0]
+      fx.entra.jwksDocument = { keys: [spoilt, good] }
+      t.equal((await fx.get(fx.client.generate())).status, 200, `${label}: the good key verifies`)
+      const byOther = fx.entra.client(API_ID, 'v2', other).generate()
+      t.equal((await fx.get(byOther)).type, 'auth_token_key_error', `${label}: a token naming the malformed key is refused`)
     }
   })
 })
 
-// ---------------------------------------------------------------------------------------------
+/**
+ * Every discovery and JWKS fetch ends within `jwks.timeout` whatever the response (issue 19.1,
+ * contract §6): an undecodable `content-encoding`, a corrupt or oversized compressed body, a body
+ * that never ends. The refresh fails, the last good set serves (or 503), and the next refresh
+ * recovers. Served by a real loopback HTTP server, through the default agent and through an app's
+ * own agent (whose timeouts are undici's 300 s defaults: only the package's deadline applies).
+ */
+t.test('fetch deadline', async t => {
+  const API_ID = 'a0b1c2d3-0000-4000-8000-00000000a11e'
+  const HOUR = 60 * 60 * 1000
+  const TIMEOUT = 1000
+  const MAX_BYTES = 64 * 1024
+  /** How long a test waits before it calls something hung: generous, for a loaded machine. */
+  const BOUND = 20_000
+  const sleep = (ms: number): Promise<void> => new Promise(resolve => setTimeout(resolve, ms))
 
-t.test('jwks_uri on another origin is refused, never fetched', async t => {
-  const uris = [
-    'https://evil.example.com/keys',
-    'https://login.microsoftonline.com.evil.example.com/keys',
-    'https://login.microsoftonline.com@evil.example.com/keys',
-    'http://login.microsoftonline.com/common/discovery/v2.0/keys',
-    'https://login.microsoftonline.com:8443/common/discovery/v2.0/keys',
-    'https://login.microsoftonline.us/common/discovery/v2.0/keys',
-    '//evil.example.com/keys',
-    '/common/discovery/v2.0/keys'
-  ]
-  for (const jwksUri of uris) {
-    const fx = await fixture(t, {}, entra => { entra.discoveryDocument = { issuer: entra.issuer, jwks_uri: jwksUri } })
-    t.same(await fx.get(fx.client.generate()), { status: 503, type: 'auth_oidc_error', challenge: 'Bearer' }, jwksUri)
-    t.equal(fx.entra.requests.jwks, 0, `${jwksUri}: nothing fetched`)
+  /** `promise`, or 'hung' once BOUND ms have passed; the bound's timer is cleared either way (it would hold the process open). */
+  async function bounded<T> (promise: Promise<T>): Promise<T | 'hung'> {
+    let timer: NodeJS.Timeout | undefined
+    const hung = new Promise<'hung'>(resolve => { timer = setTimeout(() => resolve('hung'), BOUND) })
+    try {
+      return await Promise.race([promise, hung])
+    } finally {
+      clearTimeout(timer)
+    }
   }
-  t.test('control: an issuer on another host is taken as published', async t => {
-    const fx = await fixture(t, {}, entra => {
-      entra.discoveryDocument = { issuer: 'https://sts.example.org/tenant/', jwks_uri: entra.jwksUri }
-      entra.jwksDocument = { keys: [{ ...baseKey.toJSON(), issuer: undefined }] }
+
+  type Bad = (res: ServerResponse, document: string) => void
+
+  /** Responses the fetch layer can't use, each of which must end the fetch within the deadline. */
+  const BODIES: Record<string, Bad> = {
+    'content-encoding zstd': (res, document) => {
+      res.writeHead(200, { 'content-type': 'application/json', 'content-encoding': 'zstd' })
+      res.end(Buffer.concat([Buffer.from([0x28, 0xb5, 0x2f, 0xfd]), Buffer.from(document)]))
+    },
+    'raw deflate as content-encoding deflate': (res, document) => {
+      res.writeHead(200, { 'content-type': 'application/json', 'content-encoding': 'deflate' })
+      res.end(deflateRawSync(document))
+    },
+    'corrupt gzip': (res, document) => {
+      const gzip = gzipSync(document)
+      gzip.fill(0x41, 12, 40)
+      res.writeHead(200, { 'content-type': 'application/json', 'content-encoding': 'gzip' })
+      res.end(gzip)
+    },
+    'gzip larger than jwks.maxBytes once decoded': (res, document) => {
+      const padded = `${document.slice(0, -1)},"padding":"${'x'.repeat(MAX_BYTES * 4)}"}`
+      res.writeHead(200, { 'content-type': 'application/json', 'content-encoding': 'gzip' })
+      res.end(gzipSync(padded))
+    },
+    'a body that never ends': (res, document) => {
+      res.writeHead(200, { 'content-type': 'application/json' })
+      res.write(document.slice(0, -1))
+      // One byte every 20 ms: never idle long enough for a body timeout, never complete.
+      const trickle = setInterval(() => { if (!res.destroyed) res.write(' ') }, 20)
+      res.on('close', () => clearInterval(trickle))
+    }
+  }
+
+  /**
+   * What state() says for each: a body that never ends is cut by the deadline; the others are
+   * refused sooner, unless a loaded machine let the deadline come first (both end the fetch).
+   */
+  const REASONS: Record<string, RegExp> = {
+    'content-encoding zstd': /unsupported content-encoding 'zstd'/,
+    'raw deflate as content-encoding deflate': /could not be decoded/,
+    'corrupt gzip': /could not be decoded/,
+    'gzip larger than jwks.maxBytes once decoded': /could not be decoded within 65536 bytes/,
+    'a body that never ends': /no complete response within 1000 ms/
+  }
+
+  interface Server {
+    entra: FakeEntra
+    /** Which document (if any) is answered with `bad`. */
+    failing: { document: 'discovery' | 'jwks' | null, bad: Bad | null }
+  }
+
+  async function loopback (t: Test): Promise<Server> {
+    const failing: Server['failing'] = { document: null, bad: null }
+    const ref: { entra?: FakeEntra } = {}
+    const server = createServer((req: IncomingMessage, res: ServerResponse) => {
+      const fake = ref.entra as FakeEntra
+      const answer = fake.handle({ method: req.method ?? 'GET', url: req.url ?? '/', headers: {}, body: '' })
+      const path = new URL(req.url ?? '/', fake.origin).href
+      const document = path === fake.oidcEndpoint ? 'discovery' : path === fake.jwksUri ? 'jwks' : null
+      if (document !== null && document === failing.document && failing.bad !== null) {
+        failing.bad(res, answer.body)
+        return
+      }
+      res.writeHead(answer.status, answer.headers)
+      res.end(answer.body)
     })
-    t.equal((await fx.get(fx.client.generate({ iss: 'https://sts.example.org/tenant/' }))).status, 200)
+    await new Promise<void>(resolve => server.listen(0, '127.0.0.1', resolve))
+    t.teardown(() => new Promise<void>(resolve => { server.closeAllConnections(); server.close(() => resolve()) }))
+    const entra = new FakeEntra({ origin: `http://127.0.0.1:${(server.address() as AddressInfo).port}` })
+    ref.entra = entra
+    t.teardown(() => entra.close())
+    return { entra, failing }
+  }
+
+  interface App {
+    app: FastifyInstance
+    /** The key store's clock (ms): each test moves its own, so the tests can run side by side. */
+    clock: { now: number }
+    get: () => Promise<{ status: number, type: string | undefined }>
+  }
+
+  async function protectedApp (t: Test, server: Server, dispatcher: Agent | undefined): Promise<App> {
+    const clock = { now: 1_000_000 }
+    const app = Fastify({ logger: false })
+    await app.register(entraAuth, {
+      clientId: API_ID,
+      oidcEndpoint: server.entra.oidcEndpoint,
+      ...(dispatcher === undefined ? {} : { dispatcher }),
+      rejectionLogLevel: 'silent',
+      jwks: { timeout: TIMEOUT, cooldown: 0, ttl: HOUR, maxStale: HOUR, maxBytes: MAX_BYTES },
+      [kKeyStoreClock]: () => clock.now
+    } as unknown as EntraAuthOptions)
+    app.get('/me', { onRequest: app.entraAuth() }, async () => ({ ok: true }))
+    t.teardown(() => app.close())
+    const token = server.entra.client(API_ID).generate()
+    return {
+      app,
+      clock,
+      async get () {
+        // A request that never ends fails here with 'hung' (a generous bound, not a timing assertion).
+        const res = await bounded(app.inject({ url: '/me', headers: { authorization: `Bearer ${token}` } }))
+        if (res === 'hung') return { status: 0, type: 'hung' }
+        return { status: res.statusCode, type: res.statusCode === 200 ? undefined : res.json().type }
+      }
+    }
+  }
+
+  /**
+   * Polls until the background refresh ended: it counted a failure, and when discovery failed, the
+   * key set fetched after it (beside the cached document) is installed (its age is 0: the clock stands still).
+   */
+  async function refreshFailed (app: FastifyInstance, failures: number, document: 'discovery' | 'jwks'): Promise<boolean> {
+    const ended = (): boolean => app.entraAuth.state().keys.failures > failures && (document === 'jwks' || app.entraAuth.state().keys.keysAge === 0)
+    for (let waited = 0; waited < BOUND && !ended(); waited += 10) await sleep(10)
+    return ended()
+  }
+
+  // Every body for both documents on the default agent; the JWKS ones again on an app's own agent.
+  t.jobs = 2
+  for (const [dispatcherLabel, makeDispatcher, documents] of [['default agent', () => undefined, ['jwks', 'discovery']], ["the app's own agent", () => new Agent(), ['jwks']]] as const) {
+    t.test(dispatcherLabel, async t => {
+      // The cases share nothing (each has its own server, app and clock): they run side by side, so
+      // the ones that wait out the deadline wait together.
+      t.jobs = 5
+      for (const document of documents) {
+        for (const [label, bad] of Object.entries(BODIES)) {
+          t.test(`${document}: ${label}`, async t => {
+            const server = await loopback(t)
+            const dispatcher = makeDispatcher()
+            if (dispatcher !== undefined) t.teardown(() => dispatcher.close())
+            const fx = await protectedApp(t, server, dispatcher)
+            server.failing.document = document
+            server.failing.bad = bad
+
+            t.same(await fx.get(), { status: 503, type: 'auth_oidc_error' }, 'cold: the fetch ends, 503')
+            const reason = new RegExp(`${(REASONS[label] as RegExp).source}|no complete response within ${TIMEOUT} ms`)
+            t.match(fx.app.entraAuth.state().keys, { ready: false, lastError: reason }, String(fx.app.entraAuth.state().keys.lastError))
+
+            server.failing.bad = null
+            fx.clock.now += 10_000
+            t.same(await fx.get(), { status: 200, type: undefined }, 'the next refresh recovers')
+
+            server.failing.bad = bad
+            const failures = fx.app.entraAuth.state().keys.failures
+            fx.clock.now += HOUR
+            t.same(await fx.get(), { status: 200, type: undefined }, 'past ttl: the last good set serves while the refresh runs')
+            t.ok(await refreshFailed(fx.app, failures, document), 'the background refresh ended, failed')
+            t.match(fx.app.entraAuth.state().keys, { ready: true, lastError: /\S/ })
+            t.same(await fx.get(), { status: 200, type: undefined }, 'and the last good set still serves')
+
+            server.failing.bad = null
+            fx.clock.now += HOUR
+            // Each request past ttl starts a refresh once the one in flight (if any) has ended.
+            for (let i = 0; i < BOUND / 10 && fx.app.entraAuth.state().keys.lastError !== undefined; i++) { await fx.get(); await sleep(10) }
+            t.equal(fx.app.entraAuth.state().keys.lastError, undefined, 'recovered')
+          })
+        }
+      }
+    })
+  }
+})
+
+/**
+ * The key store on top of its libraries, by its behaviour: get-jwks resolves every installed key
+ * from one fetch; a `jwks_uri` with a `#fragment` works; @fastify/jwt failing to register fails
+ * the refresh (503 and an error log, never a 401) while the last good set keeps serving; a `kid`
+ * re-published with new key material is refreshed at most once per cooldown (issue 19.2).
+ * Time moves through the key store's internal clock.
+ */
+t.test('the key store on its libraries', async t => {
+  const API_ID = 'a0b1c2d3-0000-4000-8000-00000000a11e'
+  const HOUR = 60 * 60 * 1000
+  const clock = { now: 1_000_000 }
+
+  interface Fixture {
+    app: FastifyInstance
+    entra: FakeEntra
+    client: MockJwtClient
+    logs: Array<{ level: number, msg: string, reason?: string, err?: { message?: string } }>
+    get: (token: string) => Promise<{ status: number, type: string | undefined }>
+  }
+
+  async function fixture (t: Test, options: Partial<EntraAuthOptions> = {}, setup: (entra: FakeEntra) => void = () => {}): Promise<Fixture> {
+    const entra = new FakeEntra()
+    t.teardown(() => entra.close())
+    setup(entra)
+    const logs: Fixture['logs'] = []
+    const app = Fastify({ logger: { level: 'warn', stream: { write: (line: string) => { logs.push(JSON.parse(line)) } } } })
+    await app.register(entraAuth, { clientId: API_ID, rejectionLogLevel: 'silent', ...entra.pluginOptions(), ...options, [kKeyStoreClock]: () => clock.now } as unknown as EntraAuthOptions)
+    app.get('/me', { onRequest: app.entraAuth() }, async () => ({ ok: true }))
+    t.teardown(() => app.close())
+    return {
+      app,
+      entra,
+      client: entra.client(API_ID),
+      logs,
+      async get (token) {
+        const res = await app.inject({ url: '/me', headers: { authorization: `Bearer ${token}` } })
+        return { status: res.statusCode, type: res.statusCode === 200 ? undefined : res.json().type }
+      }
+    }
+  }
+
+  /** A plugin function that fails to register, like an incompatible @fastify/jwt release would. */
+  function failingFastifyJwt (t: Test): void {
+    fastifyJwtOverride.plugin = (_instance: unknown, _options: unknown, done: (err?: Error) => void) => { done(new Error('simulated: this @fastify/jwt release is incompatible')) }
+    t.teardown(() => { fastifyJwtOverride.plugin = undefined })
+  }
+
+  t.test('a jwks_uri with a #fragment works: get-jwks requests it without the fragment, and the layer reads that', async t => {
+    const fx = await fixture(t, {}, entra => { entra.discoveryDocument = { issuer: entra.issuer, jwks_uri: `${entra.jwksUri}#signing-keys` } })
+    t.same(await fx.get(fx.client.generate()), { status: 200, type: undefined })
+    t.equal(fx.app.entraAuth.state().keys.jwksUri, `${fx.entra.jwksUri}#signing-keys`)
+    t.equal(fx.entra.requests.jwks, 1)
+  })
+
+  t.test('get-jwks resolves each installed key, and one refresh is one fetch whatever the number of keys', async t => {
+    const entra = new FakeEntra()
+    t.teardown(() => entra.close())
+    entra.keys = [entra.keys[0] as MockJwk, entra.newKey(), entra.newKey()]
+    const asked: string[] = []
+    const pems = new Map<string, string>()
+    // get-jwks itself, with its getJwk and getPublicKey answers recorded.
+    const recording = ((options: Parameters<typeof buildGetJwks>[0]) => {
+      const getJwks = buildGetJwks(options)
+      const { getJwk, getPublicKey } = getJwks
+      getJwks.getJwk = async signature => { asked.push(signature.kid); return await getJwk(signature) }
+      getJwks.getPublicKey = async function (signature) {
+        const pem = await getPublicKey.call(this, signature)
+        pems.set(signature?.kid as string, pem)
+        return pem
+      }
+      return getJwks
+    }) as typeof buildGetJwks
+    const timings = { ttl: HOUR, cooldown: 0, timeout: 5000, maxStale: HOUR, maxBytes: OPTION_DEFAULTS['jwks.maxBytes'] }
+    const store = new KeyStore({ discoveryUrl: new URL(entra.oidcEndpoint), timings, dispatcher: entra.dispatcher, buildGetJwks: recording })
+    t.teardown(() => store.close())
+    await store.refresh()
+    const kids = entra.keys.map(key => key.kid)
+    t.same(store.state().kids, kids, 'the whole set is installed')
+    t.equal(entra.requests.jwks, 1, 'three keys, one JWKS request')
+    for (const kid of kids) {
+      t.ok(asked.includes(kid), `getJwk was asked for ${kid}`)
+      t.equal(store.currentKey(kid)?.pem, pems.get(kid), `${kid}: @fastify/jwt was given get-jwks' PEM`)
+    }
+    t.equal(asked[0], 'fastify-entra-auth:first-load', 'a first load without a token asks for a placeholder kid (docs/architecture.md)')
+
+    asked.length = 0
+    await store.refresh()
+    t.equal(asked[0], kids[0], 'a later refresh without a token asks for a kid of the current set')
+    await store.refresh('from-a-token')
+    t.ok(asked.includes('from-a-token'), "a refresh for a token's kid asks get-jwks for that kid")
+    t.equal(entra.requests.jwks, 3)
+  })
+
+  t.test('@fastify/jwt failing to register fails the refresh, never the requests', async t => {
+    t.test('no good key set: 503 auth_oidc_error and an error log with the cause', async t => {
+      failingFastifyJwt(t)
+      const fx = await fixture(t)
+      t.same(await fx.get(fx.client.generate()), { status: 503, type: 'auth_oidc_error' })
+      const logged = fx.logs.find(line => line.level === 50)
+      t.match(logged, { msg: /a library failed/, reason: /@fastify\/jwt could not be registered: simulated/, err: { message: /simulated/ } }, 'logged at error level with its cause')
+      t.match(fx.app.entraAuth.state().keys, { ready: false, lastError: /@fastify\/jwt/ }, 'state() reports it')
+    })
+
+    t.test('the standalone verifier: auth_oidc_error', async t => {
+      failingFastifyJwt(t)
+      const entra = new FakeEntra()
+      t.teardown(() => entra.close())
+      const verifier = createEntraVerifier({ clientId: API_ID, ...entra.pluginOptions() } as EntraVerifierOptions)
+      t.teardown(() => verifier.close())
+      const failure = await verifier.verify(entra.client(API_ID).generate()).then(() => undefined, (err: unknown) => err)
+      t.ok(failure instanceof EntraAuthError && failure.type === 'auth_oidc_error', 'auth_oidc_error')
+      t.match(verifier.state().keys.lastError, /@fastify\/jwt/)
+    })
+
+    t.test('a good key set keeps serving; the next refresh recovers', async t => {
+      const fx = await fixture(t, { jwks: { ttl: HOUR, maxStale: HOUR, cooldown: 0 } })
+      const token = fx.client.generate()
+      t.equal((await fx.get(token)).status, 200)
+      const next = fx.entra.newKey()
+      fx.entra.keys.push(next)
+      failingFastifyJwt(t)
+      const rotated = fx.entra.client(API_ID, 'v2', next).generate()
+      t.equal((await fx.get(rotated)).status, 401, "the new key isn't installed: unknown kid, as in any failed refresh")
+      t.equal((await fx.get(fx.client.generate())).status, 200, 'the last good set serves')
+      t.match(fx.app.entraAuth.state().keys, { ready: true, lastError: /@fastify\/jwt/ })
+      t.ok(fx.logs.some(line => line.level === 50), 'an error log')
+      fastifyJwtOverride.plugin = undefined
+      clock.now += 10_000
+      t.equal((await fx.get(rotated)).status, 200, 'recovered')
+      t.equal(fx.app.entraAuth.state().keys.lastError, undefined)
+    })
+  })
+
+  t.test('a kid re-published with new key material (issue 19.2)', async t => {
+    const cooldown = 60_000
+    const fx = await fixture(t, { jwks: { ttl: 24 * HOUR, maxStale: HOUR, cooldown } })
+    const old = fx.entra.keys[0] as MockJwk
+    const oldToken = fx.client.generate()
+    t.equal((await fx.get(oldToken)).status, 200)
+    t.equal(fx.entra.requests.jwks, 1)
+
+    const replaced = new MockJwk({ kid: old.kid, fresh: true, issuer: fx.entra.issuer })
+    fx.entra.keys = [replaced]
+    const newToken = fx.entra.client(API_ID, 'v2', replaced).generate()
+    t.same(await fx.get(newToken), { status: 401, type: 'auth_token_signature_untrusted' }, 'within the cooldown of the last fetch: no refresh')
+    t.equal(fx.entra.requests.jwks, 1)
+
+    clock.now += cooldown
+    t.same(await fx.get(newToken), { status: 200, type: undefined }, 'past the cooldown: one refresh, judged with the re-published key')
+    t.equal(fx.entra.requests.jwks, 2)
+    t.same(await fx.get(oldToken), { status: 401, type: 'auth_token_signature_untrusted' }, 'the replaced key no longer verifies, cached or not')
+    const forged = `${newToken.slice(0, newToken.lastIndexOf('.'))}.${'A'.repeat(342)}`
+    for (let i = 0; i < 20; i++) t.equal((await fx.get(forged)).status, 401)
+    t.equal(fx.entra.requests.jwks, 2, 'bad signatures on a known kid: at most one refresh per cooldown')
+    clock.now += cooldown
+    await fx.get(forged)
+    t.equal(fx.entra.requests.jwks, 3, 'and one again after it')
   })
 })
 
-t.test('redirects are not followed to another origin', async t => {
-  const origin = 'https://login.microsoftonline.com'
-  const discoveryPath = '/contoso/v2.0/.well-known/openid-configuration'
-  const evil: string[] = []
-  for (const which of ['discovery', 'jwks'] as const) {
+/**
+ * What the key layer (src/core/jwks.ts) and the signature layer (src/core/signature.ts) depend on
+ * in get-jwks and @fastify/jwt, through their public entry points only. If a library changes what
+ * the layers rely on, one of these fails and says which. Quirks the layers defend against are
+ * tested by their effect on our behaviour instead (the sections above), so an
+ * upstream fix never breaks the build.
+ */
+t.test('what the layers rely on in get-jwks and @fastify/jwt', async t => {
+  const require = createRequire(import.meta.url)
+  const ORIGIN = 'https://login.example.test'
+  const DOMAIN = `${ORIGIN}/`
+
+  const { publicKey, privateKey } = generateKeyPairSync('rsa', { modulusLength: 2048 })
+  const jwk = (kid: string): Record<string, unknown> => ({ ...publicKey.export({ format: 'jwk' }), kid, use: 'sig' })
+
+  /** A mock origin answering every GET with what `answer()` returns at the time of the request. */
+  function mockOrigin (answer: (path: string) => { statusCode: number, data: string }): { agent: MockAgent, recorded: RecordingDispatcher } {
     const agent = new MockAgent()
     agent.disableNetConnect()
-    const key = new MockJwk()
-    const host = agent.get(origin)
-    host.intercept({ path: discoveryPath, method: 'GET' }).reply(which === 'discovery' ? 302 : 200, which === 'discovery' ? '' : JSON.stringify({ issuer: `${origin}/contoso/v2.0`, jwks_uri: `${origin}/contoso/keys` }), which === 'discovery' ? { headers: { location: 'https://evil.example.com/openid-configuration' } } : {}).persist()
-    host.intercept({ path: '/contoso/keys', method: 'GET' }).reply(302, '', { headers: { location: 'https://evil.example.com/keys' } }).persist()
-    agent.get('https://evil.example.com').intercept({ path: () => true, method: 'GET' }).reply(opts => {
-      evil.push(opts.path)
-      return { statusCode: 200, data: JSON.stringify({ issuer: `${origin}/contoso/v2.0`, jwks_uri: `${origin}/contoso/keys`, keys: [key.toJSON()] }) }
-    }).persist()
-    const verifier = createEntraVerifier({ clientId: API_ID, oidcEndpoint: `${origin}${discoveryPath}`, dispatcher: agent })
-    t.teardown(async () => {
-      await verifier.close()
-      await agent.close()
-    })
-    const token = new MockJwtClient({ key, claims: fresh().client(API_ID).claims }).generate({ iss: `${origin}/contoso/v2.0` })
-    t.equal(await typeOf(verifier.verify(token)), 'auth_oidc_error', `${which} redirected`)
-  }
-  t.same(evil, [], 'nothing fetched from the redirect target')
-})
-
-// ---------------------------------------------------------------------------------------------
-
-t.test('keys that are not RSA signing keys never verify', async t => {
-  const jwkOf = (entra: FakeEntra): Record<string, unknown> => ({ ...(entra.keys[0] as MockJwk).toJSON() })
-  const ec = generateKeyPairSync('ec', { namedCurve: 'P-256' }).publicKey.export({ format: 'jwk' })
-  const ed = generateKeyPairSync('ed25519').publicKey.export({ format: 'jwk' })
-  const cases: Array<[string, (entra: FakeEntra) => Record<string, unknown>]> = [
-    ['use: enc', entra => ({ ...jwkOf(entra), use: 'enc' })],
-    ['use: sig ', entra => ({ ...jwkOf(entra), use: 'sig ' })],
-    ['alg RS512', entra => ({ ...jwkOf(entra), alg: 'RS512' })],
-    ['alg PS256', entra => ({ ...jwkOf(entra), alg: 'PS256' })],
-    ['alg HS256', entra => ({ ...jwkOf(entra), alg: 'HS256' })],
-    ['kty rsa (case)', entra => ({ ...jwkOf(entra), kty: 'rsa' })],
-    ['kty EC', entra => ({ ...ec, kid: jwkOf(entra).kid, use: 'sig' })],
-    ['kty OKP', entra => ({ ...ed, kid: jwkOf(entra).kid, use: 'sig' })],
-    ['kty oct keyed with the public key', entra => ({ kty: 'oct', kid: jwkOf(entra).kid, use: 'sig', k: Buffer.from((entra.keys[0] as MockJwk).publicKey.export({ type: 'spki', format: 'pem' }) as string).toString('base64url') })],
-    ['no modulus', entra => ({ ...jwkOf(entra), n: undefined })],
-    ['modulus not a string', entra => ({ ...jwkOf(entra), n: 12345 })]
-  ]
-  for (const [label, make] of cases) {
-    t.test(label, async t => {
-      const fx = await fixture(t, {}, entra => { entra.jwksDocument = { keys: [make(entra)] } })
-      t.same(await fx.get(fx.client.generate()), { status: 401, type: 'auth_token_key_error', challenge: 'Bearer error="invalid_token", error_description="Token signing key unknown"' })
-      t.same(fx.app.entraAuth.state().keys.kids, [], 'not in the key set')
-    })
+    agent.get(ORIGIN).intercept({ path: () => true, method: 'GET' }).reply(opts => answer(opts.path)).persist()
+    return { agent, recorded: new RecordingDispatcher(agent) }
   }
 
-  t.test('RSA-1024 key', async t => {
-    const weak = generateKeyPairSync('rsa', { modulusLength: 1024 })
-    const fx = await fixture(t, {}, entra => { entra.jwksDocument = { keys: [{ ...weak.publicKey.export({ format: 'jwk' }), kid: 'weak', use: 'sig', issuer: entra.issuer }] } })
-    const claims = fx.client.claims.build()
-    const input = `${Buffer.from(JSON.stringify({ alg: 'RS256', kid: 'weak' })).toString('base64url')}.${Buffer.from(JSON.stringify(claims)).toString('base64url')}`
-    const token = `${input}.${cryptoSign('sha256', Buffer.from(input), weak.privateKey).toString('base64url')}`
-    t.same(await fx.get(token), { status: 401, type: 'auth_token_key_error', challenge: 'Bearer error="invalid_token", error_description="Token signing key unknown"' })
-  })
-
-  t.test('bad entries do not poison the good ones', async t => {
-    const fx = await fixture(t, {}, entra => {
-      const good = (entra.keys[0] as MockJwk).toJSON()
-      entra.jwksDocument = { keys: [null, 'x', 42, { kid: good.kid, kty: 'RSA', use: 'enc', n: good.n, e: good.e }, { ...ec, kid: 'ec' }, good] }
-    })
-    t.equal((await fx.get(fx.client.generate())).status, 200)
-    t.same(fx.app.entraAuth.state().keys.kids, [fx.client.key.kid])
-  })
-})
-
-// ---------------------------------------------------------------------------------------------
-
-t.test('documents larger than jwks.maxBytes: 503', async t => {
-  t.test('JWKS', async t => {
-    const fx = await fixture(t, { jwks: { maxBytes: 4096 } }, entra => { entra.jwksDocument = { keys: entra.keys.map(k => k.toJSON()), padding: 'x'.repeat(8192) } })
-    t.same(await fx.get(fx.client.generate()), { status: 503, type: 'auth_oidc_error', challenge: 'Bearer' })
-    t.match(fx.app.entraAuth.state().keys.lastError, /larger/)
-  })
-  t.test('discovery', async t => {
-    const fx = await fixture(t, { jwks: { maxBytes: 4096 } }, entra => { entra.discoveryDocument = { issuer: entra.issuer, jwks_uri: entra.jwksUri, padding: 'x'.repeat(8192) } })
-    t.same(await fx.get(fx.client.generate()), { status: 503, type: 'auth_oidc_error', challenge: 'Bearer' })
-    t.equal(fx.entra.requests.jwks, 0)
-  })
-  t.test('control: the same limit with normal documents', async t => {
-    const fx = await fixture(t, { jwks: { maxBytes: 4096 } })
-    t.equal((await fx.get(fx.client.generate())).status, 200)
-  })
-})
-
-// ---------------------------------------------------------------------------------------------
-
-t.test('state() exposes the key store', async t => {
-  const fx = await fixture(t)
-  const cold = fx.app.entraAuth.state()
-  t.same({ ready: cold.keys.ready, kids: cold.keys.kids, keysAge: cold.keys.keysAge, discoveryFetches: cold.keys.discoveryFetches, jwksFetches: cold.keys.jwksFetches }, { ready: false, kids: [], keysAge: null, discoveryFetches: 0, jwksFetches: 0 })
-  await fx.app.ready()
-  const warm = fx.app.entraAuth.state()
-  t.equal(warm.keys.ready, true)
-  t.same(warm.keys.kids, [fx.client.key.kid])
-  t.equal(warm.keys.issuer, fx.entra.issuer)
-  t.equal(warm.keys.jwksUri, fx.entra.jwksUri)
-  t.equal(warm.keys.discoveryFetches, 1)
-  t.equal(warm.keys.jwksFetches, 1)
-  t.equal(warm.keys.failures, 0)
-  t.equal(warm.keys.lastError, undefined)
-  t.type(warm.keys.keysAge, 'number')
-  t.same(warm.keys.discoveryFetches, fx.entra.requests.discovery)
-  t.same(warm.keys.jwksFetches, fx.entra.requests.jwks)
-  t.same(warm.tokenCache.size, 0)
-})
-
-// ---------------------------------------------------------------------------------------------
-
-t.test('start-up while the provider is down', async t => {
-  for (const mode of ['discovery-404', 'jwks-not-json', 'hang'] as const) {
-    t.test(mode, async t => {
-      const fx = await fixture(t, { jwks: { timeout: 200, cooldown: 50 } }, entra => { entra.mode = mode })
-      await t.resolves(async () => { await fx.app.ready() }, 'ready() succeeds')
-      t.ok(fx.logs.some(line => line.level === 40 && /not reachable/.test(line.msg)), 'a warning was logged')
-      const token = fx.client.generate()
-      t.same(await fx.get(token), { status: 503, type: 'auth_oidc_error', challenge: 'Bearer' })
-      clock.now += 60
-      t.same(await fx.get(token), { status: 503, type: 'auth_oidc_error', challenge: 'Bearer' }, 'still down')
-      t.equal(fx.app.entraAuth.state().keys.ready, false)
-      fx.entra.mode = 'ok'
-      clock.now += 60
-      let status = 0
-      for (let i = 0; i < 200 && status !== 200; i++) {
-        status = (await fx.get(token)).status
-        if (status !== 200) { clock.now += 20; await sleep(5) }
-      }
-      t.equal(status, 200, 'answers once the provider does')
-      t.equal(fx.app.entraAuth.state().keys.ready, true)
-    })
+  function getJwksWith (dispatcher: Dispatcher, jwksPath = '/keys', fetchOptions: object = {}): ReturnType<typeof buildGetJwks> {
+    return buildGetJwks({ jwksPath, fetchOptions: { dispatcher, ...fetchOptions } as never })
   }
-})
 
-// Regression: a failing discovery refresh served from the last good copy was only logged, so
-// state() showed a healthy provider during a discovery outage.
-t.test('a discovery outage covered by the cached document shows in state()', async t => {
-  const entra = new FakeEntra()
-  const verifier = createEntraVerifier({ clientId: 'api', ...entra.pluginOptions(), jwks: { ttl: 50, cooldown: 0 } })
-  t.teardown(async () => { await verifier.close(); await entra.close() })
-  const token = entra.token('api')
-  t.equal((await verifier.verify(token)).claims.aud, 'api')
-  t.equal(verifier.state().keys.failures, 0)
+  async function codeOf (promise: Promise<unknown>): Promise<unknown> {
+    try {
+      await promise
+      return 'resolved'
+    } catch (err) {
+      return (err as { code?: unknown }).code ?? (err as Error).name
+    }
+  }
 
-  entra.mode = 'discovery-404'
-  await new Promise(resolve => setTimeout(resolve, 80))
-  await verifier.warm()
-  const state = verifier.state().keys
-  t.equal(state.ready, true, 'keys still served')
-  t.ok(state.failures >= 1, 'failure counted')
-  t.match(state.lastError, /404/)
+  t.test('get-jwks requests `domain` + `jwksPath`: the URL the key layer reads the document of', async t => {
+    const { agent, recorded } = mockOrigin(() => ({ statusCode: 200, data: JSON.stringify({ keys: [jwk('a')] }) }))
+    t.teardown(() => agent.close())
+    // The layer gives get-jwks the jwks_uri's origin + '/' and its path + query (a #fragment is never sent).
+    const jwksUri = new URL(`${ORIGIN}/tenant/discovery/v2.0/keys?appid=x#section`)
+    const jwksPath = jwksUri.pathname + jwksUri.search
+    await getJwksWith(recorded, jwksPath).getJwk({ domain: DOMAIN, alg: 'RS256', kid: 'a' })
+    t.same(recorded.urls, [new URL(DOMAIN + jwksPath.slice(1)).href])
+    t.equal(recorded.urls[0], `${ORIGIN}/tenant/discovery/v2.0/keys?appid=x`)
+  })
+
+  t.test('get-jwks hands its fetchOptions to fetch: dispatcher, headers, signal, redirect', async t => {
+    const agent = new MockAgent()
+    agent.disableNetConnect()
+    t.teardown(() => agent.close())
+    agent.get(ORIGIN).intercept({ path: '/keys', method: 'GET', headers: { 'accept-encoding': 'identity', accept: 'application/json' } })
+      .reply(200, JSON.stringify({ keys: [jwk('a')] })).persist()
+    agent.get(ORIGIN).intercept({ path: '/moved', method: 'GET' }).reply(302, '', { headers: { location: `${ORIGIN}/keys` } }).persist()
+    const headers = { accept: 'application/json', 'accept-encoding': 'identity' }
+    const found = await getJwksWith(agent, '/keys', { headers }).getJwk({ domain: DOMAIN, alg: 'RS256', kid: 'a' })
+    t.equal(found.kid, 'a', 'the request went through the dispatcher, with the headers')
+
+    const stop = new AbortController()
+    const reason = new Error('the refresh deadline')
+    stop.abort(reason)
+    await t.rejects(getJwksWith(agent, '/keys', { headers, signal: stop.signal }).getJwk({ domain: DOMAIN, alg: 'RS256', kid: 'a' }), reason,
+      "an aborted signal rejects with the signal's reason (the layer recognises its own deadline)")
+    await t.rejects(getJwksWith(agent, '/moved', { headers, redirect: 'error' }).getJwk({ domain: DOMAIN, alg: 'RS256', kid: 'a' }), TypeError, "redirect: 'error' refuses a 3xx")
+  })
+
+  t.test('get-jwks error codes, and when each is thrown: all mapped by the key layer', async t => {
+    let answer = { statusCode: 200, data: '' }
+    const { agent } = mockOrigin(() => answer)
+    t.teardown(() => agent.close())
+    const cases: Array<[string, { statusCode: number, data: string }, unknown, object?]> = [
+      ['a 2xx set without the kid', { statusCode: 200, data: JSON.stringify({ keys: [jwk('b')] }) }, 'JWK_NOT_FOUND'],
+      ['a 2xx set with no keys', { statusCode: 200, data: JSON.stringify({ keys: [] }) }, 'NO_JWKS'],
+      ['a non-2xx JSON answer', { statusCode: 500, data: JSON.stringify({ error: 'x' }) }, 'JWKS_REQUEST_FAILED'],
+      ['a body that is not JSON, whatever the status', { statusCode: 404, data: 'Not Found' }, 'SyntaxError'],
+      ['a domain outside issuersWhitelist', { statusCode: 200, data: JSON.stringify({ keys: [jwk('a')] }) }, 'DOMAIN_NOT_ALLOWED', { issuersWhitelist: ['https://other.example.test'] }]
+    ]
+    for (const [label, response, expected, extra] of cases) {
+      answer = response
+      const getJwks = buildGetJwks({ jwksPath: '/keys', fetchOptions: { dispatcher: agent } as never, ...extra })
+      const code = await codeOf(getJwks.getJwk({ domain: DOMAIN, alg: 'RS256', kid: 'a' }))
+      t.equal(code, expected, label)
+      if (typeof code === 'string' && code !== 'SyntaxError') t.ok(code === 'JWK_NOT_FOUND' || code in GET_JWKS_OUTAGE, `${code} is mapped`)
+    }
+  })
+
+  t.test('get-jwks caches per kid: the same kid and its PEM cost no second request; its public cache entry can be deleted', async t => {
+    const { agent, recorded } = mockOrigin(() => ({ statusCode: 200, data: JSON.stringify({ keys: [jwk('a'), jwk('b')] }) }))
+    t.teardown(() => agent.close())
+    const getJwks = getJwksWith(recorded)
+    const signature = { domain: DOMAIN, alg: 'RS256', kid: 'a' }
+    const first = await getJwks.getJwk(signature)
+    const pem = await getJwks.getPublicKey(signature)
+    t.equal(recorded.urls.length, 1, 'getJwk then getPublicKey of one kid: one request')
+    t.equal(first.n, jwk('a').n)
+    const fromPem = createPublicKey(pem).export({ format: 'jwk' })
+    t.same({ n: fromPem.n, e: fromPem.e }, { n: first.n, e: first.e }, 'getPublicKey is the PEM of the JWK getJwk returned')
+    getJwks.cache.delete(getJwks.generateCacheKey('RS256', 'a', DOMAIN))
+    await getJwks.getJwk(signature)
+    t.equal(recorded.urls.length, 2, 'a deleted cache entry is fetched again')
+  })
+
+  t.test('@fastify/jwt under a namespace: jwt[namespace].verify and namespaced request and reply decorators', async t => {
+    const pem = publicKey.export({ type: 'spki', format: 'pem' })
+    const app = Fastify()
+    t.teardown(() => app.close())
+    for (const namespace of ['k0', 'k1']) {
+      app.register(fastifyJwt, { namespace, secret: { public: pem }, verify: { algorithms: ['RS256'], complete: true } })
+    }
+    await app.ready()
+    const jwt = (app as unknown as { jwt: Record<string, { verify: (token: string) => unknown }> }).jwt
+    t.same(Object.keys(jwt).sort(), ['k0', 'k1'], 'one entry per namespace, nothing else')
+    for (const namespace of ['k0', 'k1']) {
+      t.equal(typeof jwt[namespace]?.verify, 'function', `jwt.${namespace}.verify`)
+      t.ok(app.hasRequestDecorator(`${namespace}JwtVerify`) && app.hasRequestDecorator(`${namespace}JwtDecode`), `request.${namespace}JwtVerify/JwtDecode`)
+      t.ok(app.hasReplyDecorator(`${namespace}JwtSign`), `reply.${namespace}JwtSign`)
+    }
+    t.notOk(app.hasRequestDecorator('jwtVerify'), 'no default-named decorator')
+
+    const input = `${Buffer.from('{"alg":"RS256","kid":"k"}').toString('base64url')}.${Buffer.from('{"sub":"x"}').toString('base64url')}`
+    const token = `${input}.${sign('sha256', Buffer.from(input), privateKey).toString('base64url')}`
+    const verify = jwt.k0?.verify as (token: string) => unknown
+    t.match(verify(token), { header: { kid: 'k' }, payload: { sub: 'x' } }, 'verify(token) alone, called detached: the header and payload')
+    t.throws(() => verify(`${input}.${'A'.repeat(342)}`), { code: 'FAST_JWT_INVALID_SIGNATURE' })
+    t.throws(() => verify(`${Buffer.from('{"alg":"RS256"}').toString('base64url')}.bm90IGpzb24.${'A'.repeat(342)}`), { code: 'FAST_JWT_MALFORMED' })
+  })
+
+  t.test('@fastify/jwt: a registration error surfaces from ready()', async t => {
+    const app = Fastify()
+    t.teardown(() => app.close())
+    app.register(fastifyJwt, { namespace: 'k0', secret: {} as never })
+    await t.rejects(async () => { await app.ready() }, /missing public key/)
+  })
+
+  t.test('every fast-jwt and @fastify/jwt error code maps to a 401 problem', async t => {
+    const { TokenError } = require('fast-jwt') as { TokenError: { codes: Record<string, string> } }
+    const codes = [...Object.values(TokenError.codes), 'FST_JWT_AUTHORIZATION_TOKEN_INVALID', 'FST_JWT_AUTHORIZATION_TOKEN_UNTRUSTED', 'FST_JWT_AUTHORIZATION_TOKEN_EXPIRED', 'FST_JWT_BAD_REQUEST']
+    t.ok(codes.includes('FAST_JWT_INVALID_SIGNATURE') && codes.includes('FAST_JWT_MALFORMED'), 'the codes the layer tells apart exist')
+    for (const code of codes) {
+      const mapped = mapJwtError(Object.assign(new Error('x'), { code }), () => undefined)
+      t.ok(mapped instanceof EntraAuthError && mapped.status === 401, `${code} → 401 ${mapped.type}`)
+    }
+    t.equal(mapJwtError(Object.assign(new Error('x'), { code: 'FAST_JWT_MALFORMED' }), () => 'why').type, 'auth_token_invalid', 'malformed')
+    t.equal(mapJwtError(Object.assign(new Error('x'), { code: 'FAST_JWT_INVALID_SIGNATURE' }), () => 'why').type, 'auth_token_signature_untrusted', 'signature failure')
+    t.equal(mapJwtError(Object.assign(new Error('x'), { code: 'FAST_JWT_INVALID_SIGNATURE' }), () => 'why').detail, 'why')
+    t.equal(mapJwtError(new TypeError('unforeseen'), () => undefined).type, 'auth_token_signature_untrusted', 'no code: refused closed')
+  })
 })

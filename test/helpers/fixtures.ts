@@ -1,7 +1,7 @@
 /**
  * Files vendored under test/fixtures/ (see test/fixtures/README.md for where each one comes
  * from). Tests read fixtures only through these functions, so no test reaches outside the
- * repository (test/self-contained.test.ts checks that).
+ * repository (the "self-contained" section of test/docs.test.ts checks that).
  */
 import { readFileSync } from 'node:fs'
 import { dirname, join } from 'node:path'
