@@ -1,9 +1,4 @@
-/**
- * The last steps of admitting a token whose signature and claims checked out: the `EntraToken`
- * with its client claim, the `allowedTenants` predicate, then `requirePermissions` (contract
- * order: … → client → scopes). Also says once, when the discovery document is first seen, which
- * configured token versions can't work with its issuer.
- */
+/** After signature and claims: the `EntraToken`, the `allowedTenants` predicate, then `requirePermissions`. */
 import { checkPermissions, requiresPermissions } from './entra/permissions.js'
 import { issuerWarnings } from './entra/issuers.js'
 import type { CheckedClaims } from './entra/claims.js'
@@ -13,20 +8,17 @@ import type { JoseHeader } from './core/jws.js'
 import type { ResolvedOptions } from './options.js'
 import { mintEntraToken, type EntraToken } from './entra/token.js'
 
-/** Fastify's logger, pino, or console-like. */
 export interface AdmissionLogger {
   warn: (obj: object, msg: string) => void
   error?: (obj: object, msg: string) => void
 }
 
 export interface Admission {
-  /** Call with the discovery issuer whenever it is at hand; logs configuration warnings once. */
+  /** Logs configuration warnings once. */
   discovered: (discoveryIssuer: string) => void
-  /** Builds the token and runs the tenant predicate and the permission rule; throws (or, with a predicate, rejects) `EntraAuthError`. */
   admit: (raw: string, header: JoseHeader, checked: CheckedClaims, discoveryIssuer: string, record?: StepRecorder) => EntraToken | Promise<EntraToken>
 }
 
-/** `requirePermissions`, as a step. */
 const PERMISSION_STEPS: ReadonlyArray<Step<EntraToken>> = [
   { step: 'permissions', rule: checkPermissions, facts: token => ({ scp: [...token.delegated], roles: [...token.roles] }) }
 ]

@@ -44,18 +44,11 @@ export interface EntraVerifier {
   /** Resolves with the validated token; rejects with `EntraAuthError`. */
   verify: (token: string) => Promise<EntraToken>
   /**
-   * Says why a token is admitted or refused: runs the validation `verify` runs (same key store,
-   * same caches: no extra fetch once keys are loaded), recording each step with what it compared,
-   * and, given a route requirement, the scopes check. Never rejects for a bad token, nor for an
-   * identity provider outage (that is a failed `discovery` or `keys` step); throws a `TypeError`
-   * for a malformed requirement. It neither reads nor fills the verified-token cache, so every
-   * step runs.
+   * Says why a token is admitted or refused, step by step (and the scopes of `requirement`), bypassing
+   * the token cache. Never rejects for a bad token or an outage; throws a `TypeError` for a malformed requirement.
    */
   explain: (token: string, requirement?: ScopeRequirement) => Promise<Explanation>
-  /**
-   * RFC 7662 introspection: `{ active: false }` for any bad token; rejects only with
-   * `auth_oidc_error` when keys can't be had.
-   */
+  /** RFC 7662 introspection: `{ active: false }` for any bad token; rejects only with `auth_oidc_error`. */
   introspect: (token: string) => Promise<Rfc7662Introspection>
   /** Loads discovery and keys now, waiting at most one `jwks.timeout`; never rejects. */
   warm: () => Promise<boolean>
@@ -64,24 +57,19 @@ export interface EntraVerifier {
   close: () => Promise<void>
 }
 
-/** What the package's own modules see of a verifier: the public one plus what they need inside. */
 export interface InternalVerifier extends EntraVerifier {
   readonly [kFromCache]: (raw: string) => EntraToken | undefined
-  /** The validation of a token the cache missed: synchronous when it can be (see `check`). */
   readonly [kCheckUncached]: (raw: string) => EntraToken | Promise<EntraToken>
-  /** The discovery document, once loaded (authorization/token endpoints, issuer). */
   discovery: () => Discovery | undefined
-  /** The resolved, frozen options. */
   readonly options: ResolvedOptions
 }
 
 export interface VerifierInternals {
   logger?: KeyStoreLogger & AdmissionLogger
-  /** Monotonic milliseconds for the key store (tests move it instead of sleeping). */
   clock?: () => number
 }
 
-/** The detail of a signature that doesn't verify: Graph tokens can't be verified by anyone but Graph. */
+/** Graph tokens can't be verified by anyone but Graph: say so. */
 function untrustedDetail (raw: string): string | undefined {
   try {
     const { header, payload } = decodeJws(raw)
@@ -91,40 +79,28 @@ function untrustedDetail (raw: string): string | undefined {
   }
 }
 
-/** Builds a verifier from already resolved options (the plugin resolves them first). */
 export function buildVerifier (options: ResolvedOptions, internals: VerifierInternals = {}): InternalVerifier {
   const keys = new KeyStore({ discoveryUrl: options.discoveryUrl, timings: options.jwks, dispatcher: options.dispatcher, logger: internals.logger, clock: internals.clock })
   const cache = new TokenCache({ max: options.tokenCacheMax, maxBytes: options.tokenCacheMaxBytes })
   const rules: ClaimRules = options
   const admission = createAdmission(options, internals.logger)
   const { now, clockTolerance } = options
-  /** Validations under way, by token: entries leave when they settle. */
   const inFlight = new Map<string, Promise<EntraToken>>()
-  /**
-   * The header segments of verified tokens, with their decoded, checked and frozen header: Entra
-   * signs with a handful of keys, and every token of one key has the same header, byte for byte.
-   */
+  // Verified header segments → frozen header: every token of one Entra key has the same header (docs/performance.md).
   const headers = new Map<string, JoseHeader>()
-  /** The last one of `headers` a token had: most tokens have the header of the one before. */
   let lastHeader: { segment: string, header: JoseHeader | undefined } = { segment: '', header: undefined }
 
-  /**
-   * The cached token of exactly `raw`, judged again for time and key-set usability, synchronously
-   * (the plugin's hook answers cache hits without awaiting anything); undefined on a miss.
-   * `record` and `trace`: see `run`.
-   */
+  /** Synchronous: the plugin's hook answers cache hits without awaiting anything. */
   function fromCache (raw: string, record?: StepRecorder, trace?: VerifyTraceContext): EntraToken | undefined {
     const hit = cache.get(raw)
     if (tokenCacheChannel.hasSubscribers) tokenCacheChannel.publish(hit === undefined ? { event: 'miss' } : { event: 'hit', kid: hit.key.kid })
     if (hit === undefined) return undefined
-    // Admitted only while its key is in the current key set and that set is usable.
     if (!keys.isCurrent(hit.key)) {
-      // Its key left the key set (or the set is past ttl + maxStale): judge the token afresh.
       cache.delete(raw)
       return undefined
     }
     if (trace !== undefined) trace.cached = true
-    // Cached tokens must not keep an outdated key set alive: refresh it in the background.
+    // Cached tokens must not keep an outdated key set alive.
     keys.revalidate()
     try {
       checkTime(hit.token.claims.nbf, hit.token.claims.exp, rules, record)
@@ -135,21 +111,14 @@ export function buildVerifier (options: ResolvedOptions, internals: VerifierInte
     return hit.token
   }
 
-  /**
-   * The validation pipeline with the cache: synchronous (no promise) for a cache hit and for a
-   * never-seen token whose key is at hand; a promise when a key fetch or a tenant predicate runs.
-   * Throws or rejects `EntraAuthError`. `record` is undefined on the request path (no step records);
-   * `explain` and traced validations pass one. `trace`: the tracing context.
-   */
+  /** A promise only when a key fetch or a tenant predicate runs; `record` is undefined on the request path. */
   function check (raw: string, record?: StepRecorder, trace?: VerifyTraceContext): EntraToken | Promise<EntraToken> {
     if (typeof raw !== 'string' || raw === '') throw new EntraAuthError('auth_token_invalid')
     return fromCache(raw, record, trace) ?? checkUncached(raw, record)
   }
 
-  /** {@link check} once the cache has missed (the plugin's hook looks it up first). */
   function checkUncached (raw: string, record?: StepRecorder): EntraToken | Promise<EntraToken> {
     // Concurrent validations of one token share one signature check and one tenant predicate call.
-    // Only an asynchronous validation (key fetch, tenant predicate) can have company.
     if (inFlight.size !== 0) {
       const pending = inFlight.get(raw)
       if (pending !== undefined) return pending
@@ -158,8 +127,7 @@ export function buildVerifier (options: ResolvedOptions, internals: VerifierInte
     try {
       validation = validate(raw, record, true)
     } catch (err) {
-      // A refusal found synchronously is shared with this token's validations started in the same
-      // tick, as an asynchronous one is (a success is shared through the cache).
+      // Shared with this tick's validations of the token (a success is shared through the cache).
       const refusal = Promise.reject(err)
       refusal.catch(() => {})
       inFlight.set(raw, refusal)
@@ -173,17 +141,12 @@ export function buildVerifier (options: ResolvedOptions, internals: VerifierInte
     return validation
   }
 
-  /** `explain` (no cache: every step runs) and traced validations, always asynchronous. */
   async function run (raw: string, record: StepRecorder, useCache: boolean, trace: VerifyTraceContext | undefined): Promise<EntraToken> {
     if (useCache) return await check(raw, record, trace)
     if (typeof raw !== 'string' || raw === '') throw new EntraAuthError('auth_token_invalid')
     return await validate(raw, record, false)
   }
 
-  /**
-   * The validation of a token not (or not to be) found in the cache: synchronous (no promise)
-   * when the header is known, the key and discovery document at hand and there is no tenant predicate.
-   */
   function validate (raw: string, record: StepRecorder | undefined, useCache: boolean): EntraToken | Promise<EntraToken> {
     const verified = verifyKnownHeader(raw)
     const discovery = keys.peekDiscovery()
@@ -197,7 +160,6 @@ export function buildVerifier (options: ResolvedOptions, internals: VerifierInte
     return await admitVerified(raw, verified, discovery.issuer, record, useCache)
   }
 
-  /** The claim rules and admission of a token whose signature verified; caches it when `useCache`. */
   function admitVerified (raw: string, { header, payload, key }: Verified, discoveryIssuer: string, record: StepRecorder | undefined, useCache: boolean): EntraToken | Promise<EntraToken> {
     if (record !== undefined) recordKeyed(record, header, key)
     const checked = checkClaims(payload, rules, discoveryIssuer, key.issuer, record)
@@ -209,10 +171,7 @@ export function buildVerifier (options: ResolvedOptions, internals: VerifierInte
     return admitted
   }
 
-  /**
-   * The hot path, synchronous: a token whose header segment is one a verified token had (so it
-   * passed the header rules), with its key at hand. Undefined when {@link verifyJws} must run.
-   */
+  /** The hot path: a header segment a verified token had, its key at hand; undefined when {@link verifyJws} must run. */
   function verifyKnownHeader (raw: string): KnownHeader {
     const first = raw.indexOf('.')
     let header: JoseHeader | undefined
@@ -231,20 +190,18 @@ export function buildVerifier (options: ResolvedOptions, internals: VerifierInte
       checkDecodedPayload(raw, payload)
       return { header, payload, key }
     } catch (err) {
-      // A refusal names the first rule the token breaks, in the order verifyJws checks them.
+      // A refusal names the first rule the token breaks, in verifyJws' order.
       precheckJws(raw)
-      // A signature refused by a known kid: the key may have been re-published (verifyRefreshed).
       if (err instanceof EntraAuthError && err.type === 'auth_token_signature_untrusted') return { refused: err, header, key }
       throw err
     }
   }
 
-  /** Every check up to the signature, fetching the key if need be; remembers the header once it verified. */
   async function verifyJws (raw: string): Promise<Verified> {
     const header = checkJoseHeader(precheckJws(raw), raw)
     let key = keys.currentKey(header.kid)
     if (key === undefined) {
-      // The key store may have to fetch: the token's whole shape first (no network before it passes).
+      // No network before the whole shape passes.
       checkShape(raw)
       key = await keys.getKey(header.kid)
     }
@@ -265,13 +222,12 @@ export function buildVerifier (options: ResolvedOptions, internals: VerifierInte
     return { header: frozen, payload, key }
   }
 
-  /** A kid re-published with new key material: refresh (at most once per cooldown), judge again. */
+  /** A kid re-published with new key material: refresh (at most once per cooldown). */
   async function verifyRefreshed (raw: string, { refused, header, key }: SignatureRefused): Promise<Verified> {
     const refreshed = await keys.keyAfterSignatureFailure(header.kid, key, refused)
     return { header, payload: verifySignature(raw, refreshed, () => untrustedDetail(raw)).payload, key: refreshed }
   }
 
-  /** What the steps up to the signature found, once they all passed. */
   function recordKeyed (record: StepRecorder, header: Record<string, unknown>, key: SigningKey): void {
     for (const step of PRE_CLAIM_STEPS) record(step, true, preClaimFacts(step, header, key))
   }
@@ -292,10 +248,7 @@ export function buildVerifier (options: ResolvedOptions, internals: VerifierInte
     }
   }
 
-  /**
-   * Completes the steps of a refused validation: the rules record their own failure; a failure
-   * before the claims (which `run` records only once the signature verified) is filled in here.
-   */
+  /** The rules record their own failure; a failure before the claims is filled in here. */
   function completeSteps (raw: string, error: EntraAuthError, steps: ExplainedStep[]): DecodedJws | undefined {
     let decoded: DecodedJws | undefined
     try {
@@ -308,7 +261,7 @@ export function buildVerifier (options: ResolvedOptions, internals: VerifierInte
       return decoded
     }
     if (signatureVerified(error) && steps.length === 0) {
-      // It shared the work of a validation of the same token in flight: only the outcome is its own.
+      // It shared an in-flight validation: only the outcome is its own.
       steps.push({ step: error.step, ok: false, problem: error.type, detail: error.detail, facts: {} })
       return decoded
     }
@@ -323,7 +276,6 @@ export function buildVerifier (options: ResolvedOptions, internals: VerifierInte
     }
     let key: SigningKey | undefined
     if (at === 'signature' && decoded !== undefined) {
-      // The signature step failed, so the key store has this kid at hand: no fetch.
       key = keys.currentKey(decoded.header.kid)
     }
     const facts = at === 'signature' ? { alg: 'RS256', kid: header?.kid, keyIssuer: key?.issuer } : preClaimFacts(at as typeof PRE_CLAIM_STEPS[number], header, undefined)
@@ -331,10 +283,6 @@ export function buildVerifier (options: ResolvedOptions, internals: VerifierInte
     return decoded
   }
 
-  /**
-   * Runs a validation inside the `fastify-entra-auth:verify` tracing channel (start, end, then
-   * error, asyncStart, asyncEnd once settled), with its steps recorded into the context.
-   */
   function traced (operation: VerifyTraceContext['operation'], raw: string, steps: ExplainedStep[], useCache: boolean, after?: (token: EntraToken, record: StepRecorder) => void): Promise<EntraToken> {
     const context: VerifyTraceContext = { operation, steps, cached: false }
     const record = recorderInto(steps)
@@ -387,7 +335,6 @@ export function buildVerifier (options: ResolvedOptions, internals: VerifierInte
       return { valid: true, problem: null, steps, token, at }
     } catch (err) {
       const error = asAuthError(err)
-      // Idempotent: a traced validation has completed its steps already.
       completeSteps(raw, error, steps)
       return { valid: false, problem: { ...error.toProblem(), step: error.step, claim: error.claim }, steps, token: null, at }
     }
@@ -429,34 +376,24 @@ export function buildVerifier (options: ResolvedOptions, internals: VerifierInte
   })
 }
 
-/** Header segments remembered (a few keys, each with a v1.0 and a v2.0 header); beyond, the memo starts over. */
+/** A few keys, each with a v1.0 and a v2.0 header; beyond, the memo starts over. */
 const MAX_HEADERS = 64
 
-/** A token whose signature verified, with its (frozen) header and its key. */
 interface Verified { header: JoseHeader, payload: Record<string, unknown>, key: SigningKey }
-/** A signature the current key of its `kid` refused. */
 interface SignatureRefused { refused: EntraAuthError, header: JoseHeader, key: SigningKey }
-/** What the hot path found: verified, refused by a known key, or undefined (the full path runs). */
 type KnownHeader = Verified | SignatureRefused | undefined
 
-/** The steps before the claim rules, in order. */
 const PRE_CLAIM_STEPS = ['structure', 'discovery', 'keys', 'key', 'signature'] as const
 
-/** A recorder that appends to `steps` (what passed says what it checked; failures get the error's detail). */
 function recorderInto (steps: ExplainedStep[]): StepRecorder {
   return (step, ok, facts) => { steps.push({ step, ok, detail: ok ? STEP_TITLES[step] : '', facts }) }
 }
 
-/** Whether a refused token failed after its signature verified (at the claims or later). */
 function signatureVerified (error: EntraAuthError): boolean {
   return error.step !== 'request' && !(PRE_CLAIM_STEPS as readonly ValidationStep[]).includes(error.step)
 }
 
-/**
- * Who a refused token names, for the tracing context: never the token itself. Identity fields
- * only once its signature verified; before, anyone could have written them (just its `kid`, cut
- * and escaped).
- */
+/** Identity fields only once the signature verified; before, anyone could have written them. */
 function identityFacts (decoded: DecodedJws | undefined, verified: boolean): Partial<VerifyTraceContext> {
   if (decoded === undefined) return {}
   const { header, payload } = decoded
@@ -472,9 +409,7 @@ function identityFacts (decoded: DecodedJws | undefined, verified: boolean): Par
 }
 
 /**
- * Creates a standalone verifier with the plugin's options except the plugin-only ones
- * (`decorator`, `tokenSources`, `onAuthSuccess`, `onAuthFailure`, `rejectionLogLevel`, `openapi`),
- * which it refuses with an `EntraAuthOptionsError` naming them.
+ * Creates a standalone verifier; plugin-only options are refused with an `EntraAuthOptionsError`.
  *
  * @example
  * ```ts

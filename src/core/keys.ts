@@ -8,29 +8,23 @@ import type { KeyTimings } from '../options.js'
 import { EntraAuthError } from '../entra/problems.js'
 import { keysFetchChannel, keysRefreshChannel } from './tracing.js'
 
-/** A JWKS that parses but holds no key we can use: a failed fetch that never replaces a good set. */
+/** A JWKS with no usable key: a failed fetch, never an empty trust list. */
 export class NoUsableKeys extends FetchFailure {
   override name = 'NoUsableKeys'
 }
 
-/** A verification key from the provider's JWKS, converted once. */
 export interface SigningKey {
   readonly kid: string
   /** Entra's non-standard JWK `issuer` member: the issuer (template) this key may sign for. */
   readonly issuer: string | undefined
   readonly publicKey: KeyObject
-  /** get-jwks' PEM of the key (`getPublicKey`): what @fastify/jwt was registered with. */
   readonly pem: string
-  /** `kid`, modulus, exponent and issuer: equal fingerprints are the same key across refreshes. */
   readonly fingerprint: string
-  /** This key's `jwt.verify`, from @fastify/jwt registered for it when the key was installed. */
   readonly verify: JwtVerify
 }
 
-/** Minimal logger: Fastify's, pino, or console-like. */
 export interface KeyStoreLogger {
   warn: (obj: object, msg: string) => void
-  /** A library that fails to load or to work (falls back to `warn`). */
   error?: (obj: object, msg: string) => void
 }
 
@@ -56,16 +50,12 @@ interface KeySet {
 
 interface Stamped<T> { readonly value: T, readonly fetchedAt: number }
 
-/** RSA keys shorter than this are refused; Entra's are 2048 bits. */
 const MIN_MODULUS_BITS = 2048
 
-/**
- * After a failed fetch, wait this long (or `cooldown`, if shorter) before the next one, so an
- * outage doesn't turn every request into a fetch; short, so recovery is noticed quickly.
- */
+/** After a failed fetch (or `cooldown`, if shorter): an outage must not turn every request into a fetch. */
 const FAILURE_BACKOFF = 5000
 
-/** Whether a JWK may verify RS256 signatures (RFC 7517 §4.2 `use`, §4.3 `key_ops`; RFC 7518 §3.3). */
+/** RFC 7517 §4.2 `use`, §4.3 `key_ops`; RFC 7518 §3.3. */
 function isSigningJwk (jwk: Record<string, unknown>): boolean {
   const { kty, use, alg, key_ops: ops } = jwk
   if (kty !== 'RSA') return false
@@ -74,11 +64,7 @@ function isSigningJwk (jwk: Record<string, unknown>): boolean {
   return ops === undefined || (Array.isArray(ops) && ops.includes('verify'))
 }
 
-/**
- * Whether an RSA public key is usable. Degenerate keys are refused: a short modulus, and a public
- * exponent that is even or below 3 (with e = 1 the "signature" is the padded hash itself, which
- * anyone can compute; RFC 8017 §3.1 requires 3 <= e <= n - 1).
- */
+/** With e = 1 the "signature" is the padded hash itself; RFC 8017 §3.1 requires 3 <= e <= n - 1. */
 function isStrongRsa (key: KeyObject): boolean {
   const details = key.asymmetricKeyDetails
   const exponent = details?.publicExponent
@@ -100,12 +86,7 @@ function fingerprintOf (jwk: Readonly<Record<string, unknown>>): string {
   return JSON.stringify([jwk.kid, jwk.n, jwk.e, issuer])
 }
 
-/**
- * The usable entries of a JWKS document, one per `kid`, before get-jwks resolves them. Anything
- * that is not an RSA signing key is left out, so it can never verify a token. A key whose `issuer`
- * member is not a string is skipped (it must not mean "unrestricted"). A document without a `keys`
- * array, or with no usable key, is a failed fetch: the last good set keeps serving.
- */
+/** One entry per `kid`; a non-string `issuer` is skipped (it must not mean "unrestricted"). */
 export function usableEntries (document: unknown, previous: ReadonlyMap<string, SigningKey> | undefined): Array<Readonly<Record<string, unknown>>> {
   const keys = (document as { keys?: unknown } | null)?.keys
   if (document === null || typeof document !== 'object' || !Array.isArray(keys)) {
@@ -125,11 +106,7 @@ export function usableEntries (document: unknown, previous: ReadonlyMap<string, 
   return [...result.values()]
 }
 
-/**
- * The key set from get-jwks' answers. A key equal to one of `previous` keeps its object (and its
- * @fastify/jwt), so cached tokens stay valid across refreshes; the new ones get @fastify/jwt
- * registered now. Rejects with a `LibraryFailure` when @fastify/jwt fails.
- */
+/** A key equal to one of `previous` keeps its object, so cached tokens stay valid across refreshes. */
 export async function installKeySet (resolved: ReadonlyMap<string, ResolvedJwk>, previous: ReadonlyMap<string, SigningKey> | undefined): Promise<Map<string, SigningKey>> {
   const fresh: Array<Omit<SigningKey, 'verify'>> = []
   const inOrder: Array<SigningKey | number> = []
@@ -165,24 +142,13 @@ export interface KeyStoreOptions {
   timings: KeyTimings
   dispatcher?: Dispatcher | undefined
   logger?: KeyStoreLogger | undefined
-  /** Monotonic milliseconds; tests pass a fake one to move time without sleeping. */
   clock?: (() => number) | undefined
-  /** get-jwks' `buildGetJwks` (tests pass a wrapper that records what get-jwks resolved). */
   buildGetJwks?: JwksSourceOptions['buildGetJwks']
 }
 
 /**
- * Discovery document and signing keys of one identity provider, with Microsoft's rollover
- * guidance built in (https://learn.microsoft.com/entra/identity-platform/signing-key-rollover):
- * - the whole key set is fetched and replaced at once, so a removed key stops verifying;
- * - fresh for `ttl`, then refreshed in the background while the last good set keeps serving,
- *   for at most `maxStale` more while the provider fails;
- * - an unknown `kid` refreshes at once, but never sooner than `cooldown` after the last fetch,
- *   so a flood of made-up kids costs at most one fetch per cooldown;
- * - one fetch in flight at a time, shared by every waiting request;
- * - each fetch is bounded by `timeout` and `maxBytes`, goes to the discovery URL's origin only and
- *   never follows a redirect, whatever dispatcher the app passes (see `guardDispatcher`);
- * - the key set is fetched by get-jwks (see `JwksSource`), and a set with no usable key is an outage.
+ * Discovery and signing keys of one provider, following Microsoft's key rollover guidance
+ * (https://learn.microsoft.com/entra/identity-platform/signing-key-rollover); the policy is in docs/keys.md.
  */
 export class KeyStore {
   readonly #discoveryUrl: URL
@@ -202,7 +168,6 @@ export class KeyStore {
   #failures = 0
   #lastError: string | undefined
   #lastFailure: EntraAuthError | null = null
-  /** No new fetch before this time after a failure (see FAILURE_BACKOFF). */
   #retryAt = -Infinity
 
   constructor (options: KeyStoreOptions) {
@@ -221,21 +186,15 @@ export class KeyStore {
     this.#buildGetJwks = options.buildGetJwks
   }
 
-  /** The discovery document, loading it if needed. Rejects with `auth_oidc_error`. */
   async discovery (): Promise<Discovery> {
     if (this.#discovery === null) await this.refresh()
     return (this.#discovery as unknown as Stamped<Discovery>).value
   }
 
-  /** The discovery document if it is loaded, without fetching. */
   peekDiscovery (): Discovery | undefined {
     return this.#discovery?.value
   }
 
-  /**
-   * The key for `kid`. Rejects with `auth_token_key_error` when the provider has no usable key of
-   * that ID, and with `auth_oidc_error` when keys can't be had.
-   */
   async getKey (kid: string): Promise<SigningKey> {
     let set = this.#keySet
     if (set === null || !this.#usable(set.fetchedAt)) {
@@ -257,12 +216,7 @@ export class KeyStore {
     throw new EntraAuthError('auth_token_key_error')
   }
 
-  /**
-   * After `failed`, the key for `kid`, did not verify a token's signature (`error`): a provider may
-   * re-publish a `kid` with new key material (README, Security guarantees). Refreshes at most once per `cooldown`
-   * (or joins the refresh in flight) and resolves with the key now published under `kid` when it
-   * is another one; otherwise rethrows `error`. Any other error is rethrown as it is.
-   */
+  /** A provider may re-publish a `kid` with new key material: refresh at most once per `cooldown`. */
   async keyAfterSignatureFailure (kid: string, failed: SigningKey, error: unknown): Promise<SigningKey> {
     if (!(error instanceof EntraAuthError) || error.type !== 'auth_token_signature_untrusted') throw error
     let set = this.#keySet
@@ -279,11 +233,7 @@ export class KeyStore {
     return key
   }
 
-  /**
-   * The key for `kid` while the current set is usable and has it (the hot path: synchronous, no
-   * network possible), starting a background refresh when the set is past `ttl`; else undefined,
-   * and the caller goes through {@link getKey}.
-   */
+  /** The hot path: synchronous, no network; undefined sends the caller to {@link getKey}. */
   currentKey (kid: string): SigningKey | undefined {
     const set = this.#keySet
     const key = set?.keys.get(kid)
@@ -292,10 +242,7 @@ export class KeyStore {
     return key
   }
 
-  /**
-   * Stale-while-revalidate: once the set is older than `ttl`, start a background refresh; the hot
-   * path never waits on the provider. Cheap enough to call on every request.
-   */
+  /** Stale-while-revalidate, cheap enough for every request. */
   revalidate (): void {
     const set = this.#keySet
     if (set !== null && this.#clock() - set.fetchedAt >= this.#timings.ttl && this.#inFlight === null && this.#clock() >= this.#retryAt) {
@@ -303,24 +250,15 @@ export class KeyStore {
     }
   }
 
-  /**
-   * True while `key` is part of the current key set and that set is still usable (within
-   * `ttl + maxStale`): a cached token must not outlive either (used on every cache hit).
-   */
+  /** A cached token must not outlive its key nor the set's `ttl + maxStale`. */
   isCurrent (key: SigningKey): boolean {
     const set = this.#keySet
     return set !== null && set.keys.get(key.kid) === key && this.#usable(set.fetchedAt)
   }
 
-  /**
-   * Fetches discovery (when stale) and the key set, sharing one flight among all callers.
-   * On failure it resolves with the last good set while that is within `ttl + maxStale`,
-   * and rejects with `auth_oidc_error` otherwise.
-   */
   refresh (kid?: string): Promise<KeySet> {
     if (this.#inFlight !== null) return this.#inFlight
     if (this.#clock() < this.#retryAt && this.#lastFailure !== null) {
-      // The provider failed moments ago: don't let every request turn into another fetch.
       const last = this.#keySet
       return last !== null && this.#usable(last.fetchedAt) ? Promise.resolve(last) : Promise.reject(this.#lastFailure)
     }
@@ -329,7 +267,6 @@ export class KeyStore {
     return this.#inFlight
   }
 
-  /** Runs one document fetch, telling `fastify-entra-auth:keys:fetch` subscribers about it. */
   async #traced<T> (document: 'discovery' | 'jwks', url: URL, fetch: () => Promise<T>): Promise<T> {
     if (!keysFetchChannel.hasSubscribers) return await fetch()
     const started = this.#clock()
@@ -382,8 +319,7 @@ export class KeyStore {
     } catch (err) {
       this.#failures++
       this.#lastError = failureReason(err, timeout)
-      // With no good set to fall back on, a key set without a usable key leaves every kid unknown
-      // (401 key error, as for `{"keys":[]}`); anything else means the provider is failing (503).
+      // No usable key: every kid unknown (401, as for `{"keys":[]}`); anything else is an outage (503).
       this.#lastFailure = err instanceof NoUsableKeys
         ? new EntraAuthError('auth_token_key_error', "The identity provider publishes no key this API can use (RS256, at least 2048 bits), so the token's signing key is unknown.", { cause: err })
         : new EntraAuthError('auth_oidc_error', undefined, { cause: err, step })
@@ -406,7 +342,7 @@ export class KeyStore {
   #warn (err: unknown, what: string): void {
     const reason = failureReason(err, this.#timings.timeout)
     if (err instanceof LibraryFailure) {
-      // An incompatible library release, not the provider: error level, with the library's error.
+      // An incompatible library release, not the provider.
       const log = this.#logger?.error ?? this.#logger?.warn
       log?.call(this.#logger, { discoveryUrl: this.#discoveryUrl.href, reason, err: err.cause }, `fastify-entra-auth: could not install ${what}: a library failed`)
       return

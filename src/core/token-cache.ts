@@ -3,44 +3,32 @@ import type { EntraToken } from '../entra/token.js'
 
 interface Entry {
   readonly raw: string
-  /** {@link hashOf} `raw`: the entry's key in both segments. */
   readonly hash: number
   readonly token: EntraToken
   readonly key: SigningKey
-  /** `performance.now()` at which the entry goes stale: the token's `exp` (with tolerance). */
   readonly expires: number
-  /** Estimated heap cost, counted against `maxBytes`. */
   readonly size: number
-  /** Read since it was inserted or last spared by eviction (CLOCK's reference bit). */
+  /** CLOCK's reference bit. */
   visited: boolean
 }
 
-/**
- * FNV-1a over a token's last 24 characters (its signature: uniformly spread), as a small integer.
- * Hashing the whole token (1–6 kB, a new string on every request) cost more than the rest of a hit;
- * entries are compared in full, so a collision is only a miss.
- */
+/** FNV-1a over the signature's last 24 characters (docs/performance.md); a collision is only a miss. */
 function hashOf (raw: string): number {
   let hash = 0x811c9dc5
   for (let i = Math.max(0, raw.length - 24); i < raw.length; i++) {
     hash = Math.imul(hash ^ raw.charCodeAt(i), 0x01000193)
   }
-  // Non-negative and below 2^30: a small integer (Smi) for V8 on every platform.
+  // A Smi for V8 on every platform.
   return hash >>> 2
 }
 
-/** Rough heap cost of one entry: the token string, its decoded claims and header, the wrapper. */
 function entrySize (raw: string): number {
   return raw.length * 4 + 1024
 }
 
-/** Bits in each half of the doorkeeper (2^20 bits = 128 KiB per half). */
 const DOORKEEPER_BITS = 1 << 20
 
-/**
- * Remembers, in fixed memory, which tokens were verified once (TinyLFU's "doorkeeper"). Two bit
- * sets, the older cleared after `capacity` marks; a false positive admits a token one visit early.
- */
+/** TinyLFU's doorkeeper: a false positive admits a token one visit early. */
 class Doorkeeper {
   #current = new Int32Array(DOORKEEPER_BITS / 32)
   #previous = new Int32Array(DOORKEEPER_BITS / 32)
@@ -51,7 +39,6 @@ class Doorkeeper {
     this.#capacity = capacity
   }
 
-  /** True when `hash` was marked before; marks it either way. */
   seenBefore (hash: number): boolean {
     const word = (hash >>> 5) & (DOORKEEPER_BITS / 32 - 1)
     const mask = 1 << (hash & 31)
@@ -68,25 +55,14 @@ class Doorkeeper {
 }
 
 export interface TokenCacheLimits {
-  /** Most entries; 0 turns the cache off. */
   max: number
-  /** Most (estimated) bytes held by entries. */
   maxBytes: number
 }
 
-/** Slots of the probation segment (a power of two): few, so never-seen tokens die young. */
+/** A power of two: few, so never-seen tokens die young. */
 const PROBATION_SLOTS = 256
 
-/**
- * Verified tokens by their exact string, so a token seen before skips the signature and claim
- * checks; callers still judge `nbf`/`exp` and the key's usability on every hit.
- *
- * On a stream of never-seen tokens a cache costs the garbage collector most (docs/performance.md),
- * so, as in TinyLFU: a first verification lands in a small direct-mapped probation table (one
- * array store; a newcomer takes its slot's place) where it dies young; a probation hit, or a second
- * verification (the doorkeeper remembers the first), moves it to the main segment, one `Map`
- * evicted CLOCK-style. A miss is one hash of 24 characters and two lookups.
- */
+/** Verified tokens by their exact string; a probation table spares the GC never-seen tokens (docs/performance.md). */
 export class TokenCache {
   readonly #main = new Map<number, Entry>()
   readonly #probation: Array<Entry | undefined>
@@ -100,14 +76,12 @@ export class TokenCache {
   constructor (limits: TokenCacheLimits) {
     this.#max = limits.max
     this.#maxBytes = limits.maxBytes
-    // Probation takes at most a quarter of the entries; tiny caches have none.
     const slots = limits.max >= 8 ? Math.min(PROBATION_SLOTS, 2 ** Math.floor(Math.log2(limits.max / 4))) : 0
     this.#probation = new Array<Entry | undefined>(slots).fill(undefined)
     this.#mainMax = limits.max - slots
     this.#doorkeeper = new Doorkeeper(Math.max(1024, limits.max * 8))
   }
 
-  /** The entry of exactly `raw`: a token that only ends like a cached one is a miss. */
   get (raw: string): Entry | undefined {
     if (this.#max === 0) return undefined
     const hash = hashOf(raw)
@@ -126,7 +100,6 @@ export class TokenCache {
     const slot = hash & (probation.length - 1)
     const candidate = probation[slot]
     if (candidate === undefined || candidate.raw !== raw) return undefined
-    // Seen again while on probation: a token that is really reused.
     probation[slot] = undefined
     this.#probationSize--
     if (candidate.expires <= performance.now()) return undefined
@@ -134,7 +107,6 @@ export class TokenCache {
     return candidate
   }
 
-  /** Stores a just-verified token; `lifetime` (ms) bounds the entry by the token's remaining validity. */
   set (raw: string, token: EntraToken, key: SigningKey, lifetime: number): void {
     if (this.#max === 0 || !(lifetime > 0)) return
     const hash = hashOf(raw)
@@ -178,13 +150,11 @@ export class TokenCache {
     this.#bytes += entry.size
   }
 
-  /** Drops the oldest main entry not read since it was inserted or last spared (or a stale one). */
   #evict (): void {
     const now = performance.now()
     for (const entry of this.#main.values()) {
       this.#main.delete(entry.hash)
       if (entry.visited && entry.expires > now) {
-        // Second chance: to the back of the line, bit cleared.
         entry.visited = false
         this.#main.set(entry.hash, entry)
         continue
@@ -207,7 +177,6 @@ export class TokenCache {
     return this.#max
   }
 
-  /** Estimated bytes held by the main segment. */
   get bytes (): number {
     return this.#bytes
   }

@@ -1,4 +1,4 @@
-/** Claim checks of an Entra access token, run only after the signature verified; each rule is written once, as a step. */
+/** Claim checks, run only after the signature verified; each rule is written once, as a step. */
 import { EntraAuthError } from './problems.js'
 import type { EntraClaims } from './token.js'
 import { issuerRule, issuerTenant, keyMaySign, type IssuerRule } from './issuers.js'
@@ -6,7 +6,6 @@ import { graphTokenDetail, isGraphToken, looksLikeIdToken } from './kinds.js'
 import { runSteps, type Step, type StepFacts, type StepRecorder } from './steps.js'
 
 export interface ClaimRules {
-  /** The API's client ID, for the scope a wrong-audience detail tells the caller to request. */
   readonly clientId: string
   readonly audiences: ReadonlySet<string>
   readonly tokenVersions: ReadonlySet<string>
@@ -19,16 +18,13 @@ export interface ClaimRules {
   readonly discoveryUrl?: URL
 }
 
-/** Claims that passed every rule, and the claim naming their client application. */
 export interface CheckedClaims {
   readonly payload: EntraClaims
   readonly clientClaim: 'azp' | 'appid'
 }
 
-/** Detail of `auth_token_issuer_untrusted` for a tenant `allowedTenants` does not admit. */
 export const TENANT_NOT_ALLOWED = 'The token was issued by a tenant this API does not allow. Sign in with an account of an allowed tenant.'
 
-/** Names the missing client claim, so the caller sees both what is wrong and why. */
 function idTokenDetail (clientClaim: 'azp' | 'appid'): string {
   return `The token has no '${clientClaim}' claim (the client application), so it looks like an ID token, which proves a sign-in to the client app and is not meant for APIs. Send an access token requested for this API instead.`
 }
@@ -37,33 +33,26 @@ function isFiniteNumber (value: unknown): value is number {
   return typeof value === 'number' && Number.isFinite(value)
 }
 
-/**
- * Required claims, present and non-null, in the order the Python flask-entra-auth checks them. The
- * client claim depends on the version and issuer (see `issuerRule`); an unknown version is left
- * to the `ver` check.
- */
+/** In the order the Python flask-entra-auth checks them; the client claim depends on version and issuer. */
 const REQUIRED = Object.freeze({
   azp: Object.freeze(['iss', 'sub', 'aud', 'exp', 'nbf', 'azp', 'ver']),
   appid: Object.freeze(['iss', 'sub', 'aud', 'exp', 'nbf', 'appid', 'ver']),
   unknown: Object.freeze(['iss', 'sub', 'aud', 'exp', 'nbf', 'ver'])
 })
 
-/** One token's claims under judgement, and what the rules found (read by the step facts). */
 interface ClaimCheck {
   readonly payload: Record<string, unknown>
   readonly rules: ClaimRules
   readonly discoveryIssuer: string
   readonly keyIssuer: string | undefined
-  /** How the token's version is judged against the discovery issuer; null when no issuer can be trusted. */
+  /** Null when no issuer can be trusted. */
   readonly issuer: IssuerRule | null
   readonly clientClaim: 'azp' | 'appid' | undefined
   readonly required: readonly string[]
-  /** The claim found missing, or of the wrong type, and what was expected of it. */
   missing?: string
   idToken?: boolean
   invalid?: string
   expected?: string
-  /** Which `iss` rule refused the token: the issuer, its `tid`, `allowedTenants` or the signing key. */
   issRefusal?: 'issuer' | 'tid' | 'tenant' | 'key'
   issuedBy?: string | undefined
 }
@@ -74,7 +63,7 @@ function invalidClaim (c: ClaimCheck, name: string, expected: string): never {
   throw new EntraAuthError('auth_token_invalid', `The token '${name}' claim must be ${expected}.`, { step: 'claims', claim: name })
 }
 
-/** Required claims present; claim types: anything else is a malformed token, never "no limit" (e.g. `exp: 1e400`). */
+/** A wrong type is a malformed token, never "no limit" (e.g. `exp: 1e400`). */
 function wellFormed (c: ClaimCheck): void {
   const { payload } = c
   const required = c.required
@@ -117,8 +106,7 @@ function issuer (c: ClaimCheck): void {
     c.issRefusal = 'issuer'
     throw new EntraAuthError('auth_token_issuer_untrusted')
   }
-  // With a fixed issuer nothing binds `tid`; Entra always issues both for the same tenant, so a
-  // token where they differ is not one of Entra's, and `tid` must not be trusted for allowedTenants.
+  // Entra issues `iss` and `tid` for the same tenant; otherwise `tid` can't be trusted for allowedTenants.
   const issuedBy = c.issuedBy = issuerTenant(iss)
   if (tid !== undefined && issuedBy !== undefined && tid !== issuedBy) {
     c.issRefusal = 'tid'
@@ -128,8 +116,7 @@ function issuer (c: ClaimCheck): void {
     c.issRefusal = 'tenant'
     throw new EntraAuthError('auth_token_issuer_untrusted', TENANT_NOT_ALLOWED, { claim: 'tid' })
   }
-  // Key issuers are written in v2.0 form; the rule gives the token's issuer in that form, whatever
-  // the cloud's host pairing (China: sts.chinacloudapi.cn ↔ login.partner.microsoftonline.cn).
+  // Key issuers are written in v2.0 form, whatever the cloud's v1.0 host.
   if (!keyMaySign(c.keyIssuer, rule.v2Issuer, tid)) {
     c.issRefusal = 'key'
     throw new EntraAuthError('auth_token_issuer_untrusted', "The token's signing key belongs to another issuer or tenant than the token claims. Request a token from the tenant this API trusts.")
@@ -176,7 +163,7 @@ function clientApp (c: ClaimCheck): void {
 
 const listed = (set: ReadonlySet<string> | null): string[] | null => set === null ? null : [...set]
 
-/** The steps before the time claims (`claims`), and after them, in the contract's order. */
+/** Before the time claims, and after them, in the contract's order. */
 const SHAPE_STEPS: ReadonlyArray<Step<ClaimCheck>> = [
   {
     step: 'claims',
@@ -202,7 +189,7 @@ const ISSUER_STEPS: ReadonlyArray<Step<ClaimCheck>> = [
   }
 ]
 
-/** The time claims (seconds) against the clock (ms), with tolerance. */
+/** Claims in seconds, clock in ms. */
 interface TimeCheck {
   readonly nbf: number
   readonly exp: number
@@ -210,7 +197,6 @@ interface TimeCheck {
   readonly clockTolerance: number
 }
 
-/** A time claim against the clock: `inSeconds` is negative for a time in the past. */
 function timeFacts (claim: 'nbf' | 'exp', value: number, c: TimeCheck): Record<string, unknown> {
   return { [claim]: value, now: c.now / 1000, inSeconds: value - c.now / 1000, clockTolerance: c.clockTolerance }
 }
@@ -229,19 +215,12 @@ const TIME_STEPS: ReadonlyArray<Step<TimeCheck>> = [
   }
 ]
 
-/**
- * `nbf` and `exp` (seconds) against the configured clock, with tolerance. Also run on every hit of
- * the verified-token cache, since a cached token may have expired since.
- */
+/** Also run on every cache hit: a cached token may have expired since. */
 export function checkTime (nbf: number, exp: number, rules: Pick<ClaimRules, 'now' | 'clockTolerance'>, record?: StepRecorder): void {
   runSteps(TIME_STEPS, { nbf, exp, now: rules.now(), clockTolerance: rules.clockTolerance }, record)
 }
 
-/**
- * Runs every claim check and returns the claims typed, with the claim naming the client.
- * `discoveryIssuer` is the configured provider's issuer (maybe a `{tenantid}` template);
- * `keyIssuer` the signing key's `issuer` member.
- */
+/** `discoveryIssuer` may be a `{tenantid}` template; `keyIssuer` is the signing key's `issuer` member. */
 export function checkClaims (
   payload: Record<string, unknown>,
   rules: ClaimRules,
@@ -250,7 +229,6 @@ export function checkClaims (
   record?: StepRecorder
 ): CheckedClaims {
   const ver = payload.ver
-  // The client claim is required before `iss` is judged, so the issuer rule is known from the start.
   const rule = ver === '1.0' || ver === '2.0' ? issuerRule(discoveryIssuer, ver, payload.tid, payload.iss, rules.discoveryUrl?.hostname) : null
   const clientClaim = ver === '1.0' || ver === '2.0' ? rule?.clientClaim ?? (ver === '2.0' ? 'azp' : 'appid') : undefined
   const c: ClaimCheck = { payload, rules, discoveryIssuer, keyIssuer, issuer: rule, clientClaim, required: REQUIRED[clientClaim ?? 'unknown'] }

@@ -1,16 +1,10 @@
-/**
- * Route requirements: a list of alternatives (OR), each a space-separated set of words (AND).
- * Pure, no Fastify.
- */
+/** Route requirements: a list of alternatives (OR), each a space-separated set of words (AND). */
 import { EntraAuthError } from './problems.js'
 import type { StepRecorder } from './steps.js'
 
 /**
- * What a route needs. Either the form of the Python flask-entra-auth — a string or a list of alternatives
- * (`['A B', 'C']` = (A AND B) OR C) matched against `scp` ∪ `roles` — or the object form that keeps
- * delegated scopes and app roles apart: `{ scopes: ['Files.Read'], roles: ['Files.Read.All'] }` is
- * satisfied by a user token with `Files.Read` in `scp` OR an app token with `Files.Read.All` in
- * `roles` (Microsoft.Identity.Web's "scope or app permission").
+ * What a route needs: alternatives (`['A B', 'C']` = (A AND B) OR C) against `scp` ∪ `roles`, or the
+ * object form that keeps delegated scopes and app roles apart.
  *
  * @example
  * ```ts
@@ -22,14 +16,10 @@ export type ScopeRequirement = string | readonly string[] | {
   scopes?: string | readonly string[]
   /** Alternatives satisfied by app roles / application permissions (`roles`). */
   roles?: string | readonly string[]
-  /**
-   * Admit only app-only tokens (daemons: client credentials, no `scp`): a user's token is refused
-   * even when the user was assigned the app role. Goes with `roles`.
-   */
+  /** Admit only app-only tokens (client credentials), even against users assigned the app role. Goes with `roles`. */
   appOnly?: boolean
 }
 
-/** Where an alternative's words must be found. */
 type Source = 'any' | 'scp' | 'roles'
 
 interface Alternative {
@@ -37,36 +27,25 @@ interface Alternative {
   readonly source: Source
 }
 
-/** The permissions a verified token carries, split by where they came from. */
 export interface TokenPermissions {
   readonly delegated: ReadonlySet<string>
   readonly roles: ReadonlySet<string>
   readonly all: ReadonlySet<string>
-  /** App-only (client credentials) token: see `EntraToken.isAppOnly`. */
   readonly isAppOnly: boolean
 }
 
-/** A requirement checked once at route definition, cheap to evaluate per request. */
 export interface CompiledRequirement {
-  /** True when any token passes (authentication only). */
   readonly empty: boolean
-  /** Only app-only tokens pass. */
   readonly appOnly: boolean
-  /**
-   * The RFC 6750 `scope` challenge attribute: the first alternative, as a client requests it. Its
-   * words are all required (RFC 6750 §3: space-delimited), so it names one alternative, never all.
-   */
+  /** RFC 6750 §3: the `scope` words are all required, so it names the first alternative only. */
   readonly scopeAttribute: string
-  /** Human-readable form for problem details and logs, e.g. `"A B" or "C"`. */
   readonly description: string
-  /** All words, for documentation (OpenAPI). */
   readonly words: readonly string[]
-  /** The alternatives (OR), each a set of words (AND) and where they must be found; for OpenAPI. */
   readonly alternatives: ReadonlyArray<{ readonly words: readonly string[], readonly source: 'any' | 'scp' | 'roles' }>
   isSatisfiedBy: (permissions: TokenPermissions) => boolean
 }
 
-/** Words allowed in a scope: RFC 6749 §3.3 scope-token (printable ASCII except space, `"` and `\`). */
+/** RFC 6749 §3.3 scope-token. */
 const SCOPE_TOKEN = /^[\x21\x23-\x5B\x5D-\x7E]+$/
 
 function alternativesOf (value: string | readonly string[] | undefined, source: Source, name: string): Alternative[] {
@@ -91,7 +70,7 @@ function alternativesOf (value: string | readonly string[] | undefined, source: 
 
 const OBJECT_FORM = '{ scopes?, roles?, appOnly? }'
 
-/** The object form's alternatives: at least one, since an empty list read from configuration must not open the route. */
+/** At least one: an empty list read from configuration must not open the route. */
 function objectAlternatives (requirement: object): { alternatives: Alternative[], appOnly: boolean } {
   const { scopes, roles, appOnly, ...rest } = requirement as { scopes?: string | string[], roles?: string | string[], appOnly?: unknown }
   const extra = Object.keys(rest)
@@ -109,7 +88,7 @@ function objectAlternatives (requirement: object): { alternatives: Alternative[]
   return { alternatives: [...delegated, ...application], appOnly: appOnly === true }
 }
 
-/** An alternative as a client requests it: `{prefix}{scope}`; app roles come with `{prefix}.default` (client credentials can't ask for single roles). */
+/** Client credentials can't ask for single roles: app roles come with `{prefix}.default`. */
 function requested (alternative: Alternative, scopePrefix: string): string {
   return alternative.source === 'roles' ? `${scopePrefix}.default` : alternative.words.map(word => scopePrefix + word).join(' ')
 }
@@ -119,11 +98,7 @@ function isApplication (permissions: TokenPermissions): boolean {
   return permissions.isAppOnly && permissions.delegated.size === 0
 }
 
-/**
- * Compiles a requirement; throws a `TypeError` for malformed ones (at route definition time).
- * `scopePrefix` (e.g. `api://{clientId}/`) turns scopes into the form clients request them in, for
- * the challenge.
- */
+/** Throws a `TypeError` at route definition; `scopePrefix` (e.g. `api://{clientId}/`) is for the challenge. */
 export function compileRequirement (requirement: ScopeRequirement | undefined | null, scopePrefix = ''): CompiledRequirement {
   let alternatives: Alternative[]
   let appOnly = false
@@ -157,11 +132,6 @@ export function compileRequirement (requirement: ScopeRequirement | undefined | 
 
 const FOR_APPLICATIONS = "This route is for applications: it admits only app-only tokens (client credentials), not a user's token, even one whose user was assigned the app role."
 
-/**
- * Admits a verified token's permissions for a route, or throws `auth_token_insufficient_scopes`
- * naming what the route needs (RFC 6750 §3.1 `scope` attribute). The plugin's hooks and
- * `explain()` both call it.
- */
 export function checkRequirement (required: CompiledRequirement, permissions: TokenPermissions, record?: StepRecorder): void {
   const ok = required.isSatisfiedBy(permissions)
   const userOnAppRoute = required.appOnly && !isApplication(permissions)

@@ -1,11 +1,7 @@
 import { Type, type Static } from '@sinclair/typebox'
 import type { JoseHeader } from '../core/jws.js'
 
-/**
- * Claims of an Entra access token (v1.0 and v2.0), as a TypeBox schema so they can be used in
- * route schemas and OpenAPI. Known claims are typed; any other claim is kept.
- * https://learn.microsoft.com/entra/identity-platform/access-token-claims-reference
- */
+/** Claims of an Entra access token (v1.0 and v2.0) as a TypeBox schema; any other claim is kept. */
 export const EntraClaimsSchema = Type.Object({
   iss: Type.String(),
   sub: Type.String(),
@@ -31,10 +27,7 @@ export const EntraClaimsSchema = Type.Object({
   xms_cc: Type.Optional(Type.Array(Type.String()))
 }, { additionalProperties: true })
 
-/**
- * Typed known claims plus any extra claim. Extend it for your own optional claims with
- * declaration merging on {@link CustomEntraClaims}.
- */
+/** Typed known claims plus any extra claim; extend through {@link CustomEntraClaims}. */
 export type EntraClaims = Static<typeof EntraClaimsSchema> & CustomEntraClaims & Record<string, unknown>
 
 /**
@@ -63,23 +56,18 @@ export interface Rfc7662Introspection {
   iss?: string
 }
 
-/** The client claim by Entra's default rule: `azp` for 2.0, `appid` for 1.0 (B2C's 1.0 tokens differ: the verifier says so). */
+/** B2C's 1.0 tokens differ: the verifier says so. */
 export function defaultClientClaim (ver: unknown): 'azp' | 'appid' {
   return ver === '2.0' ? 'azp' : 'appid'
 }
 
-/** `scp` words ∪ `roles`, in that order, without duplicates. */
 export function scopesOf (claims: Readonly<Record<string, unknown>>): string[] {
   const scopes = words(claims.scp)
   for (const role of strings(claims.roles)) if (!scopes.includes(role)) scopes.push(role)
   return scopes
 }
 
-/**
- * App-only (client-credentials) claims: the optional claim `idtyp: 'app'` is authoritative when
- * present; otherwise an app token has no `scp` and `oid == sub`.
- * https://learn.microsoft.com/entra/identity-platform/access-token-claims-reference#payload-claims
- */
+/** https://learn.microsoft.com/entra/identity-platform/access-token-claims-reference#payload-claims */
 export function isAppOnlyClaims (claims: Readonly<Record<string, unknown>>): boolean {
   if (claims.idtyp !== undefined) return claims.idtyp === 'app'
   return claims.scp === undefined && claims.oid !== undefined && claims.oid === claims.sub
@@ -95,10 +83,7 @@ function strings (roles: unknown): string[] {
   return Array.isArray(roles) ? roles.filter((role): role is string => typeof role === 'string') : []
 }
 
-/**
- * Freezes `root` and every object and array reachable from it. Iterative, so even a deeply nested
- * claim can't overflow the stack. Runs once per verified token (a cache miss), never per hit.
- */
+/** Iterative, so even a deeply nested claim can't overflow the stack. */
 export function deepFreeze<T extends object> (root: T): Readonly<T> {
   const pending: object[] = [root]
   for (let value = pending.pop(); value !== undefined; value = pending.pop()) {
@@ -113,10 +98,7 @@ export function deepFreeze<T extends object> (root: T): Readonly<T> {
   return root
 }
 
-/**
- * A set nobody can add to: `Object.freeze` does not stop `Set.prototype.add`, and these sets are
- * what the route requirement is checked against.
- */
+/** `Object.freeze` does not stop `Set.prototype.add`, and route requirements are checked against these sets. */
 export class FrozenSet<T> implements ReadonlySet<T> {
   readonly #items: Set<T>
 
@@ -137,13 +119,11 @@ export class FrozenSet<T> implements ReadonlySet<T> {
   [Symbol.iterator] (): SetIterator<T> { return this.#items.values() }
 }
 
-/** What `util.inspect` and so `console.log` show instead of the token string. */
 const REDACTED = '[redacted]'
 
-/** Set only while {@link mintEntraToken} runs: user code can't construct an `EntraToken`. */
+/** User code can't construct an `EntraToken`. */
 let minting = false
 
-/** Makes the `EntraToken` of a token that passed every check: the verifier's only way to make one. */
 export function mintEntraToken (raw: string, header: JoseHeader, claims: EntraClaims, clientClaim?: 'azp' | 'appid'): EntraToken {
   minting = true
   try {
@@ -154,12 +134,7 @@ export function mintEntraToken (raw: string, header: JoseHeader, claims: EntraCl
 }
 
 /**
- * A validated Entra access token, made by the verifier only after every check passed (no public
- * constructor: use `instanceof` and the type).
- *
- * Deeply immutable: the verified-token cache hands the same instance to every request presenting
- * the same token, so nothing one request's code does to it can reach another request. `raw` is not
- * enumerable, and `JSON.stringify`, `util.inspect` (`console.log`) and object spread never show it.
+ * A validated Entra access token; deeply immutable, as the token cache shares it between requests.
  *
  * @example
  * ```ts
@@ -170,16 +145,13 @@ export function mintEntraToken (raw: string, header: JoseHeader, claims: EntraCl
  * ```
  */
 export class EntraToken {
-  // Private fields are not properties: spread, JSON, `Object.keys` and `util.inspect` never see
-  // them, and `Object.freeze` doesn't stop the lazy sets below from being filled in once.
+  // Private fields: invisible to spread, JSON and `util.inspect`, and fillable once despite `Object.freeze`.
   readonly #raw: string
   #delegated: ReadonlySet<string> | undefined
   #roles: ReadonlySet<string> | undefined
   #all: ReadonlySet<string> | undefined
-  /** The claim naming the client application (see {@link EntraToken.clientId}). */
   readonly #clientClaim: 'azp' | 'appid'
   readonly #claims: EntraClaims
-  /** Whether `#claims` was deep-frozen yet (on first read: see {@link EntraToken.claims}). */
   #frozen = false
   #scopes: string[] | undefined
   /** Decoded JOSE header (frozen). */
@@ -187,16 +159,11 @@ export class EntraToken {
   /** Entra token version. */
   readonly version: '1.0' | '2.0'
 
-  /**
-   * Freezes `header` (and `claims` on first read, deeply): pass objects nothing else holds on to. `clientClaim`
-   * is the claim the token was validated with: by default `azp` for 2.0 and `appid` for 1.0;
-   * Azure AD B2C's 1.0 tokens name their client in `azp`.
-   */
+  /** Freezes `header` (and `claims` on first read): pass objects nothing else holds on to. */
   private constructor (raw: string, header: JoseHeader, claims: EntraClaims, clientClaim?: 'azp' | 'appid') {
     if (!minting) throw new TypeError('fastify-entra-auth: an EntraToken is made only by the verifier, after every check passed: use verify()')
     this.#raw = raw
     this.#clientClaim = clientClaim ?? defaultClientClaim(claims.ver)
-    // The verifier passes the header it remembered, frozen already.
     this.header = Object.isFrozen(header) ? header : deepFreeze(header)
     this.#claims = claims
     this.version = claims.ver
@@ -204,11 +171,7 @@ export class EntraToken {
     if (new.target === EntraToken) Object.freeze(this)
   }
 
-  /**
-   * All decoded claims, deeply frozen. Frozen on first read, since freezing a null-prototype object
-   * costs V8 a new hidden class each time (about 2 µs): a route that never reads them never pays it.
-   * Nothing can reach the claims but through this getter, so no one ever sees them unfrozen.
-   */
+  /** All decoded claims, deeply frozen (on first read: see docs/performance.md). */
   get claims (): EntraClaims {
     if (!this.#frozen) {
       deepFreeze(this.#claims)
@@ -227,8 +190,6 @@ export class EntraToken {
   get raw (): string {
     return this.#raw
   }
-
-  // The sets are built on first use (an authentication-only route never needs them), then kept.
 
   /** Delegated permissions (`scp` words). */
   get delegated (): ReadonlySet<string> {

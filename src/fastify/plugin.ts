@@ -15,8 +15,7 @@ import { buildVerifier, type EntraVerifier, type EntraVerifierState } from '../v
 /** `fastify.entraAuth`: makes route hooks, and shares the plugin's verifier. */
 export interface EntraAuthDecorator {
   /**
-   * A hook for `onRequest` or `preHandler` that admits only requests with a valid Entra access
-   * token meeting `requirement`, and answers every other request with a problem reply.
+   * A hook that admits only requests with a valid token meeting `requirement`; others get a problem reply.
    *
    * @example
    * ```ts
@@ -25,9 +24,7 @@ export interface EntraAuthDecorator {
    */
   (requirement?: ScopeRequirement, options?: EntraAuthHookOptions): onRequestAsyncHookHandler
   /**
-   * The same check as a strategy for `@fastify/auth`: it throws the `EntraAuthError` instead of
-   * replying, so `fastify.auth([...])` can try the next strategy. An error that reaches Fastify's
-   * error handler keeps its status and `WWW-Authenticate` header (`statusCode`, `headers`).
+   * The same check as a `@fastify/auth` strategy: it throws the `EntraAuthError` instead of replying.
    *
    * @example
    * ```ts
@@ -40,11 +37,7 @@ export interface EntraAuthDecorator {
   sendProblem: (reply: FastifyReply, error: EntraAuthError) => FastifyReply
   /** Validates a token with the plugin's verifier (caches are shared). */
   verify: (token: string) => Promise<EntraToken>
-  /**
-   * Says step by step why the plugin's verifier admits or refuses a token (and, given a route
-   * requirement, whether the route would), with the same key store and caches. Never rejects for a
-   * bad token.
-   */
+  /** Says step by step why the plugin's verifier admits or refuses a token; never rejects for a bad token. */
   explain: EntraVerifier['explain']
   /** RFC 7662 introspection with the plugin's verifier. */
   introspect: (token: string) => Promise<Rfc7662Introspection>
@@ -56,10 +49,7 @@ export interface EntraAuthDecorator {
 
 /** Options of one route hook. */
 export interface EntraAuthHookOptions {
-  /**
-   * Admit requests that carry no credentials at all, with `request.entraToken === null`. Requests
-   * that do carry credentials are still checked, and refused when they fail. Default `false`.
-   */
+  /** Admit requests without credentials (`request.entraToken === null`); bad credentials are still refused. Default `false`. */
   optional?: boolean
 }
 
@@ -73,7 +63,7 @@ function hookOptionsOf (value: unknown): { optional: boolean } {
   return { optional: optional ?? false }
 }
 
-/** Calls a metrics callback; it can neither fail nor delay the request. */
+/** A metrics callback can neither fail nor delay the request. */
 function notify<T> (callback: ((request: FastifyRequest, value: T) => unknown) | undefined, request: FastifyRequest, value: T): void {
   if (callback === undefined) return
   const report = (err: unknown): void => { request.log.error({ err }, `fastify-entra-auth: ${callback.name || 'callback'} failed`) }
@@ -90,16 +80,11 @@ declare module 'fastify' {
     entraAuth: EntraAuthDecorator
   }
   interface FastifyRequest {
-    /**
-     * The validated Entra access token once a fastify-entra-auth hook admitted the request; else
-     * `null` in the context that registered the plugin and its descendants (the whole app when
-     * registered at the root), and `undefined` elsewhere: test it with `== null`.
-     */
+    /** The validated token once a fastify-entra-auth hook admitted the request; test it with `== null`. */
     entraToken: EntraToken | null
   }
 }
 
-/** Stable code of the error for a route that passes the decorator itself as a hook. */
 export const HOOK_NOT_CALLED = 'FST_ENTRA_AUTH_HOOK_NOT_CALLED'
 
 function hookNotCalled (name: string, where: string): TypeError {
@@ -107,21 +92,16 @@ function hookNotCalled (name: string, where: string): TypeError {
   return Object.assign(error, { code: HOOK_NOT_CALLED })
 }
 
-/** True when Fastify called a hook factory as a hook: its first argument is then a request. */
+/** Fastify called a hook factory as a hook. */
 function isRequest (value: unknown): boolean {
   return typeof value === 'object' && value !== null && 'raw' in value && 'routeOptions' in value
 }
 
-/** Sends `error` as an RFC 9457 problem with its RFC 6750 challenge. */
 function sendProblem (reply: FastifyReply, error: EntraAuthError, contact: string | undefined): FastifyReply {
   return sendProblemReply(reply, error.status, error.challenge(), error.toProblem(contact))
 }
 
-/**
- * The fields of the one log line per rejection. For `auth_oidc_error` it adds `reason`: why keys
- * could not be had (the fetch failure's message, which names the URL and the failure, never a
- * token), so an operator sees the cause where the 503 is.
- */
+/** For `auth_oidc_error`, `reason` (the fetch failure's message, never a token) shows the cause next to the 503. */
 function rejectionLog (problem: EntraAuthError): { problem: string, status: number, reason?: string } {
   const fields: { problem: string, status: number, reason?: string } = { problem: problem.type, status: problem.status }
   if (problem.type === 'auth_oidc_error' && problem.cause !== undefined) {
@@ -135,21 +115,18 @@ async function entraAuthPlugin (fastify: FastifyInstance, opts: EntraAuthOptions
   if (fastify.hasDecorator(options.decorator)) {
     throw new EntraAuthOptionsError([`option 'decorator': this context already has a decorator '${options.decorator}' (another registration of this plugin, here or in a parent context, or another plugin's); give each registration its own name, e.g. { decorator: 'filesAuth' }`])
   }
-  // The form clients request scopes in, for the 403 challenge (the OpenAPI document uses it too).
   const scopePrefix = options.openapi === false ? `api://${options.clientId}/` : options.openapi.scopePrefix
   const verifier = buildVerifier(options, { logger: fastify.log, clock: keyStoreClockOf(opts) })
   const fromCache = verifier[kFromCache]
   const checkUncached = verifier[kCheckUncached]
   const level = options.rejectionLogLevel
 
-  /** Any failure becomes a problem: client-caused ones never surface as 5xx. */
+  /** Client-caused failures never surface as 5xx; an unforeseen throw is refused and logged. */
   function asProblem (request: FastifyRequest, err: unknown): EntraAuthError {
-    // An input we did not foresee made something throw: refuse the token, and say so in the log.
     if (!(err instanceof EntraAuthError)) request.log.error({ err }, 'fastify-entra-auth: unexpected error while validating a token')
     return asAuthError(err)
   }
 
-  /** The problem a failed authentication answers with, reported to `onAuthFailure`. */
   function refused (request: FastifyRequest, err: unknown): EntraAuthError {
     const problem = asProblem(request, err)
     notify(options.onAuthFailure, request, problem)
@@ -167,12 +144,7 @@ async function entraAuthPlugin (fastify: FastifyInstance, opts: EntraAuthOptions
     return token
   }
 
-  /**
-   * Admits the request, or throws (rejects) an `EntraAuthError`; `null` for an optional route
-   * called without credentials. Synchronous for a cache hit and for a never-seen token whose key
-   * is at hand: no promise on the paths most requests take. While the verify tracing channel has
-   * subscribers, every check goes through (traced) `verify`.
-   */
+  /** Synchronous (no promise) for a cache hit and for a never-seen token whose key is at hand. */
   function authenticate (request: FastifyRequest, required: CompiledRequirement, optional: boolean): EntraToken | null | Promise<EntraToken | null> {
     const carrier = request as FastifyRequest & { cookies?: Record<string, string | undefined>, session?: unknown }
     let raw: string | null = null
@@ -199,11 +171,7 @@ async function entraAuthPlugin (fastify: FastifyInstance, opts: EntraAuthOptions
     return admitted(request, required, result)
   }
 
-  /**
-   * A refused header token is judged by its alphabet first, as RFC 6750 §2.1 reads: checked only
-   * once validation failed, since a token that verified (or was cached) consists of base64url
-   * segments, which fast-jwt's decoder checks, and no refusal before it needs the network.
-   */
+  /** RFC 6750 §2.1 alphabet first, checked only for a refused token: a verified one passes it anyway. */
   function charsetFirst (carrier: FastifyRequest, raw: string | null, err: unknown): unknown {
     if (raw === null || !isFromHeader(carrier)) return err
     try {
@@ -214,17 +182,14 @@ async function entraAuthPlugin (fastify: FastifyInstance, opts: EntraAuthOptions
     return err
   }
 
-  /** Identifies this registration's hooks among a route's hooks (for OpenAPI). */
   const owner = Symbol(options.decorator)
 
   function entraAuth (requirement?: ScopeRequirement, hookOptions?: EntraAuthHookOptions): onRequestAsyncHookHandler {
-    // Passed uncalled to addHook (which the route check below can't see), Fastify calls it per request.
+    // Passed uncalled to addHook, which the onRoute check can't see.
     if (isRequest(requirement)) throw hookNotCalled(options.decorator, 'a hook')
     const required = compileRequirement(requirement, scopePrefix)
     const { optional } = hookOptionsOf(hookOptions)
-    // Not an async function: Fastify passes `done` to every hook, and an admitted request goes on
-    // through it without a promise. Called by hand, without `done`, it returns a promise like the
-    // async hook its type says it is.
+    // Not async: an admitted request goes on through `done`, without a promise; called without `done`, it returns one.
     const hook = function entraAuthHook (request: FastifyRequest, reply: FastifyReply, done?: HookHandlerDoneFunction): Promise<unknown> | undefined {
       let result: EntraToken | null | Promise<EntraToken | null>
       try {
@@ -241,7 +206,6 @@ async function entraAuthPlugin (fastify: FastifyInstance, opts: EntraAuthOptions
     return tagHook(hook as onRequestAsyncHookHandler, { owner, requirement: required, optional })
   }
 
-  /** Answers a refused request with its problem; logged once per rejection (never the token). */
   function reject (request: FastifyRequest, reply: FastifyReply, problem: EntraAuthError): FastifyReply {
     if (level !== 'silent') request.log[level](rejectionLog(problem), 'fastify-entra-auth: request rejected')
     return sendProblem(reply, problem, options.contact)
@@ -267,12 +231,11 @@ async function entraAuthPlugin (fastify: FastifyInstance, opts: EntraAuthOptions
   })
 
   fastify.decorate(options.decorator, decorator)
-  // The first registration of a context is the one the claims-challenge helper uses by default.
+  // The claims-challenge helper uses a context's first registration.
   if (!fastify.hasDecorator(kVerifier)) fastify.decorate(kVerifier, verifier)
   if (!fastify.hasRequestDecorator('entraToken')) fastify.decorateRequest('entraToken', null)
 
-  // `onRequest: app.entraAuth` (the habit of plugins whose decorator is the hook itself) would
-  // answer every request with a 500: refuse it when the route is defined.
+  // `onRequest: app.entraAuth` (uncalled) would answer every request with a 500.
   fastify.addHook('onRoute', (route) => {
     for (const name of ROUTE_HOOKS) {
       const hooks: unknown = route[name]
@@ -287,7 +250,6 @@ async function entraAuthPlugin (fastify: FastifyInstance, opts: EntraAuthOptions
   if (options.openapi !== false) {
     const { securityScheme, scopePrefix: prefix } = options.openapi
     fastify.addHook('onRoute', function (route) {
-      // Only routes @fastify/swagger documents; its options get the scheme from withEntraSecurity.
       if (!this.hasDecorator('swagger')) return
       const info = findHook(route, owner)
       if (info !== undefined) documentRoute(route, securityRequirements(securityScheme, prefix, info))
@@ -295,7 +257,7 @@ async function entraAuthPlugin (fastify: FastifyInstance, opts: EntraAuthOptions
   }
 
   fastify.addHook('onReady', async () => {
-    // Fetch keys before the first request, but never fail or stall start-up on the provider.
+    // Never fail or stall start-up on the provider.
     if (!await verifier.warm()) {
       fastify.log.warn({ discoveryUrl: options.discoveryUrl.href }, 'fastify-entra-auth: identity provider not reachable at start-up; protected routes answer 503 until it is')
     }
@@ -304,8 +266,7 @@ async function entraAuthPlugin (fastify: FastifyInstance, opts: EntraAuthOptions
 }
 
 /**
- * The Fastify plugin. Register once per protected API; then protect routes with
- * `fastify.entraAuth(requirement)`.
+ * The Fastify plugin; protect routes with `fastify.entraAuth(requirement)`.
  *
  * @example
  * ```ts
