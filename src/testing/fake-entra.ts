@@ -69,18 +69,6 @@ function headerRecord (headers: Dispatcher.DispatchOptions['headers']): Record<s
   return record
 }
 
-/**
- * A fake Microsoft Entra ID served through an undici dispatcher: `app.inject` tests need no network.
- *
- * @example
- * ```ts
- * import { FakeEntra } from 'fastify-entra-auth/testing'
- *
- * const entra = new FakeEntra()
- * await app.register(entraAuth, { clientId, ...entra.pluginOptions() })
- * const token = entra.token(clientId, { scp: 'Files.Read' })
- * ```
- */
 let grantStoreOf: (entra: FakeEntra) => GrantStore
 
 /** For the package's own tests; not exported by `./testing`. */
@@ -88,6 +76,16 @@ export function grantsOf (entra: FakeEntra): GrantStore {
   return grantStoreOf(entra)
 }
 
+/**
+ * A fake Microsoft Entra ID served through an undici dispatcher: `app.inject` tests need no network.
+ * @example
+ * ```ts
+ * import { FakeEntra } from 'fastify-entra-auth/testing'
+ * const entra = new FakeEntra()
+ * await app.register(entraAuth, { clientId, ...entra.pluginOptions() })
+ * const token = entra.token(clientId, { scp: 'Files.Read' })
+ * ```
+ */
 export class FakeEntra {
   readonly tenantId: string
   readonly origin: string
@@ -127,7 +125,6 @@ export class FakeEntra {
   readonly #tenant: string
 
   constructor (options: FakeEntraOptions = {}) {
-    // A GUID authority segment is the tenant: its tokens must carry it as `tid`, not the default.
     this.tenantId = options.tenantId ?? (options.tenant !== undefined && isTenantId(options.tenant) ? options.tenant : FAKE_TENANT_ID)
     const tenant = options.tenant ?? this.tenantId
     this.origin = (options.origin ?? 'https://login.microsoftonline.com').replace(/\/+$/, '')
@@ -189,11 +186,9 @@ export class FakeEntra {
 
   /**
    * Gets an app-only access token with the client-credentials grant, as a daemon would.
-   *
    * @example
    * ```ts
    * import { FakeEntra } from 'fastify-entra-auth/testing'
-   *
    * const entra = new FakeEntra({ apis: [{ clientId, appRoles: ['Reports.Read.All'] }] })
    * const daemonToken = await entra.clientCredentials({ clientId: 'my-daemon' })
    * ```
@@ -226,7 +221,6 @@ export class FakeEntra {
   #route (request: FakeHttpRequest): FakeHttpResponse {
     const path = new URL(request.url, this.origin).pathname
     const endpoint = /^\/([^/]+)\/oauth2\/v2\.0\/(token|authorize)$/.exec(path)
-    // Browsers (MSAL Browser in a SPA) call the token endpoint and discovery across origins.
     const cors = { 'access-control-allow-origin': '*' }
     if (request.method === 'OPTIONS') {
       return { status: 204, headers: { ...cors, 'access-control-allow-methods': 'GET, POST, OPTIONS', 'access-control-allow-headers': request.headers['access-control-request-headers'] ?? '*', 'access-control-max-age': '600' }, body: '' }
@@ -287,7 +281,7 @@ export class FakeEntra {
     await this.dispatcher.close()
   }
 
-  /** True for discovery; any other GET counts as a key-set request (a replaced `jwks_uri` may point anywhere). */
+  /** A replaced `jwks_uri` may point anywhere: any other GET counts as a key-set request. */
   #countFetch (path: string): boolean {
     const isDiscovery = path === new URL(this.oidcEndpoint).pathname
     if (isDiscovery) this.requests.discovery++
