@@ -14,7 +14,6 @@ export interface AdmissionLogger {
 }
 
 export interface Admission {
-  /** Logs configuration warnings once. */
   discovered: (discoveryIssuer: string) => void
   admit: (raw: string, header: JoseHeader, checked: CheckedClaims, discoveryIssuer: string, record?: StepRecorder) => EntraToken | Promise<EntraToken>
 }
@@ -39,7 +38,6 @@ export function createAdmission (options: ResolvedOptions, logger: AdmissionLogg
   function admit (raw: string, header: JoseHeader, checked: CheckedClaims, discoveryIssuer: string, record?: StepRecorder): EntraToken | Promise<EntraToken> {
     discovered(discoveryIssuer)
     const token = mintEntraToken(raw, header, checked.payload, checked.clientClaim)
-    // Synchronous unless there is a tenant predicate: no promise on the request path for nothing.
     if (checkTenant === null) return permitted(token, discoveryIssuer, record)
     return tenantAdmits(checkTenant, token, record).then(() => permitted(token, discoveryIssuer, record))
   }

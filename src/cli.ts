@@ -130,18 +130,15 @@ async function main (argv: string[]): Promise<number> {
     return 0
   }
   const token = args.token === '-' ? readFileSync(0, 'utf8') : args.token
-  // Loaded only now, so usage errors, --help and --version answer at once.
   const [{ inspectToken }, { exitCodeOf, formatReport, EXIT }] = await Promise.all([import('./inspect/validate.js'), import('./inspect/format.js')])
   let report
   try {
     report = await inspectToken(token, args.options)
   } catch (err) {
-    // Bad options (resolveOptions' TypeError) are usage errors.
     if (!(err instanceof TypeError)) throw err
     process.stderr.write(`${escapeLines(err.message)}\n`)
     return EXIT.usage
   }
-  // JSON.stringify escapes line feeds inside strings: its own are the only ones.
   process.stdout.write(args.json ? escapeLines(JSON.stringify(report, null, 2)) + '\n' : formatReport(report))
   return exitCodeOf(report)
 }

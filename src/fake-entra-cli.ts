@@ -191,7 +191,6 @@ export async function runFakeEntra (argv: string[]): Promise<number> {
   try {
     server = await startFakeEntraServer({ ...options, log: line => { process.stdout.write(`${line}\n`) } })
   } catch (err) {
-    // A TypeError is a refused option (a non-loopback --host).
     const hint = err instanceof TypeError ? ' (on the command line: --allow-non-loopback)' : ''
     process.stderr.write(`fastify-entra-auth fake-entra: ${(err as Error).message}${hint}\n`)
     return err instanceof TypeError ? 2 : 1

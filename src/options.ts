@@ -55,7 +55,6 @@ const EntraAuthOptionsSchema = Type.Object({
 
 export const PLUGIN_ONLY_OPTIONS = ['decorator', 'tokenSources', 'onAuthSuccess', 'onAuthFailure', 'rejectionLogLevel', 'openapi'] as const
 
-/** What each option must be, in the error messages' words (never the schema library's). */
 const EXPECTED: Readonly<Record<string, string>> = {
   clientId: 'the application (client) ID of your API, a non-empty string',
   oidcEndpoint: 'the URL of an OpenID configuration document',
@@ -158,7 +157,6 @@ export type EntraAuthOptions = EntraVerifierOptions & EntraPluginOnlyOptions
 
 /**
  * Decides whether a tenant may use the API; `tenantId` is the token's `tid`.
- *
  * @example
  * ```ts
  * const subscribers = new Map<string, { active: boolean }>() // in a real app, a database lookup
@@ -182,11 +180,9 @@ export interface EntraOpenApiOptions {
 
 /**
  * Thrown at register time (or by `createEntraVerifier`) for bad options: a `TypeError` listing every problem.
- *
  * @example
  * ```ts
  * import { createEntraVerifier, EntraAuthOptionsError } from 'fastify-entra-auth'
- *
  * try { createEntraVerifier(options) } catch (err) {
  *   if (err instanceof EntraAuthOptionsError) console.error(err.code, err.issues)
  * }
@@ -223,7 +219,6 @@ export interface ResolvedOptions {
   readonly tenantPredicate: EntraTenantPredicate | null
   readonly allowedSubjects: ReadonlySet<string> | null
   readonly allowedApps: ReadonlySet<string> | null
-  /** Undefined: decided by the discovery issuer (on for a `{tenantid}` template). */
   readonly requirePermissions: boolean | undefined
   readonly contact: string | undefined
   readonly clockTolerance: number
@@ -290,7 +285,6 @@ function invalid (path: string, value: unknown): string {
   return `option '${path}' must be ${EXPECTED[path] ?? 'valid'}, got ${shown(value)}`
 }
 
-/** Names other plugins use (fastify-jwt-jwks) and common mix-ups. */
 const OPTION_HINTS: Readonly<Record<string, string>> = {
   tenantId: "did you mean 'tenant'? It takes a tenant ID, a domain such as 'contoso.onmicrosoft.com', 'organizations' or 'common'",
   issuer: "the issuer comes from the discovery document: give 'tenant' (e.g. 'contoso.onmicrosoft.com'), or 'oidcEndpoint' with the issuer's '/.well-known/openid-configuration' URL",
@@ -336,7 +330,6 @@ function discoveryUrlOf (value: string, name: string, issues: string[]): URL | u
   }
   if (url.username !== '' || url.password !== '') issues.push(`option '${name}' must not carry credentials`)
   if (name === 'oidcEndpoint' && !url.pathname.includes('/.well-known/')) {
-    // OpenID Connect Discovery 1.0 §4
     const document = `${url.origin}${url.pathname.replace(/\/+$/, '')}/.well-known/openid-configuration${url.search}`
     issues.push(`option 'oidcEndpoint' must be the URL of the OpenID configuration document, not the issuer: try '${document}'`)
   }
@@ -351,7 +344,6 @@ function authorityHostOf (value: string | undefined, issues: string[]): string {
   return host.toLowerCase()
 }
 
-/** The hint for an App ID URI given where a client ID is wanted, the most common mix-up. */
 export function appIdUriHint (subject: string, value: string): { message: string, clientId: string | undefined } | undefined {
   if (!value.includes('://')) return undefined
   const clientId = /^api:\/\/([^/]+)\/?$/.exec(value)?.[1]
@@ -368,7 +360,6 @@ function checkClientId (clientId: string, issues: string[]): void {
     : `${hint.message} (tokens for '${clientId}' are accepted with it)`)
 }
 
-/** `Object.freeze` doesn't stop `Set.prototype.add`. */
 function setOrNull (list: readonly string[] | undefined): ReadonlySet<string> | null {
   return list === undefined || list.length === 0 ? null : new FrozenSet(list)
 }
@@ -384,7 +375,6 @@ function checkedClock (now: () => number): () => number {
   }
 }
 
-/** Checks, defaults and freezes the options; misconfiguration fails at register time. */
 export function resolveOptions (input: unknown, use: 'plugin' | 'verifier' = 'plugin'): ResolvedOptions {
   if (input === null || typeof input !== 'object') {
     throw new EntraAuthOptionsError(['options must be an object with at least clientId and tenant or oidcEndpoint'])
@@ -445,7 +435,6 @@ export function resolveOptions (input: unknown, use: 'plugin' | 'verifier' = 'pl
     // Entra puts the client ID (v2, and v1 when so requested) or the App ID URI (v1) into `aud`.
     audiences: new FrozenSet([clientId, `api://${clientId}`, ...(options.audiences ?? OPTION_DEFAULTS.audiences)]),
     tokenVersions: new FrozenSet<string>(options.tokenVersions ?? OPTION_DEFAULTS.tokenVersions),
-    // Entra writes `tid` in lower case.
     allowedTenants: setOrNull((options.allowedTenants as string[] | undefined)?.map(tid => tid.toLowerCase())),
     tenantPredicate,
     allowedSubjects: setOrNull(options.allowedSubjects),

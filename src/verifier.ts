@@ -43,10 +43,7 @@ export interface EntraVerifierState {
 export interface EntraVerifier {
   /** Resolves with the validated token; rejects with `EntraAuthError`. */
   verify: (token: string) => Promise<EntraToken>
-  /**
-   * Says why a token is admitted or refused, step by step (and the scopes of `requirement`), bypassing
-   * the token cache. Never rejects for a bad token or an outage; throws a `TypeError` for a malformed requirement.
-   */
+  /** Says step by step why a token is admitted or refused (bypassing the cache); never rejects for a bad token or an outage. */
   explain: (token: string, requirement?: ScopeRequirement) => Promise<Explanation>
   /** RFC 7662 introspection: `{ active: false }` for any bad token; rejects only with `auth_oidc_error`. */
   introspect: (token: string) => Promise<Rfc7662Introspection>
@@ -69,7 +66,6 @@ export interface VerifierInternals {
   clock?: () => number
 }
 
-/** Graph tokens can't be verified by anyone but Graph: say so. */
 function untrustedDetail (raw: string): string | undefined {
   try {
     const { header, payload } = decodeJws(raw)
@@ -90,7 +86,6 @@ export function buildVerifier (options: ResolvedOptions, internals: VerifierInte
   const headers = new Map<string, JoseHeader>()
   let lastHeader: { segment: string, header: JoseHeader | undefined } = { segment: '', header: undefined }
 
-  /** Synchronous: the plugin's hook answers cache hits without awaiting anything. */
   function fromCache (raw: string, record?: StepRecorder, trace?: VerifyTraceContext): EntraToken | undefined {
     const hit = cache.get(raw)
     if (tokenCacheChannel.hasSubscribers) tokenCacheChannel.publish(hit === undefined ? { event: 'miss' } : { event: 'hit', kid: hit.key.kid })
@@ -111,7 +106,6 @@ export function buildVerifier (options: ResolvedOptions, internals: VerifierInte
     return hit.token
   }
 
-  /** A promise only when a key fetch or a tenant predicate runs; `record` is undefined on the request path. */
   function check (raw: string, record?: StepRecorder, trace?: VerifyTraceContext): EntraToken | Promise<EntraToken> {
     if (typeof raw !== 'string' || raw === '') throw new EntraAuthError('auth_token_invalid')
     return fromCache(raw, record, trace) ?? checkUncached(raw, record)
@@ -222,7 +216,6 @@ export function buildVerifier (options: ResolvedOptions, internals: VerifierInte
     return { header: frozen, payload, key }
   }
 
-  /** A kid re-published with new key material: refresh (at most once per cooldown). */
   async function verifyRefreshed (raw: string, { refused, header, key }: SignatureRefused): Promise<Verified> {
     const refreshed = await keys.keyAfterSignatureFailure(header.kid, key, refused)
     return { header, payload: verifySignature(raw, refreshed, () => untrustedDetail(raw)).payload, key: refreshed }
@@ -248,7 +241,6 @@ export function buildVerifier (options: ResolvedOptions, internals: VerifierInte
     }
   }
 
-  /** The rules record their own failure; a failure before the claims is filled in here. */
   function completeSteps (raw: string, error: EntraAuthError, steps: ExplainedStep[]): DecodedJws | undefined {
     let decoded: DecodedJws | undefined
     try {
@@ -376,7 +368,6 @@ export function buildVerifier (options: ResolvedOptions, internals: VerifierInte
   })
 }
 
-/** A few keys, each with a v1.0 and a v2.0 header; beyond, the memo starts over. */
 const MAX_HEADERS = 64
 
 interface Verified { header: JoseHeader, payload: Record<string, unknown>, key: SigningKey }
@@ -410,11 +401,9 @@ function identityFacts (decoded: DecodedJws | undefined, verified: boolean): Par
 
 /**
  * Creates a standalone verifier; plugin-only options are refused with an `EntraAuthOptionsError`.
- *
  * @example
  * ```ts
  * import { createEntraVerifier } from 'fastify-entra-auth'
- *
  * const verifier = createEntraVerifier({ clientId, tenant: 'contoso.onmicrosoft.com' })
  * const token = await verifier.verify(accessToken)   // rejects with EntraAuthError
  * const info = await verifier.introspect(accessToken) // { active: false } for bad tokens

@@ -4,7 +4,7 @@ import { EntraAuthError } from '../entra/problems.js'
 /** RFC 6750 §2.1 b64token. */
 const B64TOKEN = /^[A-Za-z0-9\-._~+/]+=*$/
 
-/** RFC 7235 §2.1 auth-scheme (RFC 7230 §3.2.6 token). */
+/** RFC 7235 §2.1 auth-scheme. */
 const AUTH_SCHEME = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/
 
 const SP = 0x20
@@ -12,7 +12,6 @@ const SP = 0x20
 /** RFC 6750 §2.1 `"Bearer" 1*SP b64token`; another scheme gets a challenge without error code (§3.1). */
 export function bearerToken (header: string | string[] | undefined): string {
   if (header === undefined || header === '') throw new EntraAuthError('auth_header_missing')
-  // An array means the request had several.
   if (typeof header !== 'string') throw duplicateHeaders()
   const space = header.indexOf(' ')
   const scheme = space === -1 ? header : header.slice(0, space)
@@ -45,7 +44,6 @@ export function duplicateHeaders (): EntraAuthError {
   return new EntraAuthError('auth_header_invalid', "Send exactly one 'Authorization' header of the form 'Bearer <access token>'.")
 }
 
-/** `headers.authorization` keeps only the first of several. */
 export function authorizationHeaderCount (rawHeaders: readonly string[]): number {
   let count = 0
   for (let i = 0; i < rawHeaders.length; i += 2) {

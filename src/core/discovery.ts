@@ -1,6 +1,5 @@
 import { FetchFailure } from './http.js'
 
-/** OpenID Connect Discovery 1.0 §3, the parts we use. */
 export interface Discovery {
   readonly issuer: string
   readonly jwksUri: URL

@@ -2,17 +2,14 @@ import type { IncomingHttpHeaders } from 'node:http'
 import { brotliDecompressSync, gunzipSync, inflateSync } from 'node:zlib'
 import { Agent, Dispatcher, request } from 'undici'
 
-/** Loopback (RFC 6890) or `localhost`; a URL's hostname (`[::1]`) or a bare host. */
 export function isLoopbackHost (host: string): boolean {
   return host === 'localhost' || host === '::1' || host === '[::1]' || /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(host)
 }
 
-/** Why fetching an identity-provider document failed; logged, never sent to clients. */
 export class FetchFailure extends Error {
   override name = 'FetchFailure'
 }
 
-/** A library failed to load or work: an outage like a failed fetch, logged at error level. */
 export class LibraryFailure extends FetchFailure {
   override name = 'LibraryFailure'
 }
@@ -25,9 +22,7 @@ export function createAgent (timeout: number): Agent {
 export interface GuardOptions {
   origin: string
   maxBytes: number
-  /** Each complete, decoded response, so a layer above can read what a library fetched. */
   onResponse?: (url: string, statusCode: number, body: Buffer) => void
-  /** Libraries above may report a refusal as something else. */
   onRefused?: (url: string, failure: FetchFailure) => void
 }
 
@@ -213,7 +208,6 @@ export function answeringFromMemory (dispatcher: Dispatcher, answer: (url: strin
   })
 }
 
-/** Whatever the content type says (Entra and test servers disagree). */
 export function parseJson (body: Buffer, what: string): unknown {
   try {
     return JSON.parse(body.toString('utf8'))
@@ -222,7 +216,6 @@ export function parseJson (body: Buffer, what: string): unknown {
   }
 }
 
-/** `fetch` hides the reason in `cause`. */
 export function failureReason (err: unknown, timeout: number): string {
   let cause: unknown = err
   for (let depth = 0; depth < 4 && cause instanceof Error; depth++) {

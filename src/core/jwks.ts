@@ -4,7 +4,6 @@ import { answeringFromMemory, failureReason, FetchFailure, parseJson, withDeadli
 
 /** The get-jwks layer: get-jwks 11 resolves one `kid` per call and keeps no key set (docs/architecture.md#libraries). */
 
-/** get-jwks' error codes that mean an outage, mapped here and nowhere else. */
 export const GET_JWKS_OUTAGE: Readonly<Record<string, string>> = {
   OPENID_CONFIGURATION_REQUEST_FAILED: 'discovery request failed',
   JWKS_REQUEST_FAILED: 'JWKS request failed',
@@ -15,7 +14,6 @@ export const GET_JWKS_OUTAGE: Readonly<Record<string, string>> = {
 
 const PLACEHOLDER_KID = 'fastify-entra-auth:first-load'
 
-/** What get-jwks returned for one `kid`: `getJwk`'s JWK and `getPublicKey`'s PEM. */
 export interface ResolvedJwk {
   readonly jwk: Readonly<Record<string, unknown>>
   readonly pem: string
@@ -25,7 +23,6 @@ export interface JwksSourceOptions {
   jwksUri: URL
   dispatcher: Dispatcher
   timeout: number
-  /** Tests pass a wrapper that records its calls. */
   buildGetJwks?: typeof buildGetJwks | undefined
 }
 
@@ -64,7 +61,6 @@ export class JwksSource {
     this.#refused.set(url, failure)
   }
 
-  /** Returns when the document itself must be judged (our parser tells `{}` from `{"keys":[]}`). */
   #judge (err: unknown): void {
     const refused = this.#refused.get(this.#requested)
     if (refused !== undefined) throw refused

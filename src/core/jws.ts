@@ -10,7 +10,6 @@ export interface JoseHeader {
   [parameter: string]: unknown
 }
 
-/** Not verified; both with a null prototype. */
 export interface DecodedJws {
   header: JoseHeader
   payload: Record<string, unknown>
@@ -19,14 +18,11 @@ export interface DecodedJws {
 /** Entra tokens reach 4–6 kB; refused before decoding, so deeply nested JSON can't hold the event loop. */
 export const MAX_TOKEN_LENGTH = 64 * 1024
 
-/** RFC 7515 §2: no padding. */
 const BASE64URL = /^[A-Za-z0-9_-]*$/
 const ALPHABET = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_'
 
-/** Entra kids are 27–43 characters. */
 const MAX_KID_LENGTH = 256
 
-/** Keeps a BOM, which JSON.parse refuses. */
 const UTF8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true })
 
 /** RFC 4648 §3.5: else up to 16 spellings decode to one signature, sidestepping a deny list keyed by the token. */
@@ -34,7 +30,6 @@ function isCanonicalBase64url (segment: string): boolean {
   return BASE64URL.test(segment) && hasCanonicalTail(segment)
 }
 
-/** On the verifier's path fast-jwt's decoder checks the alphabet itself. */
 function hasCanonicalTail (segment: string): boolean {
   return tailIsCanonical(segment, 0, segment.length)
 }
@@ -141,7 +136,6 @@ function hasReplacementCharacter (value: object): boolean {
   return false
 }
 
-/** No network before this passes. */
 export function checkShape (token: string): Record<string, unknown> {
   const first = token.indexOf('.')
   const last = token.lastIndexOf('.')
@@ -159,7 +153,6 @@ export function checkJoseHeader (header: Record<string, unknown>, token?: string
   }
   const kid = own(header, 'kid')
   if (kid === undefined) {
-    // A malformed payload is auth_token_invalid either way.
     if (token !== undefined) checkShape(token)
     throw new EntraAuthError('auth_token_key_error', "The token has no 'kid' header, so its signing key can't be found. Send an access token issued by Microsoft Entra ID.", { step: 'structure' })
   }
@@ -169,7 +162,6 @@ export function checkJoseHeader (header: Record<string, unknown>, token?: string
   return header as JoseHeader
 }
 
-/** Every check that needs no key, in the verifier's order. */
 export function decodeJws (token: string): DecodedJws {
   const header = precheckJws(token)
   const payload = checkShape(token)

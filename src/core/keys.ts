@@ -15,7 +15,6 @@ export class NoUsableKeys extends FetchFailure {
 
 export interface SigningKey {
   readonly kid: string
-  /** Entra's non-standard JWK `issuer` member: the issuer (template) this key may sign for. */
   readonly issuer: string | undefined
   readonly publicKey: KeyObject
   readonly pem: string
@@ -146,10 +145,7 @@ export interface KeyStoreOptions {
   buildGetJwks?: JwksSourceOptions['buildGetJwks']
 }
 
-/**
- * Discovery and signing keys of one provider, following Microsoft's key rollover guidance
- * (https://learn.microsoft.com/entra/identity-platform/signing-key-rollover); the policy is in docs/keys.md.
- */
+/** Microsoft's signing-key rollover guidance (learn.microsoft.com/entra/identity-platform/signing-key-rollover), as docs/keys.md describes. */
 export class KeyStore {
   readonly #discoveryUrl: URL
   readonly #timings: KeyTimings
@@ -233,7 +229,6 @@ export class KeyStore {
     return key
   }
 
-  /** The hot path: synchronous, no network; undefined sends the caller to {@link getKey}. */
   currentKey (kid: string): SigningKey | undefined {
     const set = this.#keySet
     const key = set?.keys.get(kid)
@@ -242,7 +237,6 @@ export class KeyStore {
     return key
   }
 
-  /** Stale-while-revalidate, cheap enough for every request. */
   revalidate (): void {
     const set = this.#keySet
     if (set !== null && this.#clock() - set.fetchedAt >= this.#timings.ttl && this.#inFlight === null && this.#clock() >= this.#retryAt) {
@@ -294,7 +288,6 @@ export class KeyStore {
           this.#discovery = discovery
         } catch (err) {
           if (discovery === null || !this.#usable(discovery.fetchedAt)) throw err
-          // Serving the last good document; health checks must still see the outage.
           discoveryFailed = true
           this.#failures++
           this.#lastError = failureReason(err, timeout)
@@ -307,7 +300,6 @@ export class KeyStore {
       if (this.#jwks?.jwksUri.href !== jwksUri.href) this.#jwks = new JwksSource({ jwksUri, dispatcher: this.#dispatcher, timeout, buildGetJwks: this.#buildGetJwks })
       const source = this.#jwks
       const previous = this.#keySet?.keys
-      // get-jwks asks for the token's kid; with none, a kid of the current set (see core/jwks.ts).
       const firstKid = kid ?? previous?.keys().next().value
       const resolved = await this.#traced('jwks', jwksUri, () => source.fetch(firstKid, document => usableEntries(document, previous)))
       const keys = await installKeySet(resolved, previous)
@@ -342,7 +334,6 @@ export class KeyStore {
   #warn (err: unknown, what: string): void {
     const reason = failureReason(err, this.#timings.timeout)
     if (err instanceof LibraryFailure) {
-      // An incompatible library release, not the provider.
       const log = this.#logger?.error ?? this.#logger?.warn
       log?.call(this.#logger, { discoveryUrl: this.#discoveryUrl.href, reason, err: err.cause }, `fastify-entra-auth: could not install ${what}: a library failed`)
       return

@@ -5,7 +5,6 @@ import { EntraAuthError } from '../entra/problems.js'
 
 // @fastify/jwt on a private Fastify instance, one namespace per key, never the app's (docs/architecture.md).
 
-/** What fast-jwt hands back with `complete: true`. */
 export interface VerifiedJws {
   readonly header: Record<string, unknown>
   readonly payload: Record<string, unknown>
@@ -36,10 +35,8 @@ async function load (): Promise<Libraries> {
   }
 }
 
-// The first key set doesn't wait for the import; a failure surfaces there.
 load().catch(() => {})
 
-/** Local work: Fastify's default plugin timeout, not the fetch deadline. */
 const PLUGIN_TIMEOUT = 10_000
 
 // Time claims are left to the Entra rules, so the order of checks stays.
@@ -80,7 +77,6 @@ export function mapJwtError (err: unknown, untrustedDetail: () => string | undef
   return new EntraAuthError('auth_token_signature_untrusted', untrustedDetail(), { cause: err })
 }
 
-/** Null prototypes: only own members count as claims. */
 export function verifySignature (token: string, key: SigningKey, untrustedDetail: () => string | undefined): VerifiedJws {
   let result: VerifiedJws
   try {

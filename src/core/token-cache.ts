@@ -8,7 +8,6 @@ interface Entry {
   readonly key: SigningKey
   readonly expires: number
   readonly size: number
-  /** CLOCK's reference bit. */
   visited: boolean
 }
 
@@ -18,7 +17,6 @@ function hashOf (raw: string): number {
   for (let i = Math.max(0, raw.length - 24); i < raw.length; i++) {
     hash = Math.imul(hash ^ raw.charCodeAt(i), 0x01000193)
   }
-  // A Smi for V8 on every platform.
   return hash >>> 2
 }
 
@@ -59,7 +57,6 @@ export interface TokenCacheLimits {
   maxBytes: number
 }
 
-/** A power of two: few, so never-seen tokens die young. */
 const PROBATION_SLOTS = 256
 
 /** Verified tokens by their exact string; a probation table spares the GC never-seen tokens (docs/performance.md). */

@@ -6,12 +6,10 @@ export const UNTRUSTED_MAX_LENGTH = 128
 // eslint-disable-next-line no-control-regex -- matching control characters is the point
 const UNPRINTABLE = /[\u0000-\u001f\u007f-\u009f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]/g
 
-/** `\uXXXX`, JSON's own escape, so JSON stays valid. */
 export function escapeControls (text: string): string {
   return text.replace(UNPRINTABLE, character => `\\u${character.charCodeAt(0).toString(16).padStart(4, '0')}`)
 }
 
-/** A fact read from an unverified token: text escaped and cut; other values as they are. */
 export function untrustedFact (value: unknown): unknown {
   if (value === null || value === undefined || typeof value === 'number' || typeof value === 'boolean') return value
   return untrustedText(typeof value === 'string' ? value : JSON.stringify(value) ?? String(value))

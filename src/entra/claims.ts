@@ -14,7 +14,6 @@ export interface ClaimRules {
   readonly allowedApps: ReadonlySet<string> | null
   readonly clockTolerance: number
   readonly now: () => number
-  /** Where the discovery document comes from; its host tells the cloud of a v1.0 (STS) issuer. */
   readonly discoveryUrl?: URL
 }
 
@@ -45,7 +44,6 @@ interface ClaimCheck {
   readonly rules: ClaimRules
   readonly discoveryIssuer: string
   readonly keyIssuer: string | undefined
-  /** Null when no issuer can be trusted. */
   readonly issuer: IssuerRule | null
   readonly clientClaim: 'azp' | 'appid' | undefined
   readonly required: readonly string[]
@@ -127,7 +125,6 @@ function issuerFacts (c: ClaimCheck): StepFacts {
   const { payload, rules } = c
   const iss = payload.iss
   const tid = payload.tid
-  // A copy: the rule may be shared with other tokens (see issuerRule).
   const expected = c.issuer === null ? null : [...c.issuer.accepted]
   switch (c.issRefusal) {
     case 'issuer': return { iss, expected, discoveryIssuer: c.discoveryIssuer, tid }
@@ -163,7 +160,6 @@ function clientApp (c: ClaimCheck): void {
 
 const listed = (set: ReadonlySet<string> | null): string[] | null => set === null ? null : [...set]
 
-/** Before the time claims, and after them, in the contract's order. */
 const SHAPE_STEPS: ReadonlyArray<Step<ClaimCheck>> = [
   {
     step: 'claims',
@@ -189,7 +185,6 @@ const ISSUER_STEPS: ReadonlyArray<Step<ClaimCheck>> = [
   }
 ]
 
-/** Claims in seconds, clock in ms. */
 interface TimeCheck {
   readonly nbf: number
   readonly exp: number
@@ -220,7 +215,6 @@ export function checkTime (nbf: number, exp: number, rules: Pick<ClaimRules, 'no
   runSteps(TIME_STEPS, { nbf, exp, now: rules.now(), clockTolerance: rules.clockTolerance }, record)
 }
 
-/** `discoveryIssuer` may be a `{tenantid}` template; `keyIssuer` is the signing key's `issuer` member. */
 export function checkClaims (
   payload: Record<string, unknown>,
   rules: ClaimRules,

@@ -5,10 +5,8 @@ export const TENANT_TEMPLATE = '{tenantid}'
 /** Anything but a GUID must never be substituted into an issuer. */
 const GUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/
 
-/** Personal Microsoft accounts' tenant. */
 export const CONSUMER_TENANT = '9188040d-6c67-4c5b-b112-36a304b66dad'
 
-/** One Entra cloud: discovery hosts (MSAL's aliases), the v2.0 issuer host, the v1.0 (STS) hosts. */
 interface Cloud {
   readonly loginHosts: readonly string[]
   readonly v2Host: string
@@ -24,14 +22,12 @@ const CLOUDS: readonly Cloud[] = [PUBLIC, US_GOVERNMENT, CHINA]
 const V2_ISSUER = /^https:\/\/([^/]+)\/([0-9a-f-]{36})\/v2\.0$/
 const STS_ISSUER = /^https:\/\/([^/]+)\/([0-9a-f-]{36}|\{tenantid\})\/$/
 const ISSUER_TENANT = /^https:\/\/[^/]+\/([0-9a-f-]{36})\//
-/** Azure AD B2C: `{t}.b2clogin.com` hosts, or the v2.0 path with a trailing slash. */
 const B2C_ISSUER = /^https:\/\/([^/]+\.b2clogin\.com\/|[^/]+\/[0-9a-f-]{36}\/v2\.0\/$)/
 
 export function isTenantId (value: unknown): value is string {
   return typeof value === 'string' && GUID.test(value)
 }
 
-/** Substitutes `{tenantid}` with a GUID `tid`; null when the template needs a tid we don't have. */
 export function bindTenant (issuerTemplate: string, tid: unknown): string | null {
   if (!issuerTemplate.includes(TENANT_TEMPLATE)) return issuerTemplate
   return isTenantId(tid) ? issuerTemplate.replace(TENANT_TEMPLATE, tid) : null
@@ -59,13 +55,9 @@ export function isStsIssuer (discoveryIssuer: string, discoveryHost?: string): b
   return stsCloud(discoveryIssuer, discoveryHost) !== undefined
 }
 
-/** How a token of one version is judged against the configured discovery issuer. */
 export interface IssuerRule {
-  /** The claim naming the client application: required, and the one `allowedApps` checks. */
   readonly clientClaim: 'azp' | 'appid'
-  /** Issuers the token's `iss` must equal one of (exact comparison). */
   readonly accepted: readonly string[]
-  /** The issuer in its v2.0 form, for the signing key's `issuer` member. */
   readonly v2Issuer: string
 }
 
@@ -99,7 +91,6 @@ function ruleOf (discoveryIssuer: string, version: '1.0' | '2.0', tid: unknown, 
   return { clientClaim: 'appid', accepted: cloud.v1Hosts.map(host => `https://${host}/${match[2] as string}/`), v2Issuer: bound }
 }
 
-/** The tenant GUID an Entra issuer names, if it names one. */
 export function issuerTenant (iss: string): string | undefined {
   if (iss !== lastIssuer.iss) lastIssuer = { iss, tenant: ISSUER_TENANT.exec(iss)?.[1] }
   return lastIssuer.tenant
@@ -114,7 +105,6 @@ export function keyMaySign (keyIssuer: string | undefined, v2Issuer: string, tid
   return allowed !== null && allowed === v2Issuer
 }
 
-/** Configurations that can't validate some tokens they are set up to accept, as log messages. */
 export function issuerWarnings (discoveryIssuer: string, tokenVersions: ReadonlySet<string>, discoveryHost?: string): string[] {
   if (!tokenVersions.has('1.0') || isStsIssuer(discoveryIssuer, discoveryHost) || B2C_ISSUER.test(discoveryIssuer)) return []
   const match = V2_ISSUER.exec(discoveryIssuer.replace(TENANT_TEMPLATE, '00000000-0000-0000-0000-000000000000'))

@@ -14,7 +14,6 @@ export function graphTokenDetail (scope?: string): string {
   return `This token was issued for Microsoft Graph, and Graph tokens cannot be validated by any API but Graph. Request a token for this API instead (${instead}).`
 }
 
-/** ID tokens carry neither delegated scopes, app roles nor a client claim. */
 export function looksLikeIdToken (payload: Record<string, unknown>): boolean {
   return payload.scp === undefined && payload.roles === undefined && payload.azp === undefined && payload.appid === undefined
 }

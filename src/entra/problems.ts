@@ -134,7 +134,6 @@ for (const definition of Object.values(registry)) Object.freeze(definition)
 /** The problem types by slug, deeply frozen. */
 export const problems: Readonly<Record<ProblemType, ProblemDefinition>> = Object.freeze(registry)
 
-/** Anything but an `EntraAuthError` refuses the token. */
 export function asAuthError (err: unknown): EntraAuthError {
   return err instanceof EntraAuthError ? err : new EntraAuthError('auth_token_invalid', undefined, { cause: err })
 }
@@ -196,7 +195,6 @@ export interface EntraAuthErrorOptions {
 
 /**
  * The error every token failure is reported with; the route hook turns it into a problem reply.
- *
  * @example
  * ```ts
  * try { await verifier.verify(token) } catch (err) {

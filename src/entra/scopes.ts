@@ -5,7 +5,6 @@ import type { StepRecorder } from './steps.js'
 /**
  * What a route needs: alternatives (`['A B', 'C']` = (A AND B) OR C) against `scp` ∪ `roles`, or the
  * object form that keeps delegated scopes and app roles apart.
- *
  * @example
  * ```ts
  * app.get('/reports', { onRequest: app.entraAuth({ roles: ['Reports.Read.All'], appOnly: true }) }, handler)
@@ -88,17 +87,14 @@ function objectAlternatives (requirement: object): { alternatives: Alternative[]
   return { alternatives: [...delegated, ...application], appOnly: appOnly === true }
 }
 
-/** Client credentials can't ask for single roles: app roles come with `{prefix}.default`. */
 function requested (alternative: Alternative, scopePrefix: string): string {
   return alternative.source === 'roles' ? `${scopePrefix}.default` : alternative.words.map(word => scopePrefix + word).join(' ')
 }
 
-/** Client credentials tokens carry no `scp`; Entra's `idtyp: app` decides where present (`EntraToken.isAppOnly`). */
 function isApplication (permissions: TokenPermissions): boolean {
   return permissions.isAppOnly && permissions.delegated.size === 0
 }
 
-/** Throws a `TypeError` at route definition; `scopePrefix` (e.g. `api://{clientId}/`) is for the challenge. */
 export function compileRequirement (requirement: ScopeRequirement | undefined | null, scopePrefix = ''): CompiledRequirement {
   let alternatives: Alternative[]
   let appOnly = false

@@ -39,16 +39,13 @@ export const STEP_TITLES: Readonly<Record<ValidationStep, string>> = Object.free
   scopes: 'route requirement (scp / roles)'
 })
 
-/** `tenant`, `permissions` and `scopes` run only where configured or asked. */
 export const TOKEN_STEPS: readonly ValidationStep[] = Object.freeze([
   'structure', 'discovery', 'keys', 'key', 'signature', 'claims', 'nbf', 'exp', 'ver', 'iss', 'aud', 'sub', 'client', 'tenant', 'permissions', 'scopes'
 ] as const)
 
-/** One validation step: its rule, written once, and what diagnostics show of it. */
 export interface Step<C> {
   readonly step: ValidationStep
   readonly rule: (context: C) => void
-  /** Built only when recording. */
   readonly facts: (context: C, ok: boolean) => StepFacts
 }
 

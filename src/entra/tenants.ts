@@ -35,7 +35,6 @@ export function createTenantCheck (predicate: TenantPredicate, deadline: number,
 
   return async function checkTenant (token, record) {
     const tid = token.claims.tid
-    // Entra's `tid` is always a GUID: a lookup keyed on it needs no escaping.
     if (!isTenantId(tid)) throw refused(record, tid, false)
     const key = createHash('sha256').update(token.raw).digest('base64url')
     if (remembered(key)) throw refused(record, tid, true)

@@ -56,7 +56,6 @@ export interface Rfc7662Introspection {
   iss?: string
 }
 
-/** B2C's 1.0 tokens differ: the verifier says so. */
 export function defaultClientClaim (ver: unknown): 'azp' | 'appid' {
   return ver === '2.0' ? 'azp' : 'appid'
 }
@@ -67,7 +66,6 @@ export function scopesOf (claims: Readonly<Record<string, unknown>>): string[] {
   return scopes
 }
 
-/** https://learn.microsoft.com/entra/identity-platform/access-token-claims-reference#payload-claims */
 export function isAppOnlyClaims (claims: Readonly<Record<string, unknown>>): boolean {
   if (claims.idtyp !== undefined) return claims.idtyp === 'app'
   return claims.scp === undefined && claims.oid !== undefined && claims.oid === claims.sub
@@ -83,7 +81,6 @@ function strings (roles: unknown): string[] {
   return Array.isArray(roles) ? roles.filter((role): role is string => typeof role === 'string') : []
 }
 
-/** Iterative, so even a deeply nested claim can't overflow the stack. */
 export function deepFreeze<T extends object> (root: T): Readonly<T> {
   const pending: object[] = [root]
   for (let value = pending.pop(); value !== undefined; value = pending.pop()) {
@@ -121,7 +118,6 @@ export class FrozenSet<T> implements ReadonlySet<T> {
 
 const REDACTED = '[redacted]'
 
-/** User code can't construct an `EntraToken`. */
 let minting = false
 
 export function mintEntraToken (raw: string, header: JoseHeader, claims: EntraClaims, clientClaim?: 'azp' | 'appid'): EntraToken {
@@ -135,7 +131,6 @@ export function mintEntraToken (raw: string, header: JoseHeader, claims: EntraCl
 
 /**
  * A validated Entra access token; deeply immutable, as the token cache shares it between requests.
- *
  * @example
  * ```ts
  * app.get('/me', { onRequest: app.entraAuth() }, async (request) => {
@@ -167,7 +162,6 @@ export class EntraToken {
     this.header = Object.isFrozen(header) ? header : deepFreeze(header)
     this.#claims = claims
     this.version = claims.ver
-    // A subclass freezes itself once its own fields are set.
     if (new.target === EntraToken) Object.freeze(this)
   }
 

@@ -43,7 +43,6 @@ function claimsJson (claims: ClaimsRequest): string {
 
 /**
  * True when the token's client can handle claims challenges (`xms_cc` contains `cp1`).
- *
  * @example
  * ```ts
  * if (!supportsClaimsChallenge(request.entraToken)) await reply.code(403).send()
@@ -56,7 +55,6 @@ export function supportsClaimsChallenge (token: EntraToken | null | undefined): 
 
 /**
  * The `WWW-Authenticate` value of a claims challenge, as Microsoft's client libraries parse it.
- *
  * @example
  * ```ts
  * buildClaimsChallenge({ claims: { access_token: { acrs: { essential: true, value: 'c1' } } }, authorizationUri: 'https://login.microsoftonline.com/common/oauth2/authorize' })
@@ -74,11 +72,9 @@ export function buildClaimsChallenge (options: { claims: ClaimsRequest, authoriz
 
 /**
  * Answers 401 with a claims challenge if the token's client can handle one; `false` if it did nothing.
- *
  * @example
  * ```ts
  * import { claimsChallenge } from 'fastify-entra-auth'
- *
  * const sent = claimsChallenge(reply, request.entraToken, { claims: { access_token: { acrs: { essential: true, value: 'c1' } } } })
  * if (!sent) await reply.code(403).send()
  * ```

@@ -6,7 +6,6 @@ import { resolveOptions, type EntraAuthOptions } from '../options.js'
 const kRouteHook = Symbol('fastify-entra-auth.routeHook')
 
 export interface RouteHookInfo {
-  /** The registration that made the hook. */
   readonly owner: symbol
   readonly requirement: CompiledRequirement
   readonly optional: boolean
@@ -19,7 +18,6 @@ export function tagHook<T extends object> (hook: T, info: RouteHookInfo): T {
   return hook
 }
 
-/** The first four run before the handler and can protect it. */
 export const ROUTE_HOOKS = ['onRequest', 'preParsing', 'preValidation', 'preHandler', 'preSerialization', 'onSend', 'onResponse', 'onTimeout', 'onError'] as const
 
 export function findHook (route: RouteOptions, owner: symbol): RouteHookInfo | undefined {
@@ -52,7 +50,6 @@ export function securityRequirements (scheme: string, scopePrefix: string, info:
   return list
 }
 
-/** A copy: schema objects are often shared. */
 export function documentRoute (route: RouteOptions, security: SecurityRequirement[]): void {
   const schema = (route.schema ?? {}) as Record<string, unknown>
   if (schema.security !== undefined) return
@@ -97,7 +94,6 @@ function definitionOf (scheme: Scheme, scopes: ReadonlyMap<string, string>, appO
   return definition
 }
 
-/** Adds every scope the operations name; never mutates the options' objects. */
 function completeDocument (doc: Doc, scheme: Scheme): Doc {
   const appScope = `${scheme.scopePrefix}.default`
   const scopes = new Map<string, string>([[appScope, ALL_CONSENTED]])
@@ -132,11 +128,9 @@ type TransformObject = (documentObject: { openapiObject?: Doc, swaggerObject?: D
 
 /**
  * @fastify/swagger's options with the plugin's OAuth2 security scheme added (a new object).
- *
  * @example
  * ```ts
  * import { withEntraSecurity } from 'fastify-entra-auth'
- *
  * await app.register(swagger, withEntraSecurity({ openapi: { info: { title: 'Files API', version: '1.0.0' } } }, options))
  * await app.register(entraAuth, options)
  * ```
@@ -155,11 +149,9 @@ export function withEntraSecurity<T extends object> (swaggerOptions: T, options:
   const previous = input.transformObject
   if (previous !== undefined && previous !== null && typeof previous !== 'function') throw new TypeError("fastify-entra-auth: the swagger option 'transformObject' must be a function")
 
-  // @fastify/swagger builds OpenAPI 3 when `openapi` is given, else Swagger 2.0.
   const swagger2 = !isObject(input.openapi)
   const section = (swagger2 ? input.swagger ?? {} : input.openapi) as Doc
   if (!isObject(section)) throw new TypeError("fastify-entra-auth: the swagger option 'swagger' must be an object")
-  // @fastify/swagger looks up every scheme an operation names.
   const placeholder = definitionOf(scheme, new Map([[`${scheme.scopePrefix}.default`, ALL_CONSENTED]]), false, swagger2)
   let withScheme: Doc
   if (swagger2) {

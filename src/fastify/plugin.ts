@@ -16,7 +16,6 @@ import { buildVerifier, type EntraVerifier, type EntraVerifierState } from '../v
 export interface EntraAuthDecorator {
   /**
    * A hook that admits only requests with a valid token meeting `requirement`; others get a problem reply.
-   *
    * @example
    * ```ts
    * app.get('/files', { onRequest: app.entraAuth(['Files.Read', 'Files.ReadWrite']) }, handler)
@@ -25,7 +24,6 @@ export interface EntraAuthDecorator {
   (requirement?: ScopeRequirement, options?: EntraAuthHookOptions): onRequestAsyncHookHandler
   /**
    * The same check as a `@fastify/auth` strategy: it throws the `EntraAuthError` instead of replying.
-   *
    * @example
    * ```ts
    * // Last: when every strategy fails, @fastify/auth passes on the last one's error.
@@ -63,7 +61,6 @@ function hookOptionsOf (value: unknown): { optional: boolean } {
   return { optional: optional ?? false }
 }
 
-/** A metrics callback can neither fail nor delay the request. */
 function notify<T> (callback: ((request: FastifyRequest, value: T) => unknown) | undefined, request: FastifyRequest, value: T): void {
   if (callback === undefined) return
   const report = (err: unknown): void => { request.log.error({ err }, `fastify-entra-auth: ${callback.name || 'callback'} failed`) }
@@ -92,7 +89,6 @@ function hookNotCalled (name: string, where: string): TypeError {
   return Object.assign(error, { code: HOOK_NOT_CALLED })
 }
 
-/** Fastify called a hook factory as a hook. */
 function isRequest (value: unknown): boolean {
   return typeof value === 'object' && value !== null && 'raw' in value && 'routeOptions' in value
 }
@@ -121,7 +117,6 @@ async function entraAuthPlugin (fastify: FastifyInstance, opts: EntraAuthOptions
   const checkUncached = verifier[kCheckUncached]
   const level = options.rejectionLogLevel
 
-  /** Client-caused failures never surface as 5xx; an unforeseen throw is refused and logged. */
   function asProblem (request: FastifyRequest, err: unknown): EntraAuthError {
     if (!(err instanceof EntraAuthError)) request.log.error({ err }, 'fastify-entra-auth: unexpected error while validating a token')
     return asAuthError(err)
@@ -144,7 +139,6 @@ async function entraAuthPlugin (fastify: FastifyInstance, opts: EntraAuthOptions
     return token
   }
 
-  /** Synchronous (no promise) for a cache hit and for a never-seen token whose key is at hand. */
   function authenticate (request: FastifyRequest, required: CompiledRequirement, optional: boolean): EntraToken | null | Promise<EntraToken | null> {
     const carrier = request as FastifyRequest & { cookies?: Record<string, string | undefined>, session?: unknown }
     let raw: string | null = null
@@ -185,7 +179,6 @@ async function entraAuthPlugin (fastify: FastifyInstance, opts: EntraAuthOptions
   const owner = Symbol(options.decorator)
 
   function entraAuth (requirement?: ScopeRequirement, hookOptions?: EntraAuthHookOptions): onRequestAsyncHookHandler {
-    // Passed uncalled to addHook, which the onRoute check can't see.
     if (isRequest(requirement)) throw hookNotCalled(options.decorator, 'a hook')
     const required = compileRequirement(requirement, scopePrefix)
     const { optional } = hookOptionsOf(hookOptions)
@@ -231,7 +224,6 @@ async function entraAuthPlugin (fastify: FastifyInstance, opts: EntraAuthOptions
   })
 
   fastify.decorate(options.decorator, decorator)
-  // The claims-challenge helper uses a context's first registration.
   if (!fastify.hasDecorator(kVerifier)) fastify.decorate(kVerifier, verifier)
   if (!fastify.hasRequestDecorator('entraToken')) fastify.decorateRequest('entraToken', null)
 
@@ -257,7 +249,6 @@ async function entraAuthPlugin (fastify: FastifyInstance, opts: EntraAuthOptions
   }
 
   fastify.addHook('onReady', async () => {
-    // Never fail or stall start-up on the provider.
     if (!await verifier.warm()) {
       fastify.log.warn({ discoveryUrl: options.discoveryUrl.href }, 'fastify-entra-auth: identity provider not reachable at start-up; protected routes answer 503 until it is')
     }
@@ -267,7 +258,6 @@ async function entraAuthPlugin (fastify: FastifyInstance, opts: EntraAuthOptions
 
 /**
  * The Fastify plugin; protect routes with `fastify.entraAuth(requirement)`.
- *
  * @example
  * ```ts
  * await app.register(entraAuth, { clientId: '…', tenant: 'contoso.onmicrosoft.com' })

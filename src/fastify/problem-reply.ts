@@ -1,7 +1,6 @@
 import type { FastifyReply } from 'fastify'
 import { problemHeaders } from '../entra/problems.js'
 
-/** Every problem reply of the package goes through here. */
 export function sendProblemReply (reply: FastifyReply, status: number, challenge: string, body: object): FastifyReply {
   return reply
     .code(status)

@@ -1,7 +1,6 @@
 import { authorizationHeaderCount, bearerToken, duplicateHeaders } from '../core/bearer.js'
 import type { EntraTokenSource } from '../options.js'
 
-/** Structural, so this module needs no Fastify. */
 export interface CredentialCarrier {
   readonly headers: { readonly authorization?: string | string[] | undefined }
   readonly raw?: { readonly rawHeaders?: readonly string[] }

@@ -63,7 +63,6 @@ function stringOf (value: unknown): string | undefined {
   return typeof value === 'string' ? value : undefined
 }
 
-/** `verified` supplies the client claim the verifier chose (B2C's 1.0 tokens name theirs in `azp`). */
 export function identityOf (claims: Record<string, unknown>, verified?: EntraToken): TokenIdentity {
   const ver = claims.ver
   const version = ver === '2.0' || ver === '1.0' ? ver : undefined
@@ -71,7 +70,6 @@ export function identityOf (claims: Record<string, unknown>, verified?: EntraTok
     tenantId: stringOf(claims.tid),
     objectId: stringOf(claims.oid),
     subject: stringOf(claims.sub),
-    // For a token without a valid `ver`, show whichever client claim it has.
     clientId: verified?.clientId ?? (version === undefined ? stringOf(claims.azp) ?? stringOf(claims.appid) : stringOf(claims[defaultClientClaim(version)])),
     version,
     isAppOnly: isAppOnlyClaims(claims),

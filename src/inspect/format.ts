@@ -6,7 +6,6 @@ export const EXIT = Object.freeze({
   valid: 0,
   invalid: 1,
   usage: 2,
-  /** No verdict: the identity provider could not be reached. */
   unreachable: 3
 } as const)
 

@@ -50,12 +50,10 @@ function list (values: unknown): string {
   return all.length === 0 ? '(none)' : all.join(', ')
 }
 
-/** A claim value as text. */
 export function show (value: unknown): string {
   return typeof value === 'string' ? value : JSON.stringify(value) ?? 'absent'
 }
 
-/** One line of what a step compared, from its facts. */
 function describeStep (step: ExplainedStep): string {
   const f = step.facts as Record<string, unknown>
   switch (step.step) {
@@ -116,13 +114,11 @@ function stepsOf (explained: ExplainedStep[], requirement: boolean): InspectStep
   }))
   const last = explained.at(-1)?.step
   const reached = last === undefined ? -1 : TOKEN_STEPS.indexOf(last)
-  // Unreached predicate and permission steps may not be configured: not listed.
   const skipped = TOKEN_STEPS.slice(reached + 1).filter(name => name !== 'tenant' && name !== 'permissions' && (name !== 'scopes' || requirement))
   for (const name of skipped) steps.push({ name: name as StepName, title: STEP_TITLES[name as ValidationStep], status: 'skip', detail: 'not checked: an earlier step failed' })
   return steps
 }
 
-/** Decodes a token and, given the options, validates it; throws only for bad options. */
 export async function inspectToken (token: string, options?: InspectOptions): Promise<InspectReport> {
   let resolved: ResolvedOptions | undefined
   let requirement: ScopeRequirement | undefined

@@ -11,7 +11,6 @@ export interface AssertedUser {
   scopes: string[]
 }
 
-/** AADSTS50013: malformed, expired, foreign or for another app. */
 function invalid (reason: string): OAuthError {
   return new OAuthError('invalid_grant', 50013, `Assertion failed validation: ${reason}`)
 }
@@ -21,7 +20,6 @@ function string (claims: Record<string, unknown>, name: string): string | undefi
   return typeof value === 'string' && value !== '' ? value : undefined
 }
 
-/** Checks an on-behalf-of `assertion` as Entra does: this fake's, for its tenant, live, for `clientId`. */
 export function assertedUser (ctx: AuthorizationContext, assertion: string, clientId: string): AssertedUser {
   let claims: Record<string, unknown>
   let kid: string

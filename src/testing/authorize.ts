@@ -40,7 +40,6 @@ function fromLoopback (request: FakeHttpRequest): boolean {
   return (isIP(v4) === 4 && v4.startsWith('127.')) || peer === '::1'
 }
 
-/** `prompt=none` and `autoSignIn` sign the default user in at once, as MSAL's silent calls expect. */
 function whoSignsIn (ctx: AuthorizationContext, request: FakeHttpRequest, query: URLSearchParams, grant: Pick<UserGrant, 'resource' | 'scopes'>): SignedInUser | FakeHttpResponse {
   const users = testUsers(ctx.authorization)
   const hint = query.get('login_hint') ?? undefined

@@ -60,11 +60,9 @@ async function answer (entra: FakeEntra, request: IncomingMessage, response: Ser
 
 /**
  * Starts a fake Entra ID on loopback HTTP, so that real clients (MSAL, curl) get tokens the plugin accepts.
- *
  * @example
  * ```ts
  * import { startFakeEntraServer } from 'fastify-entra-auth/testing'
- *
  * const server = await startFakeEntraServer({ apis: [{ clientId }] })
  * await app.register(entraAuth, { clientId, oidcEndpoint: server.oidcEndpoint })
  * // clients get tokens from server.tokenEndpoint; then:

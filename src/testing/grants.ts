@@ -12,7 +12,6 @@ import {
 export interface AuthorizationContext {
   readonly tenantId: string
   readonly signingKey: MockJwk
-  /** What an on-behalf-of assertion may be signed with. */
   readonly keys: readonly MockJwk[]
   issuerFor: (tenantId?: string, version?: '1.0' | '2.0') => string
   now: () => number
@@ -22,17 +21,14 @@ export interface AuthorizationContext {
 
 export interface ResolvedApi {
   clientId: string
-  /** How the client named it: the `aud` of its v1.0 tokens. */
   uri: string
   version: '1.0' | '2.0'
   appRoles: string[]
   scopes: string[] | undefined
 }
 
-/** What codes and refresh tokens stand for. */
 export interface UserGrant {
   clientId: string
-  /** Authenticated with a secret (`azpacr`/`appidacr` `1`), or public (`0`). */
   confidential: boolean
   resource: ParsedScopes['resource']
   scopes: string[]
@@ -53,7 +49,6 @@ export const REFRESH_LIFETIME_MS = 24 * 60 * 60 * 1000
 
 export class GrantStore {
   readonly codes = new Map<string, CodeGrant>()
-  /** A second use of a code is AADSTS54005. */
   readonly redeemed = new Map<string, number>()
   readonly refreshTokens = new Map<string, UserGrant & { expiresAt: number }>()
 
@@ -73,7 +68,6 @@ export class GrantStore {
     return this.#issue(this.refreshTokens, grant, REFRESH_LIFETIME_MS, now)
   }
 
-  /** Rotation (RFC 9700 §4.14.2). */
   takeRefreshToken (token: string, now: number): UserGrant {
     const { expiresAt, ...rest } = unexpired(this.#take(this.refreshTokens, token, 'refresh_token'), now)
     return rest
@@ -113,7 +107,6 @@ export function resolveClient (ctx: AuthorizationContext, clientId: string): Fak
   return { ...client, known: true }
 }
 
-/** An App ID URI where the API's client ID belongs is the plugin's `clientId` mix-up, with its hint. */
 export function apiIdProblem (subject: string, clientId: string): string | undefined {
   if (clientId === '' || /\s/.test(clientId)) return `${subject} must be the API's application (client) ID, got '${clientId}'`
   const hint = appIdUriHint(subject, clientId)
@@ -143,7 +136,6 @@ function lifetime (ctx: AuthorizationContext): number {
   return ctx.authorization.tokenLifetime ?? 3599
 }
 
-/** Random, as in real tokens; nothing should read them. */
 function opaqueClaims (): Record<string, string> {
   return { aio: randomBytes(48).toString('base64url'), rh: `0.${randomBytes(40).toString('base64url')}.`, uti: randomBytes(16).toString('base64url') }
 }
@@ -151,7 +143,6 @@ function opaqueClaims (): Record<string, string> {
 function sign (ctx: AuthorizationContext, version: '1.0' | '2.0', claims: Record<string, unknown>): string {
   const key = ctx.signingKey
   const signer = new MockJwtClient({ key, claims: new MockClaims({ selfAppId: '' }) })
-  // Entra's v1.0 tokens carry the key's thumbprint as `x5t` too.
   const header = version === '1.0' ? { typ: 'JWT', alg: 'RS256', x5t: key.kid, kid: key.kid } : { typ: 'JWT', alg: 'RS256', kid: key.kid }
   return signer.sign(header, claims)
 }
@@ -181,7 +172,6 @@ export function appOnlyToken (ctx: AuthorizationContext, api: ResolvedApi, clien
     ...(api.version === '1.0' ? { idp: ctx.issuerFor(ctx.tenantId, '1.0') } : {}),
     idtyp: 'app',
     oid,
-    // Entra leaves `roles` out when no app permission is granted.
     ...(roles.length > 0 ? { roles: [...roles] } : {}),
     sub: oid,
     tid: ctx.tenantId,
@@ -230,7 +220,6 @@ export function idToken (ctx: AuthorizationContext, grant: UserGrant): string {
   })
 }
 
-/** MSAL's `client_info`: the account's home object and tenant IDs. */
 export function clientInfo (ctx: AuthorizationContext, user: SignedInUser): string {
   return Buffer.from(JSON.stringify({ uid: user.oid, utid: ctx.tenantId })).toString('base64url')
 }

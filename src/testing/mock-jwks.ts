@@ -57,11 +57,9 @@ export class MockJwk {
 
 /**
  * A JSON Web Key Set with one signing key, like the Python flask-entra-auth's `MockJwks`.
- *
  * @example
  * ```ts
  * import { MockClaims, MockJwks, MockJwtClient } from 'fastify-entra-auth/testing'
- *
  * const mockClient = new MockJwtClient({ key: new MockJwks().jwk, claims: new MockClaims({ selfAppId: clientId }) })
  * ```
  */

@@ -61,7 +61,6 @@ function segment (value: unknown): string {
 
 /**
  * Signs fake RS256 tokens with a {@link MockJwk}, like the Python flask-entra-auth's `MockJwtClient`.
- *
  * @example
  * ```ts
  * client.generate()                                   // default claims

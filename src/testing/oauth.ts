@@ -89,14 +89,12 @@ export class OAuthError extends Error {
   }
 }
 
-/** RFC 6749 §5.1: token replies must not be cached. */
 const NO_STORE = { 'cache-control': 'no-store', pragma: 'no-cache' }
 
 export function jsonResponse (status: number, body: unknown, headers: Record<string, string> = {}): FakeHttpResponse {
   return { status, headers: { 'content-type': 'application/json; charset=utf-8', ...NO_STORE, ...headers }, body: JSON.stringify(body) }
 }
 
-/** `2026-11-30 19:00:00Z`, as Entra writes it. */
 function entraTimestamp (ms: number): string {
   return new Date(ms).toISOString().replace('T', ' ').replace(/\.\d+Z$/, 'Z')
 }
@@ -127,12 +125,10 @@ export function sameSecret (given: string, expected: string): boolean {
   return timingSafeEqual(digest(given), digest(expected))
 }
 
-/** RFC 7636 §4.2: `BASE64URL(SHA256(ASCII(code_verifier)))`. */
 export function s256 (verifier: string): string {
   return createHash('sha256').update(verifier, 'ascii').digest('base64url')
 }
 
-/** So that one app or user keeps its object ID across restarts. */
 export function stableGuid (seed: string): string {
   const hex = createHash('sha256').update(seed).digest('hex')
   return `${hex.slice(0, 8)}-${hex.slice(8, 12)}-4${hex.slice(13, 16)}-8${hex.slice(17, 20)}-${hex.slice(20, 32)}`
@@ -141,13 +137,11 @@ export function stableGuid (seed: string): string {
 /** Scopes for sign-in and refresh tokens rather than for an API (OpenID Connect §5.4). */
 export const OIDC_SCOPES = new Set(['openid', 'profile', 'email', 'offline_access'])
 
-/** Microsoft Graph: Entra's resource when a client asks for sign-in scopes only. */
 export const GRAPH_APP_ID = '00000003-0000-0000-c000-000000000000'
 
 export interface ParsedScopes {
   oidc: string[]
   resource: { clientId: string, uri: string }
-  /** Without the resource prefix (`Files.Read`, `.default`). */
   names: string[]
 }
 

@@ -5,7 +5,6 @@ export interface SignInPageModel {
   action: string
   clientId: string
   asked: string[]
-  /** Each test user and the scopes a sign-in as them grants. */
   users: Array<{ user: SignedInUser, scopes: string[] }>
   loginHint?: string
   error?: string
@@ -28,7 +27,6 @@ button{font:inherit;white-space:nowrap;padding:.3rem .8rem;border:1px solid #006
 fieldset{border:1px solid #ccc;border-radius:4px}label{display:inline-block;margin:.25rem 1rem .25rem 0}input{font:inherit;padding:.2rem .35rem}
 .error{color:#a4262c;font-weight:600}`
 
-/** Plain HTML, no script, every value escaped. */
 export function signInPage (model: SignInPageModel, status = 200): FakeHttpResponse {
   const action = escapeHtml(model.action)
   const rows = model.users.map(({ user, scopes }) => `<tr>

@@ -9,17 +9,14 @@ import {
 } from './oauth.js'
 import { consentedScopes, testUsers } from './users.js'
 
-/** RFC 7523 §2.1: with `requested_token_use=on_behalf_of`, Entra's on-behalf-of flow. */
 const JWT_BEARER = 'urn:ietf:params:oauth:grant-type:jwt-bearer'
 
 export const GRANT_TYPES = ['authorization_code', 'client_credentials', 'refresh_token', JWT_BEARER] as const
 
-/** `none` is a public client with PKCE. */
 export const AUTH_METHODS = ['client_secret_post', 'client_secret_basic', 'none'] as const
 
 type Form = Map<string, string>
 
-/** RFC 6749 §3.1: a parameter must not be sent twice. */
 function parseForm (request: FakeHttpRequest): Form {
   const type = (request.headers['content-type'] ?? '').split(';')[0]?.trim().toLowerCase()
   if (type !== 'application/x-www-form-urlencoded') {
@@ -39,7 +36,6 @@ function required (form: Form, name: string): string {
   return value
 }
 
-/** RFC 6749 §2.3.1: the ID and secret are form-urlencoded before being joined for Basic. */
 function basicCredentials (header: string | undefined): { clientId: string, secret: string } | undefined {
   if (header === undefined) return undefined
   const match = /^Basic +([A-Za-z0-9+/]+=*)$/i.exec(header.trim())
@@ -80,7 +76,6 @@ function authenticateClient (ctx: AuthorizationContext, request: FakeHttpRequest
   return { client, confidential: true }
 }
 
-/** `.default` stands for all the API exposes. */
 function delegatedScopes (api: ResolvedApi, clientId: string, parsed: ParsedScopes): string[] {
   if (parsed.names.length === 0) return [...parsed.oidc.filter(scope => scope !== 'offline_access'), 'User.Read']
   const granted = new Set<string>()
@@ -107,7 +102,6 @@ function clientCredentials (ctx: AuthorizationContext, request: FakeHttpRequest,
   const { client } = authenticateClient(ctx, request, form, false)
   const scope = required(form, 'scope')
   const parsed = parseScopes(scope)
-  // Entra's client credentials flow takes only `{resource}/.default`.
   if (parsed.oidc.length > 0 || parsed.names.length !== 1 || parsed.names[0] !== '.default') {
     throw new OAuthError('invalid_scope', 1002012, `The provided value for scope ${scope} is not valid. Client credential flows must have a scope value with /.default suffixed to the resource identifier (application ID URI).`)
   }
@@ -129,7 +123,6 @@ function userTokens (ctx: AuthorizationContext, grant: UserGrant, form: Form): F
   }
   if (grant.oidc.includes('offline_access')) body.refresh_token = ctx.grants.issueRefreshToken(grant, ctx.now())
   if (grant.oidc.includes('openid')) body.id_token = idToken(ctx, grant)
-  // MSAL builds its account from `client_info`.
   if (form.get('client_info') === '1') body.client_info = clientInfo(ctx, grant.user)
   return jsonResponse(200, body)
 }
@@ -175,7 +168,6 @@ function onBehalfOfUser (ctx: AuthorizationContext, asserted: AssertedUser): Sig
   return { oid: asserted.oid, name: asserted.name ?? asserted.username ?? asserted.oid, username: asserted.username ?? '', roles: asserted.roles, scopes: undefined }
 }
 
-/** `.default` takes what is consented; a named scope that is not is AADSTS65001. */
 function consented (client: FakeEntraClient, api: ResolvedApi, parsed: ParsedScopes, scopes: string[]): string[] {
   if (client.permissions === undefined) return scopes
   const permitted = scopes.filter(scope => client.permissions?.includes(`api://${api.clientId}/${scope}`) === true)
@@ -186,7 +178,6 @@ function consented (client: FakeEntraClient, api: ResolvedApi, parsed: ParsedSco
   throw error
 }
 
-/** A middle-tier API exchanges a user's token for one for a downstream API (Entra's On-Behalf-Of flow). */
 function onBehalfOf (ctx: AuthorizationContext, request: FakeHttpRequest, form: Form): FakeHttpResponse {
   const { client } = authenticateClient(ctx, request, form, false)
   const use = required(form, 'requested_token_use')

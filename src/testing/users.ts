@@ -5,7 +5,6 @@ export interface SignedInUser {
   name: string
   username: string
   roles: string[]
-  /** `undefined`: any scope asked for. */
   scopes: string[] | undefined
 }
 
@@ -30,7 +29,6 @@ function resolve (user: FakeEntraUser, fallbackOid: string | undefined): SignedI
   }
 }
 
-/** The default user first; two users sharing an object ID or a username are a `TypeError`. */
 export function testUsers (options: FakeAuthorizationOptions): SignedInUser[] {
   const users = options.user !== undefined || options.users === undefined || options.users.length === 0
     ? [resolve(options.user ?? {}, FAKE_USER_ID), ...(options.users ?? []).map(user => resolve(user, undefined))]
@@ -53,7 +51,6 @@ export function oneOffUser (username: string, roles: string): SignedInUser {
   return resolve({ username: trimmed, roles: [...new Set(roleList)] }, undefined)
 }
 
-/** Sign-in scopes (a Microsoft Graph grant) are not capped by the user's consent. */
 export function consentedScopes (user: SignedInUser, resource: ParsedScopes['resource'], scopes: string[]): string[] {
   if (user.scopes === undefined || resource.clientId === GRAPH_APP_ID) return scopes
   return scopes.filter(scope => (user.scopes as string[]).includes(scope))
