@@ -14,7 +14,7 @@ import { exitCodeOf, formatReport } from '../src/inspect/format.js'
 import { type InspectOptions, type InspectReport, inspectToken, type StepName } from '../src/inspect/validate.js'
 import { FAKE_TENANT_ID, FakeEntra, MockClaims, MockJwk, MockJwtClient } from '../src/testing/index.js'
 import { escapeControls, escapeLines } from '../src/inspect/terminal.js'
-import { readFixture } from './helpers/fixtures.js'
+import { readFixture, testKey } from './helpers/fixtures.js'
 import { entraApp, fakeEntra } from './helpers/index.js'
 
 /**
@@ -150,7 +150,7 @@ t.test('token debugger', async t => {
     const [header, , signature] = good.split('.')
     const otherPayload = Buffer.from(JSON.stringify({ ...JSON.parse(Buffer.from(good.split('.')[1] as string, 'base64url').toString()), sub: 'someone-else' })).toString('base64url')
     const published = entra.keys[0] as MockJwk
-    const impostor = new MockJwtClient({ key: new MockJwk({ kid: published.kid, fresh: true }), claims: user.claims })
+    const impostor = new MockJwtClient({ key: new MockJwk({ kid: published.kid, privateKey: testKey('foreign') }), claims: user.claims })
     const unpublished = new MockJwtClient({ key: entra.newKey(), claims: user.claims })
 
     const cases: Array<{ name: string, token: string, step: StepName, type: ProblemType, options?: Partial<InspectOptions>, mode?: FakeEntra['mode'] }> = [
@@ -274,7 +274,7 @@ t.test('token debugger', async t => {
       expired: user.generate({ exp: now - 60 }),
       'other audience': user.generate({ aud: 'x' }),
       'unknown kid': new MockJwtClient({ key: fake.newKey('unpublished'), claims: user.claims }).generate(),
-      'other key, same kid': new MockJwtClient({ key: new MockJwk({ kid: (fake.keys[0] as MockJwk).kid, fresh: true }), claims: user.claims }).generate(),
+      'other key, same kid': new MockJwtClient({ key: new MockJwk({ kid: (fake.keys[0] as MockJwk).kid, privateKey: testKey('foreign') }), claims: user.claims }).generate(),
       'missing scope': user.generate()
     }
     for (const [name, token] of Object.entries(tokens)) {
@@ -435,7 +435,7 @@ t.test('explain()', async t => {
   t.test('each failure: explain names the step, the problem and what was compared; verify rejects with the same step and claim', async t => {
     const now = Math.floor(Date.now() / 1000)
     const published = entra.keys[0] as MockJwk
-    const impostor = new MockJwtClient({ key: new MockJwk({ kid: published.kid, fresh: true }), claims: user.claims })
+    const impostor = new MockJwtClient({ key: new MockJwk({ kid: published.kid, privateKey: testKey('foreign') }), claims: user.claims })
     const cases: Array<{ name: string, token: string, step: ValidationStep, type: string, claim?: string, facts?: object, options?: Record<string, unknown> }> = [
       { name: 'not a JWT', token: 'abc.def.ghi', step: 'structure', type: 'auth_token_invalid' },
       { name: 'no kid', token: user.generateEmpty(), step: 'structure', type: 'auth_token_key_error' },

@@ -3,14 +3,14 @@
  * and headers are refused without a 5xx or a fetch, and the verified token is hardened. One
  * section per subject below, each with its own fixtures.
  */
-import { createHmac, createPublicKey, constants, generateKeyPairSync, sign as cryptoSign, type KeyObject, sign } from 'node:crypto'
+import { createHmac, createPublicKey, constants, generateKeyPairSync, type KeyObject, sign } from 'node:crypto'
 import { inspect } from 'node:util'
 import Fastify, { type LightMyRequestResponse, type FastifyInstance } from 'fastify'
 import t, { type Test } from 'tap'
 import { getGlobalDispatcher, MockAgent, setGlobalDispatcher } from 'undici'
 import entraAuth, { createEntraVerifier, EntraAuthError, type EntraAuthOptions, problems, type EntraToken } from '../src/index.js'
 import { FakeEntra, MockClaims, MockJwk, MockJwtClient, MOCK_ISSUER, type FakeEntraOptions } from '../src/testing/index.js'
-import { assertProblem, bearer, entraApp, readFixture, readJsonFixture, type TokenView, CLIENT_ID, SCOPE_ROUTES } from './helpers/index.js'
+import { assertProblem, bearer, entraApp, readFixture, readJsonFixture, testKey, type TokenView, CLIENT_ID, SCOPE_ROUTES } from './helpers/index.js'
 
 /**
  * Real Entra-signed tokens (test/fixtures/entra, see its README) through the plugin, with the
@@ -590,7 +590,7 @@ t.test('threats', async t => {
   /** RS256 over the exact header and payload texts given (for JSON no serializer would write). */
   function signText (key: KeyObject, headerText: string, payloadText: string): string {
     const input = `${b64(headerText)}.${b64(payloadText)}`
-    return `${input}.${cryptoSign('sha256', Buffer.from(input), key).toString('base64url')}`
+    return `${input}.${sign('sha256', Buffer.from(input), key).toString('base64url')}`
   }
 
   /** The claims `client` would put into a token, with `changes` (a value of `undefined` removes). */
@@ -707,11 +707,11 @@ t.test('threats', async t => {
       HS256der: input => createHmac('sha256', der).update(input).digest('base64url'),
       HS384: input => createHmac('sha384', pem).update(input).digest('base64url'),
       HS512: input => createHmac('sha512', pem).update(input).digest('base64url'),
-      RS512: input => cryptoSign('sha512', Buffer.from(input), rsa).toString('base64url'),
-      RS384: input => cryptoSign('sha384', Buffer.from(input), rsa).toString('base64url'),
-      PS256: input => cryptoSign('sha256', Buffer.from(input), { key: rsa, padding: constants.RSA_PKCS1_PSS_PADDING, saltLength: 32 }).toString('base64url'),
-      ES256: input => cryptoSign('sha256', Buffer.from(input), { key: ec, dsaEncoding: 'ieee-p1363' }).toString('base64url'),
-      RS256: input => cryptoSign('sha256', Buffer.from(input), rsa).toString('base64url')
+      RS512: input => sign('sha512', Buffer.from(input), rsa).toString('base64url'),
+      RS384: input => sign('sha384', Buffer.from(input), rsa).toString('base64url'),
+      PS256: input => sign('sha256', Buffer.from(input), { key: rsa, padding: constants.RSA_PKCS1_PSS_PADDING, saltLength: 32 }).toString('base64url'),
+      ES256: input => sign('sha256', Buffer.from(input), { key: ec, dsaEncoding: 'ieee-p1363' }).toString('base64url'),
+      RS256: input => sign('sha256', Buffer.from(input), rsa).toString('base64url')
     }
     const cases: Array<[string, unknown, string]> = [
       ['HS256 keyed with the public key PEM', 'HS256', 'HS256'],
@@ -749,7 +749,7 @@ t.test('threats', async t => {
     await probe(t, fx, `Bearer ${h}.${p}`, { status: 401, type: 'auth_token_invalid' }, 'RS256, signature segment dropped')
 
     // Signature-level failures: right alg and kid, wrong bytes.
-    const other = new MockJwtClient({ key: new MockJwk({ kid, fresh: true }), claims: client.claims }).generate()
+    const other = new MockJwtClient({ key: new MockJwk({ kid, privateKey: testKey('foreign') }), claims: client.claims }).generate()
     await probe(t, fx, `Bearer ${other}`, { status: 401, type: 'auth_token_signature_untrusted' }, 'signed by another key with our kid')
     const forged = `${h}.${seg({ ...claimsOf(client), scp: 'SCOPE_A SCOPE_B', sub: 'test_subject', aud: 'test_app_1', exp: 4070908800 })}.${good.split('.')[2]!}`
     await probe(t, fx, `Bearer ${forged}`, { status: 401, type: 'auth_token_signature_untrusted' }, 'payload changed after signing')
@@ -765,7 +765,7 @@ t.test('threats', async t => {
   t.test('header keys jwk, jku, x5u, x5c are never trusted', async t => {
     const fx = await seedFixture(t)
     const { client } = fx
-    const attacker = new MockJwk({ fresh: true })
+    const attacker = new MockJwk({ privateKey: testKey('foreign') })
     const attackerWithOurKid = new MockJwk({ kid: client.key.kid, privateKey: attacker.privateKey })
     const attackerJwk = attacker.toJSON()
     const x5c = [attacker.publicKey.export({ type: 'spki', format: 'der' }).toString('base64')]

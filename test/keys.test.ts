@@ -4,7 +4,7 @@
  * malformed JWKS documents, the fetch deadline, and what the key and signature layers rely on in
  * get-jwks and @fastify/jwt. One section per subject below, each with its own fixtures.
  */
-import { generateKeyPairSync, sign as cryptoSign, createPublicKey, sign } from 'node:crypto'
+import { generateKeyPairSync, createPublicKey, sign } from 'node:crypto'
 import diagnostics from 'node:diagnostics_channel'
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http'
 import { createRequire } from 'node:module'
@@ -22,7 +22,7 @@ import { KeyStore } from '../src/core/keys.js'
 import { OPTION_DEFAULTS } from '../src/options.js'
 import { fastifyJwtOverride, mapJwtError } from '../src/core/signature.js'
 import { GET_JWKS_OUTAGE } from '../src/core/jwks.js'
-import { typeOf, RecordingDispatcher } from './helpers/index.js'
+import { typeOf, RecordingDispatcher, testKey } from './helpers/index.js'
 
 /**
  * Key store (issue 4): single flight, unknown-kid cooldown, rotation, outages, refused key sets
@@ -398,11 +398,11 @@ t.test('key store', async t => {
     }
 
     t.test('RSA-1024 key', async t => {
-      const weak = generateKeyPairSync('rsa', { modulusLength: 1024 })
+      const weak = { privateKey: testKey('rsa-1024'), publicKey: createPublicKey(testKey('rsa-1024')) }
       const fx = await fixture(t, {}, entra => { entra.jwksDocument = { keys: [{ ...weak.publicKey.export({ format: 'jwk' }), kid: 'weak', use: 'sig', issuer: entra.issuer }] } })
       const claims = fx.client.claims.build()
       const input = `${Buffer.from(JSON.stringify({ alg: 'RS256', kid: 'weak' })).toString('base64url')}.${Buffer.from(JSON.stringify(claims)).toString('base64url')}`
-      const token = `${input}.${cryptoSign('sha256', Buffer.from(input), weak.privateKey).toString('base64url')}`
+      const token = `${input}.${sign('sha256', Buffer.from(input), weak.privateKey).toString('base64url')}`
       t.same(await fx.get(token), { status: 401, type: 'auth_token_key_error', challenge: 'Bearer error="invalid_token", error_description="Token signing key unknown"' })
     })
 
@@ -704,7 +704,8 @@ t.test('key sets', async t => {
       t.equal((await fx.get(fx.client.generate())).status, 200)
     })
     t.test('e = 3 is a legitimate exponent', async t => {
-      const { privateKey, publicKey } = generateKeyPairSync('rsa', { modulusLength: 2048, publicExponent: 3 })
+      const privateKey = testKey('e3')
+      const publicKey = createPublicKey(privateKey)
       const key = new MockJwk({ kid: 'e3', privateKey })
       t.equal(publicKey.asymmetricKeyDetails?.publicExponent, 3n)
       const fx = await fixture(t)
@@ -715,7 +716,7 @@ t.test('key sets', async t => {
 
   t.test("redirects are refused even through the app's redirect-following dispatcher", async t => {
     reset(t)
-    const attacker = new MockJwk({ kid: 'attacker', fresh: true })
+    const attacker = new MockJwk({ kid: 'attacker', privateKey: testKey('foreign') })
     const origin = 'https://login.microsoftonline.com'
     const evil = new MockAgent()
     evil.disableNetConnect()
@@ -1274,7 +1275,7 @@ t.test('the key store on its libraries', async t => {
     t.equal((await fx.get(oldToken)).status, 200)
     t.equal(fx.entra.requests.jwks, 1)
 
-    const replaced = new MockJwk({ kid: old.kid, fresh: true, issuer: fx.entra.issuer })
+    const replaced = new MockJwk({ kid: old.kid, privateKey: testKey('foreign'), issuer: fx.entra.issuer })
     fx.entra.keys = [replaced]
     const newToken = fx.entra.client(API_ID, 'v2', replaced).generate()
     t.same(await fx.get(newToken), { status: 401, type: 'auth_token_signature_untrusted' }, 'within the cooldown of the last fetch: no refresh')
@@ -1305,7 +1306,8 @@ t.test('what the layers rely on in get-jwks and @fastify/jwt', async t => {
   const ORIGIN = 'https://login.example.test'
   const DOMAIN = `${ORIGIN}/`
 
-  const { publicKey, privateKey } = generateKeyPairSync('rsa', { modulusLength: 2048 })
+  const privateKey = testKey('foreign')
+  const publicKey = createPublicKey(privateKey)
   const jwk = (kid: string): Record<string, unknown> => ({ ...publicKey.export({ format: 'jwk' }), kid, use: 'sig' })
 
   /** A mock origin answering every GET with what `answer()` returns at the time of the request. */

@@ -3,6 +3,7 @@
  * from). Tests read fixtures only through these functions, so no test reaches outside the
  * repository (the "self-contained" section of test/docs.test.ts checks that).
  */
+import { createPrivateKey, type KeyObject } from 'node:crypto'
 import { readFileSync } from 'node:fs'
 import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
@@ -24,4 +25,17 @@ export function readFixture (...parts: string[]): string {
 /** A JSON fixture, parsed. */
 export function readJsonFixture<T = unknown> (...parts: string[]): T {
   return JSON.parse(readFileSync(fixturePath(...parts), 'utf8')) as T
+}
+
+const keys = new Map<string, KeyObject>()
+
+/**
+ * A committed RSA private key of test/fixtures/keys/ (test-only, trusted nowhere): `foreign`, a
+ * 2048-bit signer that is not the test kit's key; `e3`, 2048 bits with public exponent 3;
+ * `rsa-1024`, too short to be accepted. Read instead of generated: a key pair costs 0.1–1.5 s.
+ */
+export function testKey (name: 'foreign' | 'e3' | 'rsa-1024'): KeyObject {
+  let key = keys.get(name)
+  if (key === undefined) keys.set(name, key = createPrivateKey(readFixture('keys', `${name}.pem`)))
+  return key
 }
