@@ -15,12 +15,14 @@ import { grantsOf } from '../src/testing/fake-entra.js'
 import { bearer, entraApp } from './helpers/index.js'
 import { postToken, type TokenReply, msalNetworkClient } from './helpers/token-endpoint.js'
 
+const API = '00000000-0000-4000-8000-0000000000a1'
+const WEB = '00000000-0000-4000-8000-0000000000b2'
+
 /**
  * The APIs the fake Entra knows: given as client IDs (an App ID URI is refused with the plugin's
  * hint), one or several, from `FakeEntra`, `startFakeEntraServer` and `fake-entra --api`.
  */
 t.test('APIs', async t => {
-  const API = '00000000-0000-4000-8000-0000000000a1'
   const DOWNSTREAM = '00000000-0000-4000-8000-0000000000b2'
 
   /** The message of what `run` throws. */
@@ -102,8 +104,6 @@ t.test('APIs', async t => {
  * as the dispatcher over a real socket, the loopback-only rule, and the start-up notice.
  */
 t.test('loopback server', async t => {
-  const API = '00000000-0000-4000-8000-0000000000a1'
-
   t.test('serves discovery, keys and tokens on 127.0.0.1; the plugin trusts its tokens', async t => {
     const notices: string[] = []
     const server = await startFakeEntraServer({ apis: [{ clientId: API, appRoles: ['Reports.Read.All'] }], log: line => notices.push(line) })
@@ -180,7 +180,6 @@ t.test('loopback server', async t => {
  * form and HTTP Basic, and every refusal in Entra's OAuth 2.0 error shape.
  */
 t.test('client credentials', async t => {
-  const API = '00000000-0000-4000-8000-0000000000a1'
   const DAEMON = '00000000-0000-4000-8000-0000000000c1'
 
   type Reply = TokenReply
@@ -401,9 +400,7 @@ t.test('client credentials', async t => {
  * grants, through `handle()` and the in-process dispatcher: what a SPA or web app does with MSAL.
  */
 t.test('authorization code', async t => {
-  const API = '00000000-0000-4000-8000-0000000000a1'
   const SPA = '00000000-0000-4000-8000-0000000000b1'
-  const WEB = '00000000-0000-4000-8000-0000000000b2'
   const REDIRECT = 'http://localhost:3000/auth/callback'
 
   interface Reply { status: number, headers: Record<string, string | string[] | undefined>, body: Record<string, unknown> }
@@ -658,7 +655,6 @@ t.test('authorization code', async t => {
  * `requested_token_use=on_behalf_of`), with Entra's refusals; and MSAL Node's acquireTokenOnBehalfOf.
  */
 t.test('on-behalf-of', async t => {
-  const API = '00000000-0000-4000-8000-0000000000a1'
   const DOWNSTREAM = '00000000-0000-4000-8000-0000000000d2'
   const SPA = '00000000-0000-4000-8000-0000000000c3'
   const SECRET = 'api-secret'
@@ -845,7 +841,6 @@ t.test('on-behalf-of', async t => {
  * consent to scopes, and the page being answered to loopback peers only.
  */
 t.test('sign-in page', async t => {
-  const API = '00000000-0000-4000-8000-0000000000a1'
   const SPA = '00000000-0000-4000-8000-0000000000b1'
   const REDIRECT = 'http://localhost:3000/'
   const ADA = { name: 'Ada Lovelace', username: 'ada@contoso.example', oid: '00000000-0000-4000-8000-00000000ada0', roles: ['Admin'] }
@@ -1106,8 +1101,6 @@ t.test('sign-in page', async t => {
  * account) and a silent refresh, each token accepted by the plugin through `app.inject`.
  */
 t.test('MSAL Node', async t => {
-  const API = '00000000-0000-4000-8000-0000000000a1'
-  const WEB = '00000000-0000-4000-8000-0000000000b2'
   const REDIRECT = 'http://localhost:3000/auth/callback'
 
   function msal (entra: FakeEntra, clientId: string, clientSecret: string): ConfidentialClientApplication {
@@ -1177,8 +1170,6 @@ t.test('MSAL Node', async t => {
  * keeps serving discovery afterwards.
  */
 t.test('fuzz', async t => {
-  const API = '00000000-0000-4000-8000-0000000000a1'
-
   /** Sends `raw` on a new connection and resolves with everything the server wrote before closing. */
   function exchange (server: FakeEntraServer, raw: string | Buffer): Promise<string> {
     const { hostname, port } = new URL(server.origin)

@@ -17,13 +17,14 @@ import { escapeControls, escapeLines } from '../src/inspect/terminal.js'
 import { readFixture, testKey } from './helpers/fixtures.js'
 import { entraApp, fakeEntra } from './helpers/index.js'
 
+const CLIENT_ID = '6e1c9b1a-0000-4000-8000-00000000a11d'
+
 /**
  * The token debugger: `describeToken` / `inspectToken` (src/inspect/) in-process, with the
  * fake Entra serving keys through the `dispatcher` option, and the real vectors of
  * test/fixtures/entra. The built CLI runs as a process in test/e2e/cli.test.ts.
  */
 t.test('token debugger', async t => {
-  const CLIENT_ID = '6e1c9b1a-0000-4000-8000-00000000a11d'
   const STEPS: StepName[] = ['structure', 'discovery', 'keys', 'key', 'signature', 'claims', 'nbf', 'exp', 'ver', 'iss', 'aud', 'sub', 'client']
 
   const entra = new FakeEntra()
@@ -376,7 +377,6 @@ t.test('debugger output', async t => {
  * of `verify` carry the step and claim they came from.
  */
 t.test('explain()', async t => {
-  const CLIENT_ID = '6e1c9b1a-0000-4000-8000-00000000a11d'
   const OTHER_TENANT = '11111111-2222-4333-8444-555555555555'
   const TOKEN_STEPS: ValidationStep[] = ['structure', 'discovery', 'keys', 'key', 'signature', 'claims', 'nbf', 'exp', 'ver', 'iss', 'aud', 'sub', 'client']
 
@@ -598,8 +598,6 @@ t.test('explain()', async t => {
  * events; no message ever carries the token.
  */
 t.test('diagnostics channels', async t => {
-  const CLIENT_ID = '6e1c9b1a-0000-4000-8000-00000000a11d'
-
   interface Seen { event: string, context: VerifyTraceContext, snapshot: string }
 
   /** Subscribes to every channel for the duration of `t`, recording what is published. */

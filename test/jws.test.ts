@@ -12,6 +12,9 @@ import entraAuth, { createEntraVerifier, EntraAuthError, type EntraAuthOptions, 
 import { FakeEntra, MockClaims, MockJwk, MockJwtClient, MOCK_ISSUER, type FakeEntraOptions } from '../src/testing/index.js'
 import { assertProblem, bearer, entraApp, readFixture, readJsonFixture, testKey, type TokenView, CLIENT_ID, SCOPE_ROUTES } from './helpers/index.js'
 
+const API_ID = 'a0b1c2d3-0000-4000-8000-00000000a11e'
+const OTHER_TENANT = '0b5e55ed-0000-4000-8000-00000000beef'
+
 /**
  * Real Entra-signed tokens (test/fixtures/entra, see its README) through the plugin, with the
  * JWKS that signed them served by a FakeEntra, and negative cases derived from the same bytes.
@@ -483,9 +486,7 @@ t.test('real Entra tokens', async t => {
  */
 t.test('threats', async t => {
   /** Client ID of the Entra-shaped fixtures (a GUID, as real ones are). */
-  const API_ID = 'a0b1c2d3-0000-4000-8000-00000000a11e'
   const CLIENT_APP = 'c0ffee00-0000-4000-8000-000000000002'
-  const OTHER_TENANT = '0b5e55ed-0000-4000-8000-00000000beef'
 
   // ---------------------------------------------------------------------------------------------
   // Nothing may ever leave for the network: any fetch outside the fake Entra lands here.
@@ -1331,9 +1332,6 @@ t.test('threats', async t => {
  * from a polluted `Object.prototype`. The problem registry is frozen too.
  */
 t.test('the verified token, hardened', async t => {
-  const API_ID = 'a0b1c2d3-0000-4000-8000-00000000a11e'
-  const OTHER_TENANT = '0b5e55ed-0000-4000-8000-00000000beef'
-
   const entra = new FakeEntra()
   const key = entra.keys[0] as MockJwk
   t.teardown(() => entra.close())

@@ -24,6 +24,9 @@ import { fastifyJwtOverride, mapJwtError } from '../src/core/signature.js'
 import { GET_JWKS_OUTAGE } from '../src/core/jwks.js'
 import { typeOf, RecordingDispatcher, testKey } from './helpers/index.js'
 
+const sleep = (ms: number): Promise<void> => new Promise(resolve => setTimeout(resolve, ms))
+const HOUR = 60 * 60 * 1000
+
 /**
  * Key store (issue 4): single flight, unknown-kid cooldown, rotation, outages, refused key sets
  * and documents, start-up without the identity provider. Counters and states only: no assertion
@@ -31,8 +34,6 @@ import { typeOf, RecordingDispatcher, testKey } from './helpers/index.js'
  */
 t.test('key store', async t => {
   const API_ID = 'a0b1c2d3-0000-4000-8000-00000000a11e'
-
-  const sleep = (ms: number): Promise<void> => new Promise(resolve => setTimeout(resolve, ms))
 
   /**
    * The key store's clock (the internal `kKeyStoreClock` option): tests move it past a ttl or a
@@ -560,7 +561,6 @@ t.test('one refresh in flight', async t => {
  */
 t.test('key sets', async t => {
   const API_ID = 'a0b1c2d3-0000-4000-8000-00000000a11e'
-  const HOUR = 60 * 60 * 1000
 
   /** The fake Entra of the running subtest: a new one each time (the test kit shares one RSA key, so it's cheap). */
   let entra: FakeEntra
@@ -849,7 +849,6 @@ t.test('key sets', async t => {
  */
 t.test('malformed JWKS documents', async t => {
   const API_ID = 'b1c2d3e4-0000-4000-8000-00000000a11f'
-  const HOUR = 60 * 60 * 1000
 
   interface Fixture {
     entra: FakeEntra
@@ -955,12 +954,10 @@ t.test('malformed JWKS documents', async t => {
  */
 t.test('fetch deadline', async t => {
   const API_ID = 'a0b1c2d3-0000-4000-8000-00000000a11e'
-  const HOUR = 60 * 60 * 1000
   const TIMEOUT = 1000
   const MAX_BYTES = 64 * 1024
   /** How long a test waits before it calls something hung: generous, for a loaded machine. */
   const BOUND = 20_000
-  const sleep = (ms: number): Promise<void> => new Promise(resolve => setTimeout(resolve, ms))
 
   /** `promise`, or 'hung' once BOUND ms have passed; the bound's timer is cleared either way (it would hold the process open). */
   async function bounded<T> (promise: Promise<T>): Promise<T | 'hung'> {
@@ -1143,7 +1140,6 @@ t.test('fetch deadline', async t => {
  */
 t.test('the key store on its libraries', async t => {
   const API_ID = 'a0b1c2d3-0000-4000-8000-00000000a11e'
-  const HOUR = 60 * 60 * 1000
   const clock = { now: 1_000_000 }
 
   interface Fixture {
