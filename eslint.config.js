@@ -2,7 +2,7 @@ import neostandard from 'neostandard'
 
 /**
  * The layers of src/, enforced: an import that crosses a layer the wrong way fails lint.
- * core/ (plumbing: bearer parsing, JWS, the get-jwks and @fastify/jwt layers, fetching, key store,
+ * core/ (plumbing: JWS, the get-jwks and @fastify/jwt layers, fetching, key store,
  * token cache, tracing) knows neither Entra nor Fastify; entra/ (pure Entra rules and the token
  * model) knows no Fastify and no I/O; fastify/ is the glue; inspect/ is the token debugger, on the
  * verifier's `explain()`. Type-only imports may cross (a type carries no behaviour).

@@ -1,12 +1,27 @@
 /** After signature and claims: the `EntraToken`, the `allowedTenants` predicate, then `requirePermissions`. */
-import { checkPermissions, requiresPermissions } from './entra/permissions.js'
-import { issuerWarnings } from './entra/issuers.js'
+import { TENANT_TEMPLATE, issuerWarnings } from './entra/issuers.js'
 import type { CheckedClaims } from './entra/claims.js'
 import { createTenantCheck } from './entra/tenants.js'
 import { runSteps, type Step, type StepRecorder } from './entra/steps.js'
 import type { JoseHeader } from './core/jws.js'
 import type { ResolvedOptions } from './options.js'
 import { mintEntraToken, type EntraToken } from './entra/token.js'
+import { EntraAuthError } from './entra/problems.js'
+import type { TokenPermissions } from './entra/scopes.js'
+
+/** `requirePermissions`: any app of any tenant can get a token with neither `scp` nor `roles` (docs/architecture.md). */
+const NO_PERMISSION = "This token carries no permission: it has neither delegated scopes ('scp') nor app roles ('roles'), " +
+  'and this API refuses such tokens (option requirePermissions), since any application can obtain one. ' +
+  'Request a token with a scope or app role of this API (consent to it, or have an admin assign the app role).'
+
+function requiresPermissions (option: boolean | undefined, discoveryIssuer: string): boolean {
+  return option ?? discoveryIssuer.includes(TENANT_TEMPLATE)
+}
+
+/** An `scp` without words or an empty `roles` carries no permission either. */
+function checkPermissions (token: TokenPermissions): void {
+  if (token.all.size === 0) throw new EntraAuthError('auth_token_insufficient_scopes', NO_PERMISSION, { step: 'permissions' })
+}
 
 export interface AdmissionLogger {
   warn: (obj: object, msg: string) => void

@@ -1,19 +1,17 @@
 import { createAdmission, type AdmissionLogger } from './admission.js'
 import { kCheckUncached, kFromCache, keyStoreClockOf } from './core/internal.js'
 import { checkClaims, checkTime, type ClaimRules } from './entra/claims.js'
-import { graphTokenDetail, isGraphToken } from './entra/kinds.js'
 import { checkRequirement, compileRequirement, type ScopeRequirement } from './entra/scopes.js'
 import { STEP_TITLES, type ExplainedStep, type StepFacts, type StepRecorder } from './entra/steps.js'
 import { checkDecodedPayload, checkJoseHeader, checkShape, decodeJws, passesKnownHeaderChecks, precheckJws, type DecodedJws, type JoseHeader } from './core/jws.js'
-import { KeyStore, type KeyStoreLogger, type KeyStoreState, type SigningKey } from './core/keys.js'
+import { KeyStore, type Discovery, type KeyStoreLogger, type KeyStoreState, type SigningKey } from './core/keys.js'
 import { resolveOptions, type EntraVerifierOptions, type ResolvedOptions } from './options.js'
 import { asAuthError, EntraAuthError, type ProblemBody, type ValidationStep } from './entra/problems.js'
 import { verifySignature, type VerifiedJws } from './core/signature.js'
-import { deepFreeze, type EntraToken, type Rfc7662Introspection } from './entra/token.js'
+import { deepFreeze, graphTokenDetail, isGraphToken, type EntraToken, type Rfc7662Introspection } from './entra/token.js'
 import { TokenCache } from './core/token-cache.js'
 import { untrustedFact, untrustedText } from './core/untrusted.js'
 import { tokenCacheChannel, verifyTracing, type VerifyTraceContext } from './core/tracing.js'
-import type { Discovery } from './core/discovery.js'
 
 /** The failure of an explained validation, as `verify` would have rejected: the problem body, the failed step and claim. */
 export type ExplainedProblem = Omit<ProblemBody, 'contact'> & { step: ValidationStep, claim: string | undefined }

@@ -1,12 +1,47 @@
 import { createPublicKey, type JsonWebKey, type KeyObject } from 'node:crypto'
 import type { Dispatcher } from 'undici'
-import { parseDiscovery, type Discovery } from './discovery.js'
 import { createAgent, failureReason, fetchJson, FetchFailure, guardDispatcher, LibraryFailure } from './http.js'
 import { JwksSource, type JwksSourceOptions, type ResolvedJwk } from './jwks.js'
 import { buildJwtVerifiers, type JwtVerify } from './signature.js'
 import type { KeyTimings } from '../options.js'
 import { EntraAuthError } from '../entra/problems.js'
 import { keysFetchChannel, keysRefreshChannel } from './tracing.js'
+
+export interface Discovery {
+  readonly issuer: string
+  readonly jwksUri: URL
+  readonly authorizationEndpoint: string | undefined
+  readonly tokenEndpoint: string | undefined
+}
+
+function optionalString (value: unknown): string | undefined {
+  return typeof value === 'string' && value !== '' ? value : undefined
+}
+
+/** `jwks_uri` must be on the discovery URL's origin; `issuer` is taken as published (Entra's need not be). */
+export function parseDiscovery (document: unknown, discoveryUrl: URL): Discovery {
+  if (document === null || typeof document !== 'object' || Array.isArray(document)) {
+    throw new FetchFailure('discovery document is not a JSON object')
+  }
+  const { issuer, jwks_uri: jwksUri, authorization_endpoint: authorize, token_endpoint: token } = document as Record<string, unknown>
+  if (typeof issuer !== 'string' || issuer === '') throw new FetchFailure("discovery document has no 'issuer'")
+  if (typeof jwksUri !== 'string' || jwksUri === '') throw new FetchFailure("discovery document has no 'jwks_uri'")
+  let url: URL
+  try {
+    url = new URL(jwksUri)
+  } catch {
+    throw new FetchFailure("discovery document 'jwks_uri' is not a URL")
+  }
+  if (url.origin !== discoveryUrl.origin) {
+    throw new FetchFailure(`discovery document 'jwks_uri' is on ${url.origin}, not on the discovery URL's origin ${discoveryUrl.origin}`)
+  }
+  return Object.freeze({
+    issuer,
+    jwksUri: url,
+    authorizationEndpoint: optionalString(authorize),
+    tokenEndpoint: optionalString(token)
+  })
+}
 
 /** A JWKS with no usable key: a failed fetch, never an empty trust list. */
 export class NoUsableKeys extends FetchFailure {

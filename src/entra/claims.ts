@@ -1,8 +1,7 @@
 /** Claim checks, run only after the signature verified; each rule is written once, as a step. */
 import { EntraAuthError } from './problems.js'
-import type { EntraClaims } from './token.js'
 import { issuerRule, issuerTenant, keyMaySign, type IssuerRule } from './issuers.js'
-import { graphTokenDetail, isGraphToken, looksLikeIdToken } from './kinds.js'
+import { graphTokenDetail, isGraphToken, looksLikeIdToken, type EntraClaims } from './token.js'
 import { runSteps, type Step, type StepFacts, type StepRecorder } from './steps.js'
 
 export interface ClaimRules {

@@ -4,8 +4,7 @@ import { STEP_TITLES, TOKEN_STEPS, type ExplainedStep } from '../entra/steps.js'
 import { resolveOptions, type EntraVerifierOptions, type ResolvedOptions } from '../options.js'
 import { asAuthError, type ProblemBody, type ProblemType, type ValidationStep } from '../entra/problems.js'
 import { buildVerifier } from '../verifier.js'
-import { normalizeToken } from './decode.js'
-import { describeToken, identityOf, iso, relativeTime, type TokenDescription, type TokenIdentity } from './describe.js'
+import { describeToken, identityOf, normalizeToken, iso, relativeTime, type TokenDescription, type TokenIdentity } from './describe.js'
 
 export type InspectProblem = Omit<ProblemBody, 'contact'>
 

@@ -1,5 +1,7 @@
-import { checkTokenSize } from './jws.js'
+/** Where a request's access token comes from: RFC 6750 §2.1 `Authorization` header rules, then opt-in cookie/session sources. */
+import { checkTokenSize } from '../core/jws.js'
 import { EntraAuthError } from '../entra/problems.js'
+import type { EntraTokenSource } from '../options.js'
 
 /** RFC 6750 §2.1 b64token. */
 const B64TOKEN = /^[A-Za-z0-9\-._~+/]+=*$/
@@ -51,4 +53,37 @@ export function authorizationHeaderCount (rawHeaders: readonly string[]): number
     if (name.length === 13 && name.toLowerCase() === 'authorization') count++
   }
   return count
+}
+
+export interface CredentialCarrier {
+  readonly headers: { readonly authorization?: string | string[] | undefined }
+  readonly raw?: { readonly rawHeaders?: readonly string[] }
+  readonly cookies?: Record<string, string | undefined>
+  readonly session?: unknown
+}
+
+function sessionValue (session: unknown, key: string): unknown {
+  if (session === null || typeof session !== 'object') return undefined
+  const get = (session as { get?: unknown }).get
+  return typeof get === 'function' ? get.call(session, key) : (session as Record<string, unknown>)[key]
+}
+
+/** Never the query string (RFC 6750 §2.3): it leaks into logs, history and `Referer`. Null: no credentials. */
+export function findToken (request: CredentialCarrier, sources: readonly EntraTokenSource[]): string | null {
+  const header = request.headers.authorization
+  if (header !== undefined && header !== '') {
+    const rawHeaders = request.raw?.rawHeaders
+    if (rawHeaders !== undefined && authorizationHeaderCount(rawHeaders) > 1) throw duplicateHeaders()
+    return bearerToken(header)
+  }
+  for (const source of sources) {
+    const value = 'cookie' in source ? request.cookies?.[source.cookie] : sessionValue(request.session, source.session)
+    if (typeof value === 'string' && value !== '') return value
+  }
+  return null
+}
+
+export function isFromHeader (request: CredentialCarrier): boolean {
+  const header = request.headers.authorization
+  return header !== undefined && header !== ''
 }
