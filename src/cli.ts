@@ -27,6 +27,10 @@ Options:
   --allowed-tenant <tid>    allowed tenant ID (repeatable)
   --scope <'A B'>           also check a route requirement: one alternative per
                             --scope, words in it all required (repeatable)
+  --role <'A B'>            with --role or --app-only the requirement takes the
+                            object form: --scope alternatives match 'scp' only,
+                            --role alternatives 'roles' only (repeatable)
+  --app-only                admit only app-only tokens (needs --role)
   --clock-tolerance <ms>    leeway for exp/nbf, in milliseconds (like the plugin's
                             clockTolerance option)
   --at <unix seconds>       judge the token as of this time (for old tokens)
@@ -67,6 +71,8 @@ function parse (argv: string[]): Args {
         'token-version': { type: 'string', multiple: true },
         'allowed-tenant': { type: 'string', multiple: true },
         scope: { type: 'string', multiple: true },
+        role: { type: 'string', multiple: true },
+        'app-only': { type: 'boolean' },
         'clock-tolerance': { type: 'string' },
         at: { type: 'string' },
         json: { type: 'boolean' },
@@ -86,7 +92,7 @@ function parse (argv: string[]): Args {
 
   const clientId = values['client-id']
   const where = values.tenant ?? values['oidc-endpoint']
-  const validationFlags = ['audience', 'token-version', 'allowed-tenant', 'scope', 'clock-tolerance', 'at', 'authority-host'] as const
+  const validationFlags = ['audience', 'token-version', 'allowed-tenant', 'scope', 'role', 'app-only', 'clock-tolerance', 'at', 'authority-host'] as const
   let options: InspectOptions | undefined
   if (clientId === undefined && where === undefined) {
     const stray = validationFlags.find(flag => values[flag] !== undefined)
@@ -96,6 +102,11 @@ function parse (argv: string[]): Args {
     if (values.tenant !== undefined && values['oidc-endpoint'] !== undefined) throw new UsageError('give --tenant or --oidc-endpoint, not both')
     if (where === undefined) throw new UsageError('validating needs --tenant or --oidc-endpoint')
     const tolerance = number(values['clock-tolerance'], 'clock-tolerance')
+    const appOnly = values['app-only'] === true
+    if (appOnly && values.role === undefined) throw new UsageError("--app-only needs the app roles the route requires: --role 'Reports.Read.All'")
+    const requirement = values.role === undefined && !appOnly
+      ? values.scope
+      : { ...(values.scope === undefined ? {} : { scopes: values.scope }), roles: values.role, ...(appOnly ? { appOnly } : {}) }
     options = {
       clientId,
       ...(values.tenant === undefined ? { oidcEndpoint: where } : { tenant: values.tenant }),
@@ -103,7 +114,7 @@ function parse (argv: string[]): Args {
       ...(values.audience === undefined ? {} : { audiences: values.audience }),
       ...(values['token-version'] === undefined ? {} : { tokenVersions: values['token-version'] as Array<'1.0' | '2.0'> }),
       ...(values['allowed-tenant'] === undefined ? {} : { allowedTenants: values['allowed-tenant'] }),
-      ...(values.scope === undefined ? {} : { requirement: values.scope }),
+      ...(requirement === undefined ? {} : { requirement }),
       ...(tolerance === undefined ? {} : { clockTolerance: tolerance }),
       ...(values.at === undefined ? {} : { at: number(values.at, 'at') })
     } as InspectOptions

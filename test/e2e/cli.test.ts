@@ -68,6 +68,22 @@ t.test('the built CLI as a process', async t => {
     const json = JSON.parse(noScope.stdout) as InspectReport
     t.equal(json.validation?.problem?.type, 'auth_token_insufficient_scopes')
     t.equal(json.token?.kind, 'delegated')
+
+    // The object form: --scope matches 'scp' only, --role 'roles' only; --app-only refuses users.
+    const at = ['--at', String(V04.at), '--json']
+    const scp = await cli([...validate, ...at, '--scope', 'defaultaccess', '--role', 'Reports.Read.All'])
+    t.equal(scp.code, 0, 'the delegated scope covers the route')
+    const asRole = await cli([...validate, ...at, '--role', 'defaultaccess'])
+    t.equal(asRole.code, 1, 'a role alternative is not met by a delegated scope of that name')
+    const appOnly = await cli([...validate, ...at, '--role', 'Reports.Read.All', '--app-only'])
+    t.equal(appOnly.code, 1)
+    const refused = JSON.parse(appOnly.stdout) as InspectReport
+    t.equal(refused.validation?.problem?.type, 'auth_token_insufficient_scopes')
+    t.match(refused.validation?.problem?.detail, /application/i, 'the detail says the route is for applications')
+    const bare = await cli([...validate, '--app-only'])
+    t.equal(bare.code, 2, '--app-only without --role is a usage error')
+    t.match(bare.stderr, /--app-only needs/)
+    t.equal((await cli([...validate, '--scope', 'A', '--app-only', '--role', 'B'])).code, 2, 'app-only with delegated scopes is refused as the plugin refuses it')
   })
 })
 
