@@ -7,7 +7,7 @@ import { checkDecodedPayload, checkJoseHeader, checkShape, decodeJws, passesKnow
 import { KeyStore, type Discovery, type KeyStoreLogger, type KeyStoreState, type SigningKey } from './core/keys.js'
 import { resolveOptions, type EntraVerifierOptions, type ResolvedOptions } from './options.js'
 import { asAuthError, EntraAuthError, type ProblemBody, type ValidationStep } from './entra/problems.js'
-import { verifySignature, type VerifiedJws } from './core/signature.js'
+import { verifySignature } from './core/signature.js'
 import { deepFreeze, graphTokenDetail, isGraphToken, type EntraToken, type Rfc7662Introspection } from './entra/token.js'
 import { TokenCache } from './core/token-cache.js'
 import { untrustedFact, untrustedText } from './core/untrusted.js'
@@ -178,7 +178,7 @@ export function buildVerifier (options: ResolvedOptions, internals: VerifierInte
     const key = keys.currentKey(header.kid)
     if (key === undefined) return undefined
     try {
-      const { payload } = verifySignature(raw, key, () => untrustedDetail(raw))
+      const payload = verifySignature(raw, key, () => untrustedDetail(raw))
       checkDecodedPayload(raw, payload)
       return { header, payload, key }
     } catch (err) {
@@ -197,14 +197,13 @@ export function buildVerifier (options: ResolvedOptions, internals: VerifierInte
       checkShape(raw)
       key = await keys.getKey(header.kid)
     }
-    let verified: VerifiedJws
+    let payload: Record<string, unknown>
     try {
-      verified = verifySignature(raw, key, () => untrustedDetail(raw))
+      payload = verifySignature(raw, key, () => untrustedDetail(raw))
     } catch (err) {
       if (!(err instanceof EntraAuthError)) throw err
       return await verifyRefreshed(raw, { refused: err, header: deepFreeze(header), key })
     }
-    const { payload } = verified
     if (headers.size >= MAX_HEADERS) {
       headers.clear()
       lastHeader = { segment: '', header: undefined }
@@ -216,7 +215,7 @@ export function buildVerifier (options: ResolvedOptions, internals: VerifierInte
 
   async function verifyRefreshed (raw: string, { refused, header, key }: SignatureRefused): Promise<Verified> {
     const refreshed = await keys.keyAfterSignatureFailure(header.kid, key, refused)
-    return { header, payload: verifySignature(raw, refreshed, () => untrustedDetail(raw)).payload, key: refreshed }
+    return { header, payload: verifySignature(raw, refreshed, () => untrustedDetail(raw)), key: refreshed }
   }
 
   function recordKeyed (record: StepRecorder, header: Record<string, unknown>, key: SigningKey): void {

@@ -1398,7 +1398,7 @@ t.test('what the layers rely on in get-jwks and @fastify/jwt', async t => {
     const app = Fastify()
     t.teardown(() => app.close())
     for (const namespace of ['k0', 'k1']) {
-      app.register(fastifyJwt, { namespace, secret: { public: pem }, verify: { algorithms: ['RS256'], complete: true } })
+      app.register(fastifyJwt, { namespace, secret: { public: pem }, verify: { algorithms: ['RS256'] } })
     }
     await app.ready()
     const jwt = (app as unknown as { jwt: Record<string, { verify: (token: string) => unknown }> }).jwt
@@ -1413,7 +1413,7 @@ t.test('what the layers rely on in get-jwks and @fastify/jwt', async t => {
     const input = `${Buffer.from('{"alg":"RS256","kid":"k"}').toString('base64url')}.${Buffer.from('{"sub":"x"}').toString('base64url')}`
     const token = `${input}.${sign('sha256', Buffer.from(input), privateKey).toString('base64url')}`
     const verify = jwt.k0?.verify as (token: string) => unknown
-    t.match(verify(token), { header: { kid: 'k' }, payload: { sub: 'x' } }, 'verify(token) alone, called detached: the header and payload')
+    t.same(verify(token), { sub: 'x' }, 'verify(token) alone, called detached: the payload')
     t.throws(() => verify(`${input}.${'A'.repeat(342)}`), { code: 'FAST_JWT_INVALID_SIGNATURE' })
     t.throws(() => verify(`${Buffer.from('{"alg":"RS256"}').toString('base64url')}.bm90IGpzb24.${'A'.repeat(342)}`), { code: 'FAST_JWT_MALFORMED' })
   })

@@ -5,11 +5,6 @@ import { EntraAuthError } from '../entra/problems.js'
 
 // @fastify/jwt on a private Fastify instance, one namespace per key, never the app's (docs/architecture.md).
 
-export interface VerifiedJws {
-  readonly header: Record<string, unknown>
-  readonly payload: Record<string, unknown>
-}
-
 export type JwtVerify = (token: string) => unknown
 
 interface Libraries {
@@ -40,7 +35,8 @@ load().catch(() => {})
 const PLUGIN_TIMEOUT = 10_000
 
 // Time claims are left to the Entra rules, so the order of checks stays.
-const VERIFY_OPTIONS = Object.freeze({ algorithms: ['RS256'], complete: true, ignoreExpiration: true, ignoreNotBefore: true })
+// The payload alone: the header was decoded and judged before (core/jws.ts).
+const VERIFY_OPTIONS = Object.freeze({ algorithms: ['RS256'], ignoreExpiration: true, ignoreNotBefore: true })
 
 export async function buildJwtVerifiers (pems: readonly string[]): Promise<JwtVerify[]> {
   if (pems.length === 0) return []
@@ -77,12 +73,13 @@ export function mapJwtError (err: unknown, untrustedDetail: () => string | undef
   return new EntraAuthError('auth_token_signature_untrusted', untrustedDetail(), { cause: err })
 }
 
-export function verifySignature (token: string, key: SigningKey, untrustedDetail: () => string | undefined): VerifiedJws {
-  let result: VerifiedJws
+/** The verified payload, with a null prototype: only its own members count as claims. */
+export function verifySignature (token: string, key: SigningKey, untrustedDetail: () => string | undefined): Record<string, unknown> {
+  let payload: object
   try {
-    result = key.verify(token) as VerifiedJws
+    payload = key.verify(token) as object
   } catch (err) {
     throw mapJwtError(err, untrustedDetail)
   }
-  return { header: Object.setPrototypeOf(result.header, null), payload: Object.setPrototypeOf(result.payload, null) }
+  return Object.setPrototypeOf(payload, null) as Record<string, unknown>
 }
