@@ -1515,6 +1515,19 @@ t.test('the verified token, hardened', async t => {
       const bytes = Buffer.concat([json.subarray(0, at), Buffer.from(bad), json.subarray(at + 3)])
       t.equal(await problemType(fastify, '/name', signBytes(header(), bytes)), 'auth_token_invalid', `payload with bytes ${bad.map(b => b.toString(16)).join(' ')}`)
     }
+    // Invalid bytes in a claim's name, and in a member of an array claim, are found too.
+    for (const claim of ['"ver"', '"access_as_user"']) {
+      const text = Buffer.from(JSON.stringify(claims({ roles: ['access_as_user'] })))
+      const where = text.indexOf(claim) + 1
+      const bytes = Buffer.concat([text.subarray(0, where), Buffer.from([0xff]), text.subarray(where + 1)])
+      t.equal(await problemType(fastify, '/name', signBytes(header(), bytes)), 'auth_token_invalid', `invalid byte in ${claim}`)
+    }
+    // A real U+FFFD, as a JSON escape or as its UTF-8 bytes, is valid UTF-8.
+    for (const [spelling, text] of [['an escape', '"\\ufffd"'], ['its bytes', '"\ufffd"']] as const) {
+      const token = signBytes(header(), JSON.stringify(claims({ name: 'x' })).replace('"x"', text))
+      const admitted = await fastify.inject({ url: '/name', headers: { authorization: `Bearer ${token}` } })
+      t.same(admitted.json(), { name: '\ufffd' }, `U+FFFD as ${spelling} is admitted`)
+    }
     const headerBytes = Buffer.from(header())
     headerBytes[headerBytes.indexOf('"JWT"') + 1] = 0xff
     t.equal(await problemType(fastify, '/name', signBytes(headerBytes, JSON.stringify(claims()))), 'auth_token_invalid', 'header with invalid UTF-8')
