@@ -750,7 +750,8 @@ t.test('threats', async t => {
     await probe(t, fx, `Bearer ${h}.${p}`, { status: 401, type: 'auth_token_invalid' }, 'RS256, signature segment dropped')
 
     // Signature-level failures: right alg and kid, wrong bytes.
-    const other = new MockJwtClient({ key: new MockJwk({ kid, privateKey: testKey('foreign') }), claims: client.claims }).generate()
+    // The kit's own foreign signer (`fresh`: a key pair made here), the one test that exercises it.
+    const other = new MockJwtClient({ key: new MockJwk({ kid, fresh: true }), claims: client.claims }).generate()
     await probe(t, fx, `Bearer ${other}`, { status: 401, type: 'auth_token_signature_untrusted' }, 'signed by another key with our kid')
     const forged = `${h}.${seg({ ...claimsOf(client), scp: 'SCOPE_A SCOPE_B', sub: 'test_subject', aud: 'test_app_1', exp: 4070908800 })}.${good.split('.')[2]!}`
     await probe(t, fx, `Bearer ${forged}`, { status: 401, type: 'auth_token_signature_untrusted' }, 'payload changed after signing')
