@@ -177,11 +177,4 @@ export class TokenCache {
   get bytes (): number {
     return this.#bytes
   }
-
-  clear (): void {
-    this.#main.clear()
-    this.#probation.fill(undefined)
-    this.#probationSize = 0
-    this.#bytes = 0
-  }
 }
