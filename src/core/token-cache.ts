@@ -24,7 +24,8 @@ function entrySize (raw: string): number {
   return raw.length * 4 + 1024
 }
 
-const DOORKEEPER_BITS = 1 << 20
+const DOORKEEPER_BITS_LOG2 = 20
+const DOORKEEPER_BITS = 1 << DOORKEEPER_BITS_LOG2
 
 /** TinyLFU's doorkeeper: a false positive admits a token one visit early. */
 class Doorkeeper {
@@ -37,12 +38,15 @@ class Doorkeeper {
     this.#capacity = capacity
   }
 
+  /** True when `hash` was marked before; marks it either way. Two bits per mark (a Bloom filter, k = 2). */
   seenBefore (hash: number): boolean {
-    const word = (hash >>> 5) & (DOORKEEPER_BITS / 32 - 1)
-    const mask = 1 << (hash & 31)
+    const a = hash & (DOORKEEPER_BITS - 1)
+    // A second index from the same hash, mixed (Fibonacci hashing): false positives of ~0.7 % instead of ~3 %.
+    const b = Math.imul(hash, 0x9e3779b1) >>> (32 - DOORKEEPER_BITS_LOG2)
+    if ((isSet(this.#current, a) && isSet(this.#current, b)) || (isSet(this.#previous, a) && isSet(this.#previous, b))) return true
     const current = this.#current
-    if (((current[word] as number) & mask) !== 0 || ((this.#previous[word] as number) & mask) !== 0) return true
-    current[word] = (current[word] as number) | mask
+    current[a >>> 5] = (current[a >>> 5] as number) | (1 << (a & 31))
+    current[b >>> 5] = (current[b >>> 5] as number) | (1 << (b & 31))
     if (++this.#marks >= this.#capacity) {
       this.#previous = current
       this.#current = new Int32Array(DOORKEEPER_BITS / 32)
@@ -50,6 +54,10 @@ class Doorkeeper {
     }
     return false
   }
+}
+
+function isSet (bits: Int32Array, index: number): boolean {
+  return ((bits[index >>> 5] as number) & (1 << (index & 31))) !== 0
 }
 
 export interface TokenCacheLimits {
