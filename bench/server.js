@@ -111,8 +111,22 @@ function heapUsed () {
   return process.memoryUsage().heapUsed
 }
 
+let session = null
 process.on('message', async (message) => {
-  if (message.type === 'heap') {
+  if (message.type === 'prof-start') {
+    const { Session } = await import('node:inspector/promises')
+    session = new Session()
+    session.connect()
+    await session.post('Profiler.enable')
+    await session.post('Profiler.start')
+    process.send({ type: 'prof-start' })
+  } else if (message.type === 'prof-stop') {
+    const { profile } = await session.post('Profiler.stop')
+    const { writeFileSync } = await import('node:fs')
+    writeFileSync(message.file, JSON.stringify(profile))
+    session.disconnect()
+    process.send({ type: 'prof-stop' })
+  } else if (message.type === 'heap') {
     process.send({ type: 'heap', heapUsed: typeof global.gc === 'function' ? heapUsed() : null })
   } else if (message.type === 'cpu') {
     process.send({ type: 'cpu', usage: process.cpuUsage() })
