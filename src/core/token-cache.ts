@@ -44,11 +44,10 @@ class Doorkeeper {
     // A second index from the same hash, mixed (Fibonacci hashing): false positives of ~0.7 % instead of ~3 %.
     const b = Math.imul(hash, 0x9e3779b1) >>> (32 - DOORKEEPER_BITS_LOG2)
     if ((isSet(this.#current, a) && isSet(this.#current, b)) || (isSet(this.#previous, a) && isSet(this.#previous, b))) return true
-    const current = this.#current
-    current[a >>> 5] = (current[a >>> 5] as number) | (1 << (a & 31))
-    current[b >>> 5] = (current[b >>> 5] as number) | (1 << (b & 31))
+    setBit(this.#current, a)
+    setBit(this.#current, b)
     if (++this.#marks >= this.#capacity) {
-      this.#previous = current
+      this.#previous = this.#current
       this.#current = new Int32Array(DOORKEEPER_BITS / 32)
       this.#marks = 0
     }
@@ -58,6 +57,10 @@ class Doorkeeper {
 
 function isSet (bits: Int32Array, index: number): boolean {
   return ((bits[index >>> 5] as number) & (1 << (index & 31))) !== 0
+}
+
+function setBit (bits: Int32Array, index: number): void {
+  bits[index >>> 5] = (bits[index >>> 5] as number) | (1 << (index & 31))
 }
 
 export interface TokenCacheLimits {
@@ -71,7 +74,6 @@ const PROBATION_SLOTS = 256
 export class TokenCache {
   readonly #main = new Map<number, Entry>()
   readonly #probation: Array<Entry | undefined>
-  #probationSize = 0
   readonly #doorkeeper: Doorkeeper
   readonly #max: number
   readonly #mainMax: number
@@ -102,11 +104,10 @@ export class TokenCache {
     }
     const probation = this.#probation
     if (probation.length === 0) return undefined
-    const slot = hash & (probation.length - 1)
+    const slot = this.#slot(hash)
     const candidate = probation[slot]
     if (candidate === undefined || candidate.raw !== raw) return undefined
     probation[slot] = undefined
-    this.#probationSize--
     if (candidate.expires <= performance.now()) return undefined
     this.#insert(candidate)
     return candidate
@@ -122,9 +123,7 @@ export class TokenCache {
       this.#insert(entry)
       return
     }
-    const slot = hash & (probation.length - 1)
-    if (probation[slot] === undefined) this.#probationSize++
-    probation[slot] = entry
+    probation[this.#slot(hash)] = entry
   }
 
   delete (raw: string): void {
@@ -138,11 +137,13 @@ export class TokenCache {
   #dropProbation (raw: string, hash: number): void {
     const probation = this.#probation
     if (probation.length === 0) return
-    const slot = hash & (probation.length - 1)
-    if (probation[slot]?.raw === raw) {
-      probation[slot] = undefined
-      this.#probationSize--
-    }
+    const slot = this.#slot(hash)
+    if (probation[slot]?.raw === raw) probation[slot] = undefined
+  }
+
+  /** The probation slot of `hash` (the table's length is a power of two). */
+  #slot (hash: number): number {
+    return hash & (this.#probation.length - 1)
   }
 
   #insert (entry: Entry): void {
@@ -175,7 +176,9 @@ export class TokenCache {
   }
 
   get size (): number {
-    return this.#main.size + this.#probationSize
+    let onProbation = 0
+    for (const entry of this.#probation) if (entry !== undefined) onProbation++
+    return this.#main.size + onProbation
   }
 
   get max (): number {

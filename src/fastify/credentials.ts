@@ -70,11 +70,10 @@ function sessionValue (session: unknown, key: string): unknown {
 
 /** Never the query string (RFC 6750 §2.3): it leaks into logs, history and `Referer`. Null: no credentials. */
 export function findToken (request: CredentialCarrier, sources: readonly EntraTokenSource[]): string | null {
-  const header = request.headers.authorization
-  if (header !== undefined && header !== '') {
+  if (isFromHeader(request)) {
     const rawHeaders = request.raw?.rawHeaders
     if (rawHeaders !== undefined && authorizationHeaderCount(rawHeaders) > 1) throw duplicateHeaders()
-    return bearerToken(header)
+    return bearerToken(request.headers.authorization)
   }
   for (const source of sources) {
     const value = 'cookie' in source ? request.cookies?.[source.cookie] : sessionValue(request.session, source.session)
