@@ -10,8 +10,8 @@ import t, { type Test } from 'tap'
 import entraAuth, { type EntraAuthOptions, CHANNELS, createEntraVerifier, EntraAuthError, EntraToken, type EntraTenantPredicate, type VerifyTraceContext } from '../src/index.js'
 import { FakeEntra, type FakeEntraOptions, MOCK_ISSUER, MockClaims, MockJwk, MockJwtClient } from '../src/testing/index.js'
 import { TENANT_REFUSAL_MEMORY_MS, TENANT_REFUSALS_MAX } from '../src/entra/tenants.js'
-import { assertProblem, bearer, entraApp, RecordingDispatcher, type TokenView } from './helpers/index.js'
-import { logCapture, serveMetadata, type MetadataServer, jwkFromPem } from './helpers/metadata.js'
+import { assertProblem, bearer, captureLogs, entraApp, RecordingDispatcher, type LogLine, type TokenView } from './helpers/index.js'
+import { serveMetadata, type MetadataServer, jwkFromPem } from './helpers/metadata.js'
 import { readFixture } from './helpers/fixtures.js'
 
 /**
@@ -424,10 +424,10 @@ t.test('tenant predicate', async t => {
 
   interface Calls { tenants: string[], tokens: unknown[] }
 
-  async function fixture (t: Test, predicate: EntraTenantPredicate, options: Partial<EntraAuthOptions> = {}): Promise<{ entra: FakeEntra, app: FastifyInstance, logs: ReturnType<typeof logCapture>['lines'], call: (token: string) => Promise<LightMyRequestResponse>, token: (tid: string, overrides?: Record<string, unknown>) => string }> {
+  async function fixture (t: Test, predicate: EntraTenantPredicate, options: Partial<EntraAuthOptions> = {}): Promise<{ entra: FakeEntra, app: FastifyInstance, logs: LogLine[], call: (token: string) => Promise<LightMyRequestResponse>, token: (tid: string, overrides?: Record<string, unknown>) => string }> {
     const entra = new FakeEntra({ tenant: 'organizations', tenantId: TENANT_A })
-    const capture = logCapture()
-    const app = Fastify({ logger: { level: 'warn', stream: capture.stream } })
+    const capture = captureLogs('warn')
+    const app = Fastify({ logger: capture.logger })
     await app.register(entraAuth, { clientId: API, allowedTenants: predicate, rejectionLogLevel: 'silent', ...entra.pluginOptions(), ...options } as EntraAuthOptions)
     app.get('/me', { onRequest: app.entraAuth() }, async (request) => ({ tenant: request.entraToken!.tenantId }))
     t.teardown(async () => { await app.close(); await entra.close() })
@@ -702,7 +702,7 @@ t.test('v1.0 metadata documents', async t => {
     metadata: MetadataServer
     app: FastifyInstance
     key: MockJwk
-    logs: ReturnType<typeof logCapture>['lines']
+    logs: LogLine[]
     call: (token: string) => Promise<LightMyRequestResponse>
   }
 
@@ -710,8 +710,8 @@ t.test('v1.0 metadata documents', async t => {
   async function fixture (t: Test, oidcEndpoint: string, issuer: string, keyIssuer: string | null, options: Partial<EntraAuthOptions> = {}): Promise<Fixture> {
     const key = new MockJwk(keyIssuer === null ? {} : { issuer: keyIssuer })
     const metadata = serveMetadata(oidcEndpoint, issuer, [key.toJSON()])
-    const capture = logCapture()
-    const app = Fastify({ logger: { level: 'warn', stream: capture.stream } })
+    const capture = captureLogs('warn')
+    const app = Fastify({ logger: capture.logger })
     await app.register(entraAuth, { clientId: API, oidcEndpoint, dispatcher: metadata.dispatcher, rejectionLogLevel: 'silent', ...options } as EntraAuthOptions)
     app.get('/me', { onRequest: app.entraAuth() }, async (request): Promise<View> => {
       const token = request.entraToken!
@@ -849,8 +849,8 @@ t.test('v1.0 metadata documents', async t => {
     t.test('when discovery first loads after start-up, on the first request', async t => {
       const entra = new FakeEntra({ issuer: MOCK_ISSUER, keyIssuer: null })
       entra.mode = 'discovery-404'
-      const capture = logCapture()
-      const app = Fastify({ logger: { level: 'warn', stream: capture.stream } })
+      const capture = captureLogs('warn')
+      const app = Fastify({ logger: capture.logger })
       await app.register(entraAuth, { clientId: API, ...entra.pluginOptions(), rejectionLogLevel: 'silent', jwks: { cooldown: 0 } })
       app.get('/me', { onRequest: app.entraAuth() }, async () => ({ ok: true }))
       t.teardown(async () => { await app.close(); await entra.close() })

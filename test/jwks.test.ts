@@ -21,7 +21,7 @@ import { KeyStore } from '../src/core/keys.js'
 import { OPTION_DEFAULTS } from '../src/options.js'
 import { fastifyJwtOverride, mapJwtError } from '../src/core/signature.js'
 import { GET_JWKS_OUTAGE } from '../src/core/jwks.js'
-import { RecordingDispatcher, testKey } from './helpers/index.js'
+import { captureLogs, RecordingDispatcher, testKey } from './helpers/index.js'
 
 const sleep = (ms: number): Promise<void> => new Promise(resolve => setTimeout(resolve, ms))
 const HOUR = 60 * 60 * 1000
@@ -627,8 +627,9 @@ t.test('the key store on its libraries', async t => {
     const entra = new FakeEntra()
     t.teardown(() => entra.close())
     setup(entra)
-    const logs: Fixture['logs'] = []
-    const app = Fastify({ logger: { level: 'warn', stream: { write: (line: string) => { logs.push(JSON.parse(line)) } } } })
+    const capture = captureLogs('warn')
+    const logs = capture.lines as Fixture['logs']
+    const app = Fastify({ logger: capture.logger })
     await app.register(entraAuth, { clientId: API_ID, rejectionLogLevel: 'silent', ...entra.pluginOptions(), ...options, [kKeyStoreClock]: () => clock.now } as unknown as EntraAuthOptions)
     app.get('/me', { onRequest: app.entraAuth() }, async () => ({ ok: true }))
     t.teardown(() => app.close())

@@ -12,7 +12,7 @@ import { MockAgent } from 'undici'
 import entraAuth, { createEntraVerifier, type EntraAuthOptions, type EntraVerifier, type EntraVerifierOptions, CHANNELS, type KeyRefreshMessage } from '../src/index.js'
 import { kKeyStoreClock } from '../src/core/internal.js'
 import { FakeEntra, type FakeEntraMode, MockJwk, MockJwtClient } from '../src/testing/index.js'
-import { typeOf, testKey } from './helpers/index.js'
+import { captureLogs, typeOf, testKey } from './helpers/index.js'
 
 const sleep = (ms: number): Promise<void> => new Promise(resolve => setTimeout(resolve, ms))
 
@@ -67,8 +67,9 @@ t.test('key store', async t => {
   async function fixture (t: Test, options: Partial<EntraAuthOptions> = {}, setup: (entra: FakeEntra) => void = () => {}): Promise<Fixture> {
     const entra = fresh()
     setup(entra)
-    const logs: Fixture['logs'] = []
-    const app = Fastify({ logger: { level: 'warn', stream: { write: (line: string) => { logs.push(JSON.parse(line)) } } } })
+    const capture = captureLogs('warn')
+    const logs = capture.lines as Fixture['logs']
+    const app = Fastify({ logger: capture.logger })
     await app.register(entraAuth, { clientId: API_ID, ...entra.pluginOptions(), ...options, ...keyStoreClock } as EntraAuthOptions)
     app.get('/me', { onRequest: app.entraAuth() }, async () => ({ ok: true }))
     t.teardown(() => app.close())

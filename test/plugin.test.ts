@@ -493,8 +493,8 @@ t.test('Fastify API', async t => {
     t.match(definitionError(() => fastify.get('/a', { onRequest: decorator }, async () => ({})))?.message, /fastify\.apiAuth\(\)/)
 
     // addHook can't be seen when routes are defined: the request fails, and the log says why.
-    const logged: unknown[] = []
-    const global = Fastify({ logger: { level: 'error', stream: { write: (line: string) => { logged.push(JSON.parse(line)) } } } })
+    const { logger, lines: logged } = captureLogs('error')
+    const global = Fastify({ logger })
     t.teardown(() => global.close())
     await global.register(entraAuth, { clientId: API_ID, ...entra.pluginOptions() })
     global.addHook('onRequest', global.entraAuth as unknown as onRequestAsyncHookHandler)

@@ -51,9 +51,3 @@ export function jwkFromPem (pem: string, kid: string): object {
   const { n, e } = createPublicKey(pem).export({ format: 'jwk' })
   return { kty: 'RSA', use: 'sig', kid, n, e }
 }
-
-/** Collects what a Fastify logger writes (level and message), for asserting log lines. */
-export function logCapture (): { stream: { write: (line: string) => void }, lines: Array<{ level: number, msg: string } & Record<string, unknown>> } {
-  const lines: Array<{ level: number, msg: string } & Record<string, unknown>> = []
-  return { stream: { write: (line: string) => { lines.push(JSON.parse(line)) } }, lines }
-}
