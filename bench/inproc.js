@@ -1,8 +1,9 @@
 // In-process cost of one token, without HTTP: CPU µs per token and bytes allocated per token, for
 // the node:crypto floor, @fastify/jwt's jwt.verify (+ the aud check), and verifier.verify() with
 // never-seen tokens (cache on and off) and with cache hits. Run with `npm run bench:inproc`.
-// Env: INPROC_TOKENS (distinct tokens per round, default 6000), INPROC_ROUNDS (default 7; the first
-// is a warm-up and not counted), INPROC_ONLY (a subset of the subjects, comma-separated),
+// Every subject is set up once; rounds of one batch per subject interleave them.
+// Env: INPROC_ROUNDS (default 21; the first is a warm-up and not counted), INPROC_BATCH (tokens per
+// batch, default 500), INPROC_ONLY (a subset of the subjects, comma-separated),
 // INPROC_PROF (a directory: a V8 CPU profile of each subject's timed runs, <subject>.cpuprofile).
 import { fork } from 'node:child_process'
 import { writeFileSync } from 'node:fs'
@@ -29,10 +30,12 @@ if (typeof global.gc !== 'function') {
 }
 
 async function main () {
-  const TOKENS = Math.max(2000, envInt('INPROC_TOKENS', 6000))
-  const ROUNDS = Math.max(2, envInt('INPROC_ROUNDS', 7))
+  const ROUNDS = Math.max(2, envInt('INPROC_ROUNDS', 21))
+  const BATCH = Math.max(100, envInt('INPROC_BATCH', 500))
   const ALLOC_BATCH = 40
   const ALLOC_BATCHES = 10
+  // Enough for each subject to see every token once: warm-up, allocation batches, timed batches.
+  const TOKENS = 200 + ALLOC_BATCH * ALLOC_BATCHES + ROUNDS * BATCH
 
   const jwks = new MockJwks({ issuer: ISSUER })
   const idp = await startIdp(jwks)
@@ -107,19 +110,11 @@ async function main () {
   // GC entries are delivered asynchronously: give them time to arrive.
   const settle = () => new Promise(resolve => setTimeout(resolve, 20))
 
-  /**
-   * Bytes allocated per token over a GC-free batch, then CPU µs per token over the rest; the
-   * warm-up, the batch and the timed run use distinct tokens, so each is never-seen where it should be.
-   */
-  async function measure ({ call, tokens }, profiler) {
-    const warm = tokens.slice(0, 200)
-    const batches = tokens.slice(200, 200 + ALLOC_BATCH * ALLOC_BATCHES)
-    const timed = tokens.slice(200 + ALLOC_BATCH * ALLOC_BATCHES)
-    for (const t of warm) await call(t)
-
+  /** Bytes allocated per token: the median over GC-free batches, each right after a full collection. */
+  async function allocation (call, take) {
     const perToken = []
     for (let b = 0; b < ALLOC_BATCHES; b++) {
-      const batch = batches.slice(b * ALLOC_BATCH, (b + 1) * ALLOC_BATCH)
+      const batch = Array.from({ length: ALLOC_BATCH }, take)
       global.gc()
       await settle()
       const batchStart = performance.now()
@@ -130,18 +125,20 @@ async function main () {
       await settle()
       if (!gcStarts.some(t => t >= batchStart && t <= batchEnd)) perToken.push((heapAfter - heapBefore) / batch.length)
     }
-    const bytes = median(perToken)
+    return median(perToken)
+  }
 
-    global.gc()
-    await settle()
+  /** CPU and wall µs per token over one batch of `BATCH` tokens. */
+  async function timed (call, take, profiler) {
+    const batch = Array.from({ length: BATCH }, take)
     if (profiler) await profiler.post('Profiler.start')
     const before = process.cpuUsage()
     const wallStart = performance.now()
-    for (const t of timed) await call(t)
+    for (const t of batch) await call(t)
     const cpu = process.cpuUsage(before)
     const wall = performance.now() - wallStart
     if (profiler) profiles.push((await profiler.post('Profiler.stop')).profile)
-    return { cpu: (cpu.user + cpu.system) / timed.length, wall: wall * 1000 / timed.length, bytes }
+    return { cpu: (cpu.user + cpu.system) / batch.length, wall: wall * 1000 / batch.length }
   }
 
   const PROF = process.env.INPROC_PROF || null
@@ -154,19 +151,28 @@ async function main () {
   let profiles = []
   const profileOf = Object.fromEntries(subjects.map(([id]) => [id, []]))
 
+  // Every subject is prepared once and kept: the rounds interleave them, so a slow stretch of the
+  // machine costs each subject alike. Each subject walks the token list with its own cursor.
+  const prepared = {}
+  for (const [id, subject] of subjects) {
+    const ready = await subject.prepare()
+    let next = 0
+    const take = () => ready.tokens[next++ % ready.tokens.length]
+    for (let i = 0; i < 200; i++) await ready.call(take())
+    prepared[id] = { ...ready, take, bytes: await allocation(ready.call, take) }
+  }
   const samples = Object.fromEntries(subjects.map(([id]) => [id, []]))
   for (let round = 0; round < ROUNDS; round++) {
     // A new order every round, so no subject always runs right after another.
     const order = subjects.map((_, i) => subjects[(i + round) % subjects.length])
-    for (const [id, subject] of order) {
-      const prepared = await subject.prepare()
+    for (const [id] of order) {
+      const { call, take } = prepared[id]
       profiles = profileOf[id]
-      const result = await measure(prepared, round > 0 ? session : null)
-      await prepared.close?.()
+      const result = await timed(call, take, round > 0 ? session : null)
       if (round > 0) samples[id].push(result)
     }
-    process.stderr.write(`  round ${round + 1}/${ROUNDS} done\n`)
   }
+  for (const { close } of Object.values(prepared)) await close?.()
   observer.disconnect()
   if (session) {
     for (const [id, list] of Object.entries(profileOf)) {
@@ -178,9 +184,9 @@ async function main () {
   idp.close()
 
   const fmt = (n, digits = 1) => Number.isNaN(n) ? 'n/a' : n.toLocaleString('en-US', { minimumFractionDigits: digits, maximumFractionDigits: digits })
-  const med = (id, field) => median(samples[id]?.map(s => s[field]) ?? [])
+  const med = (id, field) => field === 'bytes' ? prepared[id].bytes : median(samples[id]?.map(s => s[field]) ?? [])
 
-  console.log(`In-process cost per token: node ${process.version}, ${fresh.length.toLocaleString('en-US')} distinct tokens (${ALLOC_BATCH * ALLOC_BATCHES} for allocation, in GC-free batches of ${ALLOC_BATCH}; the rest but 200 for CPU) of ${fresh[0].length} bytes, medians of ${ROUNDS - 1} rounds (after a warm-up round); load average ${loadavg().map(n => n.toFixed(2)).join(', ')}\n`)
+  console.log(`In-process cost per token: node ${process.version}, ${fresh.length.toLocaleString('en-US')} distinct tokens of ${fresh[0].length} bytes, each subject seeing each once (${ALLOC_BATCH * ALLOC_BATCHES} for allocation, in GC-free batches of ${ALLOC_BATCH}; then interleaved batches of ${BATCH} for CPU), medians of ${ROUNDS - 1} rounds (after a warm-up round); load average ${loadavg().map(n => n.toFixed(2)).join(', ')}\n`)
   console.log('| subject | CPU µs/token | wall µs/token | bytes allocated/token |')
   console.log('|---|---:|---:|---:|')
   for (const [id, subject] of subjects) console.log(`| ${subject.label} | ${fmt(med(id, 'cpu'))} | ${fmt(med(id, 'wall'))} | ${fmt(med(id, 'bytes'), 0)} |`)

@@ -1,5 +1,5 @@
 // One benchmark server, run in its own process by bench/run.js:
-//   node --expose-gc bench/server.js <plain|hook|floor|fjwt|entra|entra-nocache|jwks|recipe|jose>
+//   node --expose-gc bench/server.js <plain|hook|floor|fjwt|fjwt2|entra|entra-nocache|jwks|recipe|jose>
 // env BENCH_IDP: origin of the local identity provider (http://127.0.0.1:<port>).
 // Talks to the parent over IPC: sends { type: 'ready', port } once listening, and answers
 // { type: 'heap' } (after a full GC), { type: 'cpu' } and { type: 'stop' }.
@@ -25,9 +25,10 @@ if (scenario === 'plain') {
   const tokenCache = scenario === 'entra-nocache' ? { max: 0 } : undefined
   await app.register(entraAuth, { clientId: CLIENT_ID, oidcEndpoint: `${idp}${DISCOVERY_PATH}`, tokenCache })
   app.get(ROUTE, { onRequest: app.entraAuth() }, reply)
-} else if (scenario === 'fjwt') {
+} else if (scenario === 'fjwt' || scenario === 'fjwt2') {
   // The @fastify/jwt floor: @fastify/jwt registered plainly with the static public key,
   // app.jwt.verify(token) and the aud check in onRequest. No key fetching, no other claim rule.
+  // fjwt2 is the same server in another process: the A/A control, what two identical servers differ by.
   const { default: fastifyJwt } = await import('@fastify/jwt')
   const { keys: [jwk] } = await (await fetch(`${idp}${JWKS_PATH}`)).json()
   const pem = createPublicKey({ key: jwk, format: 'jwk' }).export({ type: 'spki', format: 'pem' })
@@ -100,7 +101,7 @@ if (scenario === 'plain') {
   await app.register(fastifyJwtJwks, { jwksUrl: `${idp}${JWKS_PATH}`, audience: CLIENT_ID, issuer: ISSUER })
   app.get(ROUTE, { onRequest: app.authenticate }, reply)
 } else {
-  throw new Error(`unknown scenario '${scenario}' (plain, hook, floor, fjwt, entra, entra-nocache, jwks, recipe or jose)`)
+  throw new Error(`unknown scenario '${scenario}' (plain, hook, floor, fjwt, fjwt2, entra, entra-nocache, jwks, recipe or jose)`)
 }
 
 await app.listen({ host: '127.0.0.1', port: 0 })
