@@ -79,6 +79,8 @@ export function buildVerifier (options: ResolvedOptions, internals: VerifierInte
   const rules: ClaimRules = options
   const admission = createAdmission(options, internals.logger)
   const { now, clockTolerance } = options
+  // What a cache hit judges: a small object of its own, not the whole options object.
+  const timeRules = Object.freeze({ now, clockTolerance })
   const inFlight = new Map<string, Promise<EntraToken>>()
   // Verified header segments → frozen header: every token of one Entra key has the same header (docs/performance.md).
   const headers = new Map<string, JoseHeader>()
@@ -93,10 +95,8 @@ export function buildVerifier (options: ResolvedOptions, internals: VerifierInte
       return undefined
     }
     if (trace !== undefined) trace.cached = true
-    // Cached tokens must not keep an outdated key set alive.
-    keys.revalidate()
     try {
-      checkTime(hit.token.claims.nbf, hit.token.claims.exp, rules, record)
+      checkTime(hit.nbf, hit.exp, timeRules, record)
     } catch (err) {
       cache.delete(raw)
       throw err
@@ -157,9 +157,9 @@ export function buildVerifier (options: ResolvedOptions, internals: VerifierInte
     const checked = checkClaims(payload, rules, discoveryIssuer, key.issuer, record)
     const admitted = admission.admit(raw, header, checked, discoveryIssuer, record)
     if (!useCache) return admitted
-    const exp = checked.payload.exp
-    if (admitted instanceof Promise) return admitted.then(token => { cache.set(raw, token, key, exp * 1000 - now() + clockTolerance); return token })
-    cache.set(raw, admitted, key, exp * 1000 - now() + clockTolerance)
+    const { nbf, exp } = checked.payload
+    if (admitted instanceof Promise) return admitted.then(token => { cache.set(raw, token, key, exp * 1000 - now() + clockTolerance, nbf, exp); return token })
+    cache.set(raw, admitted, key, exp * 1000 - now() + clockTolerance, nbf, exp)
     return admitted
   }
 

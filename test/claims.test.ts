@@ -516,13 +516,15 @@ t.test('token cache segments', async t => {
   const key = {} as SigningKey
   const token = {} as EntraToken
   const HOUR = 3_600_000
+  // nbf and exp: the cache keeps them for the verifier to judge, and judges neither itself.
+  const times = [0, Infinity] as const
   // Distinct endings: the cache hashes a token's last 24 characters.
   const raw = (n: number, tail = ''): string => `header.payload.${'s'.repeat(40)}${tail}${String(n).padStart(8, '0')}`
   const sleep = (ms: number): Promise<void> => new Promise(resolve => setTimeout(resolve, ms))
 
   t.test('probation, then the main segment on a second sight', async t => {
     const cache = new TokenCache({ max: 64, maxBytes: 1 << 25 })
-    cache.set(raw(1), token, key, HOUR)
+    cache.set(raw(1), token, key, HOUR, ...times)
     t.equal(cache.size, 1, 'on probation')
     t.equal(cache.get(raw(1))?.token, token, 'a probation hit')
     t.equal(cache.size, 1, 'moved, not copied')
@@ -534,9 +536,9 @@ t.test('token cache segments', async t => {
 
   t.test('a second verification goes straight to the main segment (the doorkeeper)', async t => {
     const cache = new TokenCache({ max: 64, maxBytes: 1 << 25 })
-    cache.set(raw(1), token, key, HOUR)
+    cache.set(raw(1), token, key, HOUR, ...times)
     const before = cache.bytes
-    cache.set(raw(1), token, key, HOUR)
+    cache.set(raw(1), token, key, HOUR, ...times)
     t.ok(cache.bytes > before, 'in the main segment')
     t.equal(cache.size, 1, 'and no longer on probation')
   })
@@ -544,29 +546,29 @@ t.test('token cache segments', async t => {
   t.test('a newcomer takes its probation slot', async t => {
     // 8 entries: 2 probation slots, so of 3 first verifications at least one is displaced.
     const cache = new TokenCache({ max: 8, maxBytes: 1 << 25 })
-    for (let i = 0; i < 3; i++) cache.set(raw(i), token, key, HOUR)
+    for (let i = 0; i < 3; i++) cache.set(raw(i), token, key, HOUR, ...times)
     t.ok(cache.size <= 2, `size ${cache.size}`)
     t.ok(cache.size >= 1)
   })
 
   t.test('stale entries are never served, in either segment', async t => {
     const cache = new TokenCache({ max: 64, maxBytes: 1 << 25 })
-    cache.set(raw(1), token, key, 1)
-    cache.set(raw(2), token, key, 1)
-    cache.set(raw(2), token, key, 1)
+    cache.set(raw(1), token, key, 1, ...times)
+    cache.set(raw(2), token, key, 1, ...times)
+    cache.set(raw(2), token, key, 1, ...times)
     await sleep(5)
     t.equal(cache.get(raw(1)), undefined, 'on probation')
     t.equal(cache.get(raw(2)), undefined, 'in the main segment')
     t.equal(cache.size, 0, 'both dropped')
     t.equal(cache.bytes, 0)
-    cache.set(raw(3), token, key, 0)
+    cache.set(raw(3), token, key, 0, ...times)
     t.equal(cache.size, 0, 'a token with no time left is not stored')
   })
 
   t.test('eviction spares entries read since they were inserted (CLOCK)', async t => {
     // 12 entries: 2 probation slots and 10 in the main segment.
     const cache = new TokenCache({ max: 12, maxBytes: 1 << 25 })
-    const admit = (n: number): void => { cache.set(raw(n), token, key, HOUR); cache.set(raw(n), token, key, HOUR) }
+    const admit = (n: number): void => { cache.set(raw(n), token, key, HOUR, ...times); cache.set(raw(n), token, key, HOUR, ...times) }
     for (let i = 0; i < 10; i++) admit(i)
     for (let i = 0; i < 5; i++) t.ok(cache.get(raw(i)), `read ${i}`)
     for (let i = 10; i < 15; i++) admit(i)
@@ -579,31 +581,31 @@ t.test('token cache segments', async t => {
   t.test('bounded by bytes', async t => {
     const entry = raw(0).length * 4 + 1024
     const cache = new TokenCache({ max: 64, maxBytes: entry * 3 })
-    for (let i = 0; i < 6; i++) { cache.set(raw(i), token, key, HOUR); cache.set(raw(i), token, key, HOUR) }
+    for (let i = 0; i < 6; i++) { cache.set(raw(i), token, key, HOUR, ...times); cache.set(raw(i), token, key, HOUR, ...times) }
     t.equal(cache.bytes, entry * 3)
     const small = new TokenCache({ max: 64, maxBytes: entry - 1 })
-    small.set(raw(1), token, key, HOUR)
-    small.set(raw(1), token, key, HOUR)
+    small.set(raw(1), token, key, HOUR, ...times)
+    small.set(raw(1), token, key, HOUR, ...times)
     t.equal(small.size, 0, 'an entry larger than maxBytes is not kept')
   })
 
   t.test('delete, and a cache of size 0', async t => {
     const cache = new TokenCache({ max: 64, maxBytes: 1 << 25 })
-    cache.set(raw(1), token, key, HOUR)
-    cache.set(raw(2), token, key, HOUR)
-    cache.set(raw(2), token, key, HOUR)
+    cache.set(raw(1), token, key, HOUR, ...times)
+    cache.set(raw(2), token, key, HOUR, ...times)
+    cache.set(raw(2), token, key, HOUR, ...times)
     cache.delete(raw(1))
     cache.delete(raw(2))
     cache.delete(raw(3))
     t.equal(cache.size, 0)
     t.equal(cache.bytes, 0)
     const off = new TokenCache({ max: 0, maxBytes: 1 << 25 })
-    off.set(raw(1), token, key, HOUR)
+    off.set(raw(1), token, key, HOUR, ...times)
     off.delete(raw(1))
     t.equal(off.get(raw(1)), undefined)
     t.equal(off.size, 0)
     const tiny = new TokenCache({ max: 2, maxBytes: 1 << 25 })
-    tiny.set(raw(1), token, key, HOUR)
+    tiny.set(raw(1), token, key, HOUR, ...times)
     t.equal(tiny.get(raw(1))?.token, token, 'no probation in a tiny cache: kept at once')
     t.equal(tiny.get(raw(9)), undefined)
   })

@@ -200,6 +200,7 @@ export class KeyStore {
   #lastError: string | undefined
   #lastFailure: EntraAuthError | null = null
   #retryAt = -Infinity
+  #lastCurrent: { key: SigningKey | undefined, set: KeySet | null } = { key: undefined, set: null }
 
   constructor (options: KeyStoreOptions) {
     this.#discoveryUrl = options.discoveryUrl
@@ -279,10 +280,19 @@ export class KeyStore {
     }
   }
 
-  /** A cached token must not outlive its key nor the set's `ttl + maxStale`. */
+  /** A cached token must not outlive its key nor the set's `ttl + maxStale`; a set past `ttl` is refreshed meanwhile. */
   isCurrent (key: SigningKey): boolean {
     const set = this.#keySet
-    return set !== null && set.keys.get(key.kid) === key && this.#usable(set.fetchedAt)
+    if (set === null) return false
+    // Every cache hit asks about the same key of the same set: the last answer spares a lookup.
+    if (key !== this.#lastCurrent.key || set !== this.#lastCurrent.set) {
+      if (set.keys.get(key.kid) !== key) return false
+      this.#lastCurrent = { key, set }
+    }
+    const age = this.#clock() - set.fetchedAt
+    if (age >= this.#timings.ttl + this.#timings.maxStale) return false
+    if (age >= this.#timings.ttl) this.revalidate()
+    return true
   }
 
   refresh (kid?: string): Promise<KeySet> {

@@ -6,6 +6,9 @@ interface Entry {
   readonly hash: number
   readonly token: EntraToken
   readonly key: SigningKey
+  /** The token's `nbf` and `exp`, judged again on every hit without touching the token's claims. */
+  readonly nbf: number
+  readonly exp: number
   readonly expires: number
   readonly size: number
   visited: boolean
@@ -113,10 +116,10 @@ export class TokenCache {
     return candidate
   }
 
-  set (raw: string, token: EntraToken, key: SigningKey, lifetime: number): void {
+  set (raw: string, token: EntraToken, key: SigningKey, lifetime: number, nbf: number, exp: number): void {
     if (this.#max === 0 || !(lifetime > 0)) return
     const hash = hashOf(raw)
-    const entry: Entry = { raw, hash, token, key, expires: performance.now() + lifetime, size: entrySize(raw), visited: false }
+    const entry: Entry = { raw, hash, token, key, nbf, exp, expires: performance.now() + lifetime, size: entrySize(raw), visited: false }
     const probation = this.#probation
     if (probation.length === 0 || this.#doorkeeper.seenBefore(hash)) {
       this.#dropProbation(raw, hash)
