@@ -39,12 +39,14 @@ const PERMISSION_STEPS: ReadonlyArray<Step<EntraToken>> = [
 
 export function createAdmission (options: ResolvedOptions, logger: AdmissionLogger | undefined): Admission {
   const host = options.discoveryUrl.hostname
-  let warnedFor: string | undefined
+  let seenIssuer: string | undefined
+  let permissionsRequired = false
   const checkTenant = options.tenantPredicate === null ? null : createTenantCheck(options.tenantPredicate, options.jwks.timeout, options.now)
 
   function discovered (discoveryIssuer: string): void {
-    if (warnedFor === discoveryIssuer) return
-    warnedFor = discoveryIssuer
+    if (seenIssuer === discoveryIssuer) return
+    seenIssuer = discoveryIssuer
+    permissionsRequired = requiresPermissions(options.requirePermissions, discoveryIssuer)
     for (const message of issuerWarnings(discoveryIssuer, options.tokenVersions, host)) {
       logger?.warn({ discoveryUrl: options.discoveryUrl.href, issuer: discoveryIssuer }, message)
     }
@@ -72,7 +74,8 @@ export function createAdmission (options: ResolvedOptions, logger: AdmissionLogg
   }
 
   function permitted (token: EntraToken, discoveryIssuer: string, record: StepRecorder | undefined): EntraToken {
-    if (requiresPermissions(options.requirePermissions, discoveryIssuer)) runSteps(PERMISSION_STEPS, token, record)
+    const required = discoveryIssuer === seenIssuer ? permissionsRequired : requiresPermissions(options.requirePermissions, discoveryIssuer)
+    if (required) runSteps(PERMISSION_STEPS, token, record)
     return token
   }
 

@@ -76,7 +76,18 @@ function untrustedDetail (raw: string): string | undefined {
 export function buildVerifier (options: ResolvedOptions, internals: VerifierInternals = {}): InternalVerifier {
   const keys = new KeyStore({ discoveryUrl: options.discoveryUrl, timings: options.jwks, dispatcher: options.dispatcher, logger: internals.logger, clock: internals.clock })
   const cache = new TokenCache({ max: options.tokenCacheMax, maxBytes: options.tokenCacheMaxBytes })
-  const rules: ClaimRules = options
+  // Read for every never-seen token: native sets and the discovery host, in an object of their own.
+  const rules: ClaimRules = Object.freeze({
+    clientId: options.clientId,
+    audiences: new Set(options.audiences),
+    tokenVersions: new Set(options.tokenVersions),
+    allowedTenants: options.allowedTenants === null ? null : new Set(options.allowedTenants),
+    allowedSubjects: options.allowedSubjects === null ? null : new Set(options.allowedSubjects),
+    allowedApps: options.allowedApps === null ? null : new Set(options.allowedApps),
+    clockTolerance: options.clockTolerance,
+    now: options.now,
+    discoveryHost: options.discoveryUrl.hostname
+  })
   const admission = createAdmission(options, internals.logger)
   const { now, clockTolerance } = options
   // What a cache hit judges: a small object of its own, not the whole options object.

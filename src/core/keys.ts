@@ -267,9 +267,11 @@ export class KeyStore {
 
   currentKey (kid: string): SigningKey | undefined {
     const set = this.#keySet
-    const key = set?.keys.get(kid)
-    if (key === undefined || !this.#usable((set as KeySet).fetchedAt)) return undefined
-    this.revalidate()
+    if (set === null) return undefined
+    const last = this.#lastCurrent
+    const key = set === last.set && last.key?.kid === kid ? last.key : set.keys.get(kid)
+    if (key === undefined || !this.#stillUsable(set)) return undefined
+    if (key !== last.key || set !== last.set) this.#lastCurrent = { key, set }
     return key
   }
 
@@ -284,11 +286,16 @@ export class KeyStore {
   isCurrent (key: SigningKey): boolean {
     const set = this.#keySet
     if (set === null) return false
-    // Every cache hit asks about the same key of the same set: the last answer spares a lookup.
+    // Nearly every token asks about the same key of the same set: the last answer spares a lookup.
     if (key !== this.#lastCurrent.key || set !== this.#lastCurrent.set) {
       if (set.keys.get(key.kid) !== key) return false
       this.#lastCurrent = { key, set }
     }
+    return this.#stillUsable(set)
+  }
+
+  /** One clock read: usable within `ttl + maxStale`, refreshed in the background once past `ttl`. */
+  #stillUsable (set: KeySet): boolean {
     const age = this.#clock() - set.fetchedAt
     if (age >= this.#timings.ttl + this.#timings.maxStale) return false
     if (age >= this.#timings.ttl) this.revalidate()

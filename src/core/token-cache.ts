@@ -109,7 +109,8 @@ export class TokenCache {
     if (probation.length === 0) return undefined
     const slot = this.#slot(hash)
     const candidate = probation[slot]
-    if (candidate === undefined || candidate.raw !== raw) return undefined
+    // The hash first: a never-seen token then reads nothing of the (cold) token in the slot.
+    if (candidate === undefined || candidate.hash !== hash || candidate.raw !== raw) return undefined
     probation[slot] = undefined
     if (candidate.expires <= performance.now()) return undefined
     this.#insert(candidate)
@@ -141,7 +142,8 @@ export class TokenCache {
     const probation = this.#probation
     if (probation.length === 0) return
     const slot = this.#slot(hash)
-    if (probation[slot]?.raw === raw) probation[slot] = undefined
+    const entry = probation[slot]
+    if (entry !== undefined && entry.hash === hash && entry.raw === raw) probation[slot] = undefined
   }
 
   /** The probation slot of `hash` (the table's length is a power of two). */

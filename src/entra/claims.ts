@@ -13,7 +13,7 @@ export interface ClaimRules {
   readonly allowedApps: ReadonlySet<string> | null
   readonly clockTolerance: number
   readonly now: () => number
-  readonly discoveryUrl?: URL
+  readonly discoveryHost?: string
 }
 
 export interface CheckedClaims {
@@ -222,7 +222,7 @@ export function checkClaims (
   record?: StepRecorder
 ): CheckedClaims {
   const ver = payload.ver
-  const rule = ver === '1.0' || ver === '2.0' ? issuerRule(discoveryIssuer, ver, payload.tid, payload.iss, rules.discoveryUrl?.hostname) : null
+  const rule = ver === '1.0' || ver === '2.0' ? issuerRule(discoveryIssuer, ver, payload.tid, payload.iss, rules.discoveryHost) : null
   const clientClaim = ver === '1.0' || ver === '2.0' ? rule?.clientClaim ?? (ver === '2.0' ? 'azp' : 'appid') : undefined
   const c: ClaimCheck = { payload, rules, discoveryIssuer, keyIssuer, issuer: rule, clientClaim, required: REQUIRED[clientClaim ?? 'unknown'] }
   runSteps(SHAPE_STEPS, c, record)
