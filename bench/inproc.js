@@ -3,7 +3,8 @@
 // never-seen tokens (cache on and off) and with cache hits. Run with `npm run bench:inproc`.
 // Every subject is set up once; rounds of one batch per subject interleave them.
 // Env: INPROC_ROUNDS (default 21; the first is a warm-up and not counted), INPROC_BATCH (tokens per
-// batch, default 500), INPROC_ONLY (a subset of the subjects, comma-separated),
+// batch, default 500), INPROC_ONLY (a subset of the subjects, comma-separated), INPROC_COLD (MB of
+// other memory walked before each call: costs with cold caches, as on a busy server),
 // INPROC_PROF (a directory: a V8 CPU profile of each subject's timed runs, <subject>.cpuprofile).
 import { fork } from 'node:child_process'
 import { writeFileSync } from 'node:fs'
@@ -129,7 +130,29 @@ async function main () {
   }
 
   /** CPU and wall µs per token over one batch of `BATCH` tokens. */
+  // INPROC_COLD=<MB>: before each call, walk that much other memory (a server's other work between
+  // two requests), and time the calls alone with the wall clock: what a token costs with cold caches.
+  const COLD_MB = envInt('INPROC_COLD', 0)
+  const other = new Float64Array(COLD_MB * 131072)
+  let walked = 0
+  function walkOtherMemory () {
+    for (let i = 0; i < other.length; i += 8) walked += other[i]++
+  }
+
+  async function timedCold (call, take) {
+    const batch = Array.from({ length: BATCH }, take)
+    let wall = 0
+    for (const t of batch) {
+      walkOtherMemory()
+      const start = performance.now()
+      await call(t)
+      wall += performance.now() - start
+    }
+    return { cpu: NaN, wall: wall * 1000 / batch.length }
+  }
+
   async function timed (call, take, profiler) {
+    if (COLD_MB > 0) return await timedCold(call, take)
     const batch = Array.from({ length: BATCH }, take)
     if (profiler) await profiler.post('Profiler.start')
     const before = process.cpuUsage()
@@ -186,15 +209,17 @@ async function main () {
   const fmt = (n, digits = 1) => Number.isNaN(n) ? 'n/a' : n.toLocaleString('en-US', { minimumFractionDigits: digits, maximumFractionDigits: digits })
   const med = (id, field) => field === 'bytes' ? prepared[id].bytes : median(samples[id]?.map(s => s[field]) ?? [])
 
+  const column = COLD_MB > 0 ? 'wall' : 'cpu'
+  if (COLD_MB > 0) console.log(`Cold caches: ${COLD_MB} MB of other memory walked before each call (${walked > 0 ? 'done' : 'none'}); the calls alone timed by the wall clock.\n`)
   console.log(`In-process cost per token: node ${process.version}, ${fresh.length.toLocaleString('en-US')} distinct tokens of ${fresh[0].length} bytes, each subject seeing each once (${ALLOC_BATCH * ALLOC_BATCHES} for allocation, in GC-free batches of ${ALLOC_BATCH}; then interleaved batches of ${BATCH} for CPU), medians of ${ROUNDS - 1} rounds (after a warm-up round); load average ${loadavg().map(n => n.toFixed(2)).join(', ')}\n`)
   console.log('| subject | CPU µs/token | wall µs/token | bytes allocated/token |')
   console.log('|---|---:|---:|---:|')
   for (const [id, subject] of subjects) console.log(`| ${subject.label} | ${fmt(med(id, 'cpu'))} | ${fmt(med(id, 'wall'))} | ${fmt(med(id, 'bytes'), 0)} |`)
   if (samples.cacheOn && samples.cacheOff) {
-    console.log(`\nCache miss (cache on − cache off, never-seen): ${fmt(med('cacheOn', 'cpu') - med('cacheOff', 'cpu'))} µs CPU per token (target <= 3 µs).`)
+    console.log(`\nCache miss (cache on − cache off, never-seen): ${fmt(med('cacheOn', column) - med('cacheOff', column))} µs ${column} per token (target <= 3 µs).`)
   }
   if (samples.cacheOn && samples.fastifyJwt) {
-    console.log(`Never-seen verify() / @fastify/jwt's jwt.verify: ${(med('cacheOn', 'cpu') / med('fastifyJwt', 'cpu')).toFixed(2)}x CPU.`)
+    console.log(`Never-seen verify() / @fastify/jwt's jwt.verify: ${(med('cacheOn', column) / med('fastifyJwt', column)).toFixed(2)}x ${column}.`)
   }
-  console.log(`\nPer-round CPU µs/token: ${subjects.map(([id]) => `${id} ${samples[id].map(s => fmt(s.cpu)).join(' ')}`).join('; ')}.`)
+  console.log(`\nPer-round ${column} µs/token: ${subjects.map(([id]) => `${id} ${samples[id].map(s => fmt(s[column])).join(' ')}`).join('; ')}.`)
 }

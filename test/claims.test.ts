@@ -543,6 +543,17 @@ t.test('token cache segments', async t => {
     t.equal(cache.size, 1, 'and no longer on probation')
   })
 
+  t.test('never-seen tokens seldom pass the doorkeeper', async t => {
+    // 20,000 first verifications: all but the doorkeeper's false positives stay out of the main
+    // segment (probation holds 256 of them at most), and a second one of each is let in.
+    const cache = new TokenCache({ max: 4096, maxBytes: 1 << 30 })
+    for (let i = 0; i < 20_000; i++) cache.set(raw(i, 'n'), token, key, HOUR, ...times)
+    const main = cache.size - 256
+    t.ok(main < 20_000 * 0.02, `${main} let into the main segment`)
+    cache.set(raw(19_999, 'n'), token, key, HOUR, ...times)
+    t.ok(cache.get(raw(19_999, 'n')), 'a second verification is let in')
+  })
+
   t.test('a newcomer takes its probation slot', async t => {
     // 8 entries: 2 probation slots, so of 3 first verifications at least one is displaced.
     const cache = new TokenCache({ max: 8, maxBytes: 1 << 25 })

@@ -27,13 +27,16 @@ function entrySize (raw: string): number {
   return raw.length * 4 + 1024
 }
 
-const DOORKEEPER_BITS_LOG2 = 20
-const DOORKEEPER_BITS = 1 << DOORKEEPER_BITS_LOG2
+const DOORKEEPER_WORDS_LOG2 = 15
+const DOORKEEPER_WORDS = 1 << DOORKEEPER_WORDS_LOG2
 
-/** TinyLFU's doorkeeper: a false positive admits a token one visit early. */
+/**
+ * TinyLFU's doorkeeper: a false positive admits a token one visit early. Two bits per mark, both in
+ * one 32-bit word (a blocked Bloom filter): one memory access per generation instead of two.
+ */
 class Doorkeeper {
-  #current = new Int32Array(DOORKEEPER_BITS / 32)
-  #previous = new Int32Array(DOORKEEPER_BITS / 32)
+  #current = new Int32Array(DOORKEEPER_WORDS)
+  #previous = new Int32Array(DOORKEEPER_WORDS)
   #marks = 0
   readonly #capacity: number
 
@@ -41,29 +44,21 @@ class Doorkeeper {
     this.#capacity = capacity
   }
 
-  /** True when `hash` was marked before; marks it either way. Two bits per mark (a Bloom filter, k = 2). */
+  /** True when `hash` was marked before; marks it either way. */
   seenBefore (hash: number): boolean {
-    const a = hash & (DOORKEEPER_BITS - 1)
-    // A second index from the same hash, mixed (Fibonacci hashing): false positives of ~0.7 % instead of ~3 %.
-    const b = Math.imul(hash, 0x9e3779b1) >>> (32 - DOORKEEPER_BITS_LOG2)
-    if ((isSet(this.#current, a) && isSet(this.#current, b)) || (isSet(this.#previous, a) && isSet(this.#previous, b))) return true
-    setBit(this.#current, a)
-    setBit(this.#current, b)
+    // The word from the hash's low bits; the two bits from its high bits, mixed (Fibonacci hashing).
+    const word = hash & (DOORKEEPER_WORDS - 1)
+    const mixed = Math.imul(hash, 0x9e3779b1)
+    const bits = (1 << (mixed >>> 27)) | (1 << ((mixed >>> 22) & 31))
+    if (((this.#current[word] as number) & bits) === bits || ((this.#previous[word] as number) & bits) === bits) return true
+    this.#current[word] = (this.#current[word] as number) | bits
     if (++this.#marks >= this.#capacity) {
       this.#previous = this.#current
-      this.#current = new Int32Array(DOORKEEPER_BITS / 32)
+      this.#current = new Int32Array(DOORKEEPER_WORDS)
       this.#marks = 0
     }
     return false
   }
-}
-
-function isSet (bits: Int32Array, index: number): boolean {
-  return ((bits[index >>> 5] as number) & (1 << (index & 31))) !== 0
-}
-
-function setBit (bits: Int32Array, index: number): void {
-  bits[index >>> 5] = (bits[index >>> 5] as number) | (1 << (index & 31))
 }
 
 export interface TokenCacheLimits {
@@ -77,6 +72,8 @@ const PROBATION_SLOTS = 256
 export class TokenCache {
   readonly #main = new Map<number, Entry>()
   readonly #probation: Array<Entry | undefined>
+  // The slots' hashes (-1: empty), read first: a never-seen token touches 1 kB, not the entries.
+  readonly #probationHashes: Int32Array
   readonly #doorkeeper: Doorkeeper
   readonly #max: number
   readonly #mainMax: number
@@ -88,6 +85,7 @@ export class TokenCache {
     this.#maxBytes = limits.maxBytes
     const slots = limits.max >= 8 ? Math.min(PROBATION_SLOTS, 2 ** Math.floor(Math.log2(limits.max / 4))) : 0
     this.#probation = new Array<Entry | undefined>(slots).fill(undefined)
+    this.#probationHashes = new Int32Array(slots).fill(-1)
     this.#mainMax = limits.max - slots
     this.#doorkeeper = new Doorkeeper(Math.max(1024, limits.max * 8))
   }
@@ -108,10 +106,10 @@ export class TokenCache {
     const probation = this.#probation
     if (probation.length === 0) return undefined
     const slot = this.#slot(hash)
+    if (this.#probationHashes[slot] !== hash) return undefined
     const candidate = probation[slot]
-    // The hash first: a never-seen token then reads nothing of the (cold) token in the slot.
-    if (candidate === undefined || candidate.hash !== hash || candidate.raw !== raw) return undefined
-    probation[slot] = undefined
+    if (candidate === undefined || candidate.raw !== raw) return undefined
+    this.#vacate(slot)
     if (candidate.expires <= performance.now()) return undefined
     this.#insert(candidate)
     return candidate
@@ -127,7 +125,9 @@ export class TokenCache {
       this.#insert(entry)
       return
     }
-    probation[this.#slot(hash)] = entry
+    const slot = this.#slot(hash)
+    probation[slot] = entry
+    this.#probationHashes[slot] = hash
   }
 
   delete (raw: string): void {
@@ -142,8 +142,12 @@ export class TokenCache {
     const probation = this.#probation
     if (probation.length === 0) return
     const slot = this.#slot(hash)
-    const entry = probation[slot]
-    if (entry !== undefined && entry.hash === hash && entry.raw === raw) probation[slot] = undefined
+    if (this.#probationHashes[slot] === hash && probation[slot]?.raw === raw) this.#vacate(slot)
+  }
+
+  #vacate (slot: number): void {
+    this.#probation[slot] = undefined
+    this.#probationHashes[slot] = -1
   }
 
   /** The probation slot of `hash` (the table's length is a power of two). */
