@@ -76,7 +76,7 @@ function untrustedDetail (raw: string): string | undefined {
 export function buildVerifier (options: ResolvedOptions, internals: VerifierInternals = {}): InternalVerifier {
   const keys = new KeyStore({ discoveryUrl: options.discoveryUrl, timings: options.jwks, dispatcher: options.dispatcher, logger: internals.logger, clock: internals.clock })
   const cache = new TokenCache({ max: options.tokenCacheMax, maxBytes: options.tokenCacheMaxBytes })
-  // Read for every never-seen token: native sets and the discovery host, in an object of their own.
+  // Read for every token: native sets and the discovery host, in an object of their own (docs/performance.md).
   const rules: ClaimRules = Object.freeze({
     clientId: options.clientId,
     audiences: new Set(options.audiences),
@@ -90,8 +90,6 @@ export function buildVerifier (options: ResolvedOptions, internals: VerifierInte
   })
   const admission = createAdmission(options, internals.logger)
   const { now, clockTolerance } = options
-  // What a cache hit judges: a small object of its own, not the whole options object.
-  const timeRules = Object.freeze({ now, clockTolerance })
   const inFlight = new Map<string, Promise<EntraToken>>()
   // Verified header segments → frozen header: every token of one Entra key has the same header (docs/performance.md).
   const headers = new Map<string, JoseHeader>()
@@ -107,7 +105,7 @@ export function buildVerifier (options: ResolvedOptions, internals: VerifierInte
     }
     if (trace !== undefined) trace.cached = true
     try {
-      checkTime(hit.nbf, hit.exp, timeRules, record)
+      checkTime(hit.nbf, hit.exp, rules, record)
     } catch (err) {
       cache.delete(raw)
       throw err

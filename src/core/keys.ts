@@ -84,6 +84,14 @@ interface KeySet {
 
 interface Stamped<T> { readonly value: T, readonly fetchedAt: number }
 
+interface CurrentKey {
+  readonly set: KeySet | null
+  readonly kid: string
+  readonly key: SigningKey | undefined
+  readonly refreshAt: number
+  readonly staleAt: number
+}
+
 const MIN_MODULUS_BITS = 2048
 
 /** After a failed fetch (or `cooldown`, if shorter): an outage must not turn every request into a fetch. */
@@ -200,7 +208,7 @@ export class KeyStore {
   #lastError: string | undefined
   #lastFailure: EntraAuthError | null = null
   #retryAt = -Infinity
-  #lastCurrent: { key: SigningKey | undefined, set: KeySet | null } = { key: undefined, set: null }
+  #lastCurrent: CurrentKey = { set: null, kid: '', key: undefined, refreshAt: 0, staleAt: 0 }
 
   constructor (options: KeyStoreOptions) {
     this.#discoveryUrl = options.discoveryUrl
@@ -268,11 +276,13 @@ export class KeyStore {
   currentKey (kid: string): SigningKey | undefined {
     const set = this.#keySet
     if (set === null) return undefined
-    const last = this.#lastCurrent
-    const key = set === last.set && last.key?.kid === kid ? last.key : set.keys.get(kid)
-    if (key === undefined || !this.#stillUsable(set)) return undefined
-    if (key !== last.key || set !== last.set) this.#lastCurrent = { key, set }
-    return key
+    let current = this.#lastCurrent
+    if (current.set !== set || current.kid !== kid) {
+      const key = set.keys.get(kid)
+      if (key === undefined) return undefined
+      current = this.#remember(set, key, kid)
+    }
+    return this.#stillUsable(current) ? current.key : undefined
   }
 
   revalidate (): void {
@@ -286,19 +296,26 @@ export class KeyStore {
   isCurrent (key: SigningKey): boolean {
     const set = this.#keySet
     if (set === null) return false
-    // Nearly every token asks about the same key of the same set: the last answer spares a lookup.
-    if (key !== this.#lastCurrent.key || set !== this.#lastCurrent.set) {
+    let current = this.#lastCurrent
+    if (current.set !== set || current.key !== key) {
       if (set.keys.get(key.kid) !== key) return false
-      this.#lastCurrent = { key, set }
+      current = this.#remember(set, key, key.kid)
     }
-    return this.#stillUsable(set)
+    return this.#stillUsable(current)
+  }
+
+  /** Nearly every token asks about the same key of the same set: the last answer, with its deadlines, spares a lookup. */
+  #remember (set: KeySet, key: SigningKey, kid: string): CurrentKey {
+    const { ttl, maxStale } = this.#timings
+    this.#lastCurrent = { set, kid, key, refreshAt: set.fetchedAt + ttl, staleAt: set.fetchedAt + ttl + maxStale }
+    return this.#lastCurrent
   }
 
   /** One clock read: usable within `ttl + maxStale`, refreshed in the background once past `ttl`. */
-  #stillUsable (set: KeySet): boolean {
-    const age = this.#clock() - set.fetchedAt
-    if (age >= this.#timings.ttl + this.#timings.maxStale) return false
-    if (age >= this.#timings.ttl) this.revalidate()
+  #stillUsable (current: CurrentKey): boolean {
+    const now = this.#clock()
+    if (now >= current.staleAt) return false
+    if (now >= current.refreshAt) this.revalidate()
     return true
   }
 
